@@ -1,0 +1,39 @@
+#!/bin/bash
+# Set up everything cni-ipam needs on a fresh Debian 12 machine, idempotently:
+# the Debian packages its tests and demo use, then .venv with the project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  containernetworking-plugins  # Debian's Go reference plugins: bridge, macvlan, static, host-local, dhcp
+  iproute2 iputils-ping        # namespaces, links, ping between pods
+  dnsmasq-base                 # the DHCP server in DHCP tests
+  etcd-server etcd-client      # the cluster store's tests
+  sqlite3                      # to look into the embedded store by hand
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]} (run as root, or apt-get install them)" >&2
+  else
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.cni-ipam-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi

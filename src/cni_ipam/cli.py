@@ -1,0 +1,60 @@
+"""``cni-ipam``: the administrator's command (install, demo, and more to come)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_install(args) -> int:
+    from .install import install
+
+    for path in install(args.cni_bin_dir, args.python):
+        print(f"installed {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.cni_bin_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .install import DEFAULT_BIN_DIR
+
+    parser = argparse.ArgumentParser(
+        prog="cni-ipam",
+        description="IP address management for the secondary networks of pods: "
+                    "drop-in static, dhcp and whereabouts CNI IPAM plugins.",
+    )
+    parser.add_argument("--version", action="version", version=f"cni-ipam {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("install", help="write the plugin executables into a CNI bin directory",
+                       description="Write launchers named static, whereabouts and dhcp into DIR.",
+                       epilog="example: cni-ipam install --cni-bin-dir /opt/cni/bin")
+    p.add_argument("--cni-bin-dir", default=DEFAULT_BIN_DIR, metavar="DIR",
+                   help=f"where the runtime looks for CNI plugins (default {DEFAULT_BIN_DIR})")
+    p.add_argument("--python", default=None, metavar="PATH",
+                   help="interpreter for the launchers (default: this one)")
+    p.set_defaults(func=cmd_install)
+
+    p = sub.add_parser("demo", help="show the plugins at work in throw-away network namespaces",
+                       description="Runs pods (network namespaces) on a bridge with our IPAM plugins "
+                                   "and prints their addresses; without root, runs the plugins alone.",
+                       epilog="example: sudo cni-ipam demo")
+    p.add_argument("--cni-bin-dir", default=None, metavar="DIR",
+                   help="use plugins already installed here (default: install into a temporary dir)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

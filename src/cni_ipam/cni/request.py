@@ -1,0 +1,178 @@
+"""One CNI call as a value: the environment and stdin, checked as Go's skel does.
+
+Building a :class:`Request` is pure (a dict of environment variables and the
+stdin bytes in, a request or a :class:`CNIError` out), so every rule here is
+tested without running a process.
+"""
+
+from __future__ import annotations
+
+from . import versions
+from .errors import CNIError, DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV, UNKNOWN_CONTAINER
+
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
+
+# Which variables each command needs (CNI_COMMAND is always needed).  As in
+# Go's skel: CNI_NETNS is optional on DEL; CNI_PATH is required even though
+# an IPAM plugin never delegates, because the Go plugins require it.
+REQUIRED_ENV = {
+    "CNI_CONTAINERID": ("ADD", "CHECK", "DEL"),
+    "CNI_NETNS": ("ADD", "CHECK"),
+    "CNI_IFNAME": ("ADD", "CHECK", "DEL"),
+    "CNI_PATH": ("ADD", "CHECK", "DEL", "GC"),
+}
+
+# Commands that the spec introduced after 0.1.0, with the first version that has them.
+MIN_VERSION = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
+
+MAX_IFNAME = 15
+
+
+def _is_name(text: str) -> bool:
+    """The container ID and network name pattern ``^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$``."""
+    if not text or not (text[0].isascii() and text[0].isalnum()):
+        return False
+    return all(c.isascii() and (c.isalnum() or c in "_.-") for c in text)
+
+
+def check_env(env: dict) -> str:
+    """Return the command, or raise code 4 naming every missing variable."""
+    command = env.get("CNI_COMMAND", "")
+    missing = [] if command else ["CNI_COMMAND"]
+    for name, commands in REQUIRED_ENV.items():
+        if command in commands and not env.get(name):
+            missing.append(name)
+    if missing:
+        raise CNIError(INVALID_ENV, f"required env variables [{','.join(missing)}] missing")
+    if command not in COMMANDS:
+        raise CNIError(INVALID_ENV, f"unknown CNI_COMMAND: {command}", f"expected one of {', '.join(COMMANDS)}")
+    return command
+
+
+def check_container_id(container_id: str) -> None:
+    if not container_id:
+        raise CNIError(UNKNOWN_CONTAINER, "missing containerID")
+    if not _is_name(container_id):
+        raise CNIError(INVALID_ENV, "error: invalid characters in containerID", container_id)
+
+
+def check_ifname(ifname: str) -> None:
+    if not ifname:
+        raise CNIError(INVALID_ENV, "interface name is empty")
+    if len(ifname) > MAX_IFNAME:
+        raise CNIError(INVALID_ENV, f"interface name {ifname!r} is too long",
+                       f"interface name should be less than {MAX_IFNAME + 1} characters")
+    if ifname in (".", ".."):
+        raise CNIError(INVALID_ENV, f"interface name {ifname!r} is . or ..")
+    if any(c in "/:" or c.isspace() for c in ifname):
+        raise CNIError(INVALID_ENV, f"interface name {ifname!r} contains / or : or whitespace characters")
+
+
+def decode_config(stdin: bytes) -> dict:
+    """The network configuration: a JSON object with a valid ``name``."""
+    import json
+
+    try:
+        config = json.loads(stdin)
+    except ValueError as exc:
+        raise CNIError(DECODE_FAILURE, f"error unmarshalling network config: {exc}") from None
+    if not isinstance(config, dict):
+        raise CNIError(DECODE_FAILURE, "error unmarshalling network config: not a JSON object")
+    name = config.get("name")
+    if name is None or name == "":
+        raise CNIError(INVALID_CONFIG, "missing network name")
+    if not isinstance(name, str):
+        raise CNIError(DECODE_FAILURE, f"name: {name!r} is not a string")
+    if not _is_name(name):
+        raise CNIError(INVALID_CONFIG, "error: invalid characters found in network name", name)
+    return config
+
+
+def check_version(command: str, cni_version: str) -> None:
+    """Refuse versions we do not speak and commands the version lacks (code 1)."""
+    if not isinstance(cni_version, str):
+        raise CNIError(DECODE_FAILURE, f"cniVersion: {cni_version!r} is not a string")
+    if cni_version not in versions.SUPPORTED:
+        raise CNIError(
+            INCOMPATIBLE_VERSION,
+            "incompatible CNI versions",
+            f'config is "{cni_version}", plugin supports {list(versions.SUPPORTED)}',
+        )
+    minimum = MIN_VERSION.get(command)
+    if minimum and not versions.at_least(cni_version, minimum):
+        raise CNIError(INCOMPATIBLE_VERSION, f"config version does not allow {command}",
+                       f'cniVersion is "{cni_version}"; {command} needs {minimum} or later')
+
+
+class Request:
+    """Everything a plugin command receives."""
+
+    __slots__ = ("command", "container_id", "netns", "ifname", "args", "path", "config", "stdin", "warnings")
+
+    def __init__(self, command, container_id="", netns="", ifname="", args="", path="", config=None, stdin=b""):
+        self.command = command
+        self.container_id = container_id
+        self.netns = netns
+        self.ifname = ifname
+        self.args = args
+        self.path = path
+        self.config = config if config is not None else {}
+        self.stdin = stdin
+        # Things worth telling the user that are not errors; printed on stderr,
+        # which runtimes log.
+        self.warnings = []
+
+    @property
+    def cni_version(self) -> str:
+        return self.config.get("cniVersion") or versions.DEFAULT
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name", "")
+
+    @property
+    def ipam(self) -> dict:
+        """The ``ipam`` object; a missing one is a config error (code 7)."""
+        ipam = self.config.get("ipam")
+        if ipam is None:
+            raise CNIError(INVALID_CONFIG, "IPAM config missing 'ipam' key")
+        if not isinstance(ipam, dict):
+            raise CNIError(INVALID_CONFIG, f"ipam: expected an object, got {type(ipam).__name__}")
+        return ipam
+
+    @property
+    def runtime_config(self) -> dict:
+        value = self.config.get("runtimeConfig")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def prev_result(self):
+        return self.config.get("prevResult")
+
+
+def build_request(env: dict, read_stdin) -> Request:
+    """Check the environment and stdin of a non-VERSION call, as Go's skel does.
+
+    ``read_stdin`` is a function so that VERSION never reads stdin.
+    """
+    command = check_env(env)
+    if command == "VERSION":
+        return Request(command)
+    stdin = read_stdin()
+    config = decode_config(stdin)
+    container_id = env.get("CNI_CONTAINERID", "")
+    ifname = env.get("CNI_IFNAME", "")
+    if command in ("ADD", "CHECK", "DEL"):
+        check_container_id(container_id)
+        check_ifname(ifname)
+    check_version(command, config.get("cniVersion") or versions.DEFAULT)
+    return Request(
+        command,
+        container_id=container_id,
+        netns=env.get("CNI_NETNS", ""),
+        ifname=ifname,
+        args=env.get("CNI_ARGS", ""),
+        path=env.get("CNI_PATH", ""),
+        config=config,
+        stdin=stdin,
+    )

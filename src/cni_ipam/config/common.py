@@ -1,0 +1,64 @@
+"""Config pieces shared by the IPAM types: routes and DNS, as CNI's ``types`` define them."""
+
+from __future__ import annotations
+
+from ..cni.errors import invalid_config
+from ..cni.result import ROUTE_EXTRAS_1_1, Route
+from ..net.ip import parse_interface, parse_ip
+
+
+def expect(value, kind, key: str, kind_name: str):
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise invalid_config(f"{key}: expected {kind_name}, got {value!r}")
+    return value
+
+
+def parse_routes(value, key: str) -> list:
+    """``routes[]``: ``dst`` (CIDR, required), ``gw`` (IP of the same family), and the 1.1.0 fields."""
+    if value is None:
+        return []
+    routes = []
+    for i, entry in enumerate(expect(value, list, key, "a list of routes")):
+        where = f"{key}[{i}]"
+        expect(entry, dict, where, "an object with dst and gw")
+        if "dst" not in entry:
+            raise invalid_config(f"{where}.dst: missing", "every route needs a destination CIDR, e.g. 0.0.0.0/0")
+        dst = parse_interface(entry["dst"], f"{where}.dst")
+        gw = None
+        if entry.get("gw") not in (None, ""):
+            gw = parse_ip(entry["gw"], f"{where}.gw")
+            if gw.version != dst.version:
+                raise invalid_config(f"{where}.gw: {entry['gw']!r} is IPv{gw.version} but dst "
+                                     f"{entry['dst']!r} is IPv{dst.version}")
+        extras = {}
+        for field in ROUTE_EXTRAS_1_1:
+            if field in entry and entry[field] is not None:
+                number = entry[field]
+                if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+                    raise invalid_config(f"{where}.{field}: expected a non-negative integer, got {number!r}")
+                extras[field] = number
+        routes.append(Route(dst, gw, extras))
+    return routes
+
+
+def parse_dns(value, key: str) -> dict:
+    """``dns``: ``nameservers`` (IPs), ``domain``, ``search``, ``options``."""
+    if value is None:
+        return {}
+    expect(value, dict, key, "an object")
+    dns = {}
+    servers = value.get("nameservers")
+    if servers is not None:
+        for i, server in enumerate(expect(servers, list, f"{key}.nameservers", "a list of IP addresses")):
+            parse_ip(server, f"{key}.nameservers[{i}]")
+        dns["nameservers"] = list(servers)
+    domain = value.get("domain")
+    if domain is not None:
+        dns["domain"] = expect(domain, str, f"{key}.domain", "a string")
+    for field in ("search", "options"):
+        items = value.get(field)
+        if items is not None:
+            for i, item in enumerate(expect(items, list, f"{key}.{field}", "a list of strings")):
+                expect(item, str, f"{key}.{field}[{i}]", "a string")
+            dns[field] = list(items)
+    return dns

@@ -1,0 +1,104 @@
+"""The ``static`` IPAM config, with the Go plugin's sources of addresses.
+
+Addresses come from, in order (each later source as Go does it):
+1. ``ipam.addresses[]``;
+2. ``CNI_ARGS`` ``IP=`` (comma-separated CIDRs), appended; ``GATEWAY=`` IPs
+   are given to the ``IP=`` addresses whose subnet holds them;
+3. ``args.cni.ips``, which replaces the list when not empty;
+4. ``runtimeConfig.ips``, which replaces it again (the runtime wins).
+
+Beyond Go: a gateway of the other family, a route whose ``gw`` is of the
+other family than its ``dst``, a nameserver that is not an IP and an
+address listed twice are refused (code 7); a gateway outside its address's
+subnet is a warning (the bridge plugin can still use it as an on-link
+gateway, so a working Go config keeps working).
+"""
+
+from __future__ import annotations
+
+from ..cni import versions
+from ..cni.args import parse_cni_args
+from ..cni.errors import invalid_config
+from ..cni.result import IPConfig
+from ..net.ip import parse_interface, parse_ip
+from .common import expect, parse_dns, parse_routes
+
+KNOWN_KEYS = ("type", "addresses", "routes", "dns", "name")
+
+
+class StaticConfig:
+    __slots__ = ("addresses", "routes", "dns")
+
+    def __init__(self, addresses, routes, dns):
+        self.addresses = addresses
+        self.routes = routes
+        self.dns = dns
+
+
+def _addresses_from_config(value) -> list:
+    found = []
+    for i, entry in enumerate(expect(value, list, "ipam.addresses", "a list of {address, gateway}")):
+        key = f"ipam.addresses[{i}]"
+        expect(entry, dict, key, "an object with address and gateway")
+        if "address" not in entry:
+            raise invalid_config(f"{key}.address: missing", "each entry needs an address in CIDR form, e.g. 10.10.21.10/24")
+        address = parse_interface(entry["address"], f"{key}.address")
+        gateway = None
+        if entry.get("gateway") not in (None, ""):
+            gateway = parse_ip(entry["gateway"], f"{key}.gateway")
+            if gateway.version != address.version:
+                raise invalid_config(f"{key}.gateway: {entry['gateway']!r} is IPv{gateway.version} but the address "
+                                     f"{entry['address']!r} is IPv{address.version}")
+        found.append(IPConfig(address, gateway))
+    return found
+
+
+def _addresses_from_cni_args(args: dict) -> list:
+    found = []
+    if args.get("IP"):
+        for item in args["IP"].split(","):
+            found.append(IPConfig(parse_interface(item.strip(), "CNI_ARGS IP")))
+    if args.get("GATEWAY"):
+        for item in args["GATEWAY"].split(","):
+            gateway = parse_ip(item.strip(), "CNI_ARGS GATEWAY")
+            for ip in found:
+                if gateway in ip.address.network:
+                    ip.gateway = gateway
+    return found
+
+
+def _addresses_from_list(value, key: str) -> list:
+    items = expect(value, list, key, "a list of CIDRs")
+    return [IPConfig(parse_interface(item, f"{key}[{i}]")) for i, item in enumerate(items)]
+
+
+def parse(request) -> StaticConfig:
+    """Validate the request's ``ipam`` section and collect its addresses."""
+    ipam = request.ipam
+    for key in ipam:
+        if key not in KNOWN_KEYS:
+            request.warnings.append(f"ipam.{key} is not a static IPAM key; it is ignored")
+    addresses = _addresses_from_config(ipam.get("addresses") or [])
+    addresses += _addresses_from_cni_args(parse_cni_args(request.args, ("IP", "GATEWAY")))
+    cni_args = request.config.get("args")
+    if isinstance(cni_args, dict) and isinstance(cni_args.get("cni"), dict) and cni_args["cni"].get("ips"):
+        addresses = _addresses_from_list(cni_args["cni"]["ips"], "args.cni.ips")
+    if request.runtime_config.get("ips"):
+        addresses = _addresses_from_list(request.runtime_config["ips"], "runtimeConfig.ips")
+    _check_addresses(addresses, request)
+    return StaticConfig(addresses, parse_routes(ipam.get("routes"), "ipam.routes"), parse_dns(ipam.get("dns"), "ipam.dns"))
+
+
+def _check_addresses(addresses: list, request) -> None:
+    seen = set()
+    for ip in addresses:
+        if ip.address.ip in seen:
+            raise invalid_config(f"address {ip.address.ip} is listed twice", "give each address once")
+        seen.add(ip.address.ip)
+        if ip.gateway is not None and ip.gateway not in ip.address.network:
+            request.warnings.append(f"gateway {ip.gateway} is outside the subnet of {ip.address}")
+    if versions.is_legacy_result(request.cni_version):
+        for family in (4, 6):
+            if sum(1 for ip in addresses if ip.version == family) > 1:
+                raise invalid_config(f"CNI version {request.cni_version} does not support more than 1 address per family",
+                                     "use cniVersion 0.3.0 or later for several addresses")

@@ -1,0 +1,61 @@
+"""Put our plugin executables into a CNI bin directory.
+
+Each executable is a tiny launcher run by this environment's interpreter
+with ``-IS`` (isolated, no ``site``): no ``.pth`` hooks, no user site, no
+``PYTHON*`` variables, so a CNI call pays for Python start-up and the
+modules its command needs, nothing more.  The absolute interpreter path
+matters because runtimes (conmon's DEL) call plugins with almost no PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+PLUGINS = {
+    "static": "cni_ipam.plugins.static",
+    "whereabouts": "cni_ipam.plugins.whereabouts",
+    "dhcp": "cni_ipam.plugins.dhcp",
+}
+DEFAULT_BIN_DIR = "/opt/cni/bin"
+
+
+def package_parent() -> str:
+    """The directory holding the ``cni_ipam`` package (``src/`` in a checkout)."""
+    import cni_ipam
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(cni_ipam.__file__)))
+
+
+def launcher_text(python: str, parent: str, module: str) -> str:
+    return (f"#!{python} -IS\n"
+            f"# cni-ipam launcher, written by 'cni-ipam install'; do not edit.\n"
+            f"import sys\n"
+            f"sys.path.insert(0, {parent!r})\n"
+            f"from {module} import main\n"
+            f"main()\n")
+
+
+def compile_package(parent: str) -> None:
+    """Write ``.pyc`` files now: at run time the bin and lib dirs may be read-only."""
+    import compileall
+
+    compileall.compile_dir(os.path.join(parent, "cni_ipam"), quiet=1)
+
+
+def install(bin_dir: str = DEFAULT_BIN_DIR, python: str | None = None, names=None) -> list:
+    """Write the launchers atomically (a running plugin never sees half a file)."""
+    python = python or sys.executable
+    parent = package_parent()
+    os.makedirs(bin_dir, exist_ok=True)
+    written = []
+    for name in names or PLUGINS:
+        path = os.path.join(bin_dir, name)
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "w") as out:
+            out.write(launcher_text(python, parent, PLUGINS[name]))
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+        written.append(path)
+    compile_package(parent)
+    return written

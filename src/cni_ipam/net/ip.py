@@ -1,0 +1,40 @@
+"""Parsing single addresses and CIDRs exactly as strictly as Go's ``net`` package.
+
+Go's ``net.ParseIP``/``net.ParseCIDR`` are what users' configs were written
+against: no IPv4 leading zeros, no zones, a decimal prefix length (never a
+netmask).  Python's ``ipaddress`` accepts a little more, so we check first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ..cni.errors import invalid_config
+
+
+def _plain(text) -> bool:
+    return isinstance(text, str) and text != "" and "%" not in text and text.strip() == text
+
+
+def parse_ip(text, key: str):
+    """An IPv4 or IPv6 address; ``key`` names the config field in the error."""
+    if _plain(text) and "/" not in text:
+        try:
+            return ipaddress.ip_address(text)
+        except ValueError:
+            pass
+    raise invalid_config(f"{key}: {text!r} is not a valid IP address")
+
+
+def parse_interface(text, key: str, what: str = "CIDR"):
+    """``ip/prefix`` with host bits kept (``10.1.2.3/24``), as an ``ipaddress`` interface."""
+    if _plain(text) and text.count("/") == 1:
+        address, prefix = text.split("/")
+        if prefix.isascii() and prefix.isdigit() and "/" not in address:
+            try:
+                ip = ipaddress.ip_address(address)
+                if int(prefix) <= ip.max_prefixlen:
+                    return ipaddress.ip_interface((ip, int(prefix)))
+            except ValueError:
+                pass
+    raise invalid_config(f"{key}: {text!r} is not in {what} notation (address/prefix-length)")
