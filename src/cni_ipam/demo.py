@@ -56,8 +56,10 @@ def demo_static_in_namespaces(bin_dir: str) -> int:
             ping = lab.exec(pods[0][1], "ping", "-c", "1", "-W", "2", target)
             say(f"   pod-a pings {target}: {'ok' if ping.returncode == 0 else 'FAILED'}")
             failures += ping.returncode != 0
-        for name, pod, att in pods:
-            check = att.check()
+        # CHECK every pod before any DEL: bridge's CHECK compares the bridge's MAC,
+        # which changes when a port leaves it.
+        checks = [att.check() for _, _, att in pods]
+        for (name, pod, att), check in zip(pods, checks):
             delete = att.delete()
             again = att.delete()
             left = lab.addresses(pod, "net1") if _has_link(lab, pod, "net1") else []
