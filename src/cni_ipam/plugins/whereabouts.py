@@ -1,33 +1,217 @@
-"""The ``whereabouts`` IPAM plugin (cluster-wide unique addresses from ranges).
+"""The ``whereabouts`` IPAM plugin: addresses from ranges, unique across the address space.
 
-Not implemented yet: every command answers with a CNI error so a runtime
-sees a clear message instead of a crash.
+A drop-in for Go whereabouts' plugin: the same config keys and results, on
+our own stores (SQLite by default).  Each command loads the config, opens
+the store, and hands the decision to :mod:`cni_ipam.allocator.engine`.
 """
 
 from ..cni.skel import Plugin, main as _skel_main
 
+ADDRESS_TAKEN = 101  # plugin-specific codes (100+ are ours by the spec)
+RANGE_FULL = 102
 
-def not_yet(request):
-    """ADD/CHECK: refuse clearly (code 7: retrying cannot help)."""
+
+def _read_json(path):
+    """A flat file's JSON object; None if no file is there.  A directory means its whereabouts.conf."""
+    import json
+    import os
+
     from ..cni.errors import invalid_config
 
-    raise invalid_config("ipam.type whereabouts: not implemented yet in this cni-ipam build",
-                         "use the Go whereabouts plugin until cni-ipam ships it")
+    if os.path.isdir(path):
+        path = os.path.join(path, "whereabouts.conf")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise invalid_config(f"flat file {path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise invalid_config(f"flat file {path}: not valid JSON: {exc}") from None
 
 
-def status(request):
-    from ..cni.errors import CNIError, NOT_AVAILABLE
+def _open_store(datastore: str, sqlite_path: str):
+    from ..cni.errors import CNIError, IO_FAILURE, TRY_AGAIN_LATER
+    from ..store.base import StoreError
+    from ..store.sqlite import SQLiteStore
 
-    raise CNIError(NOT_AVAILABLE, "whereabouts: not implemented yet in this cni-ipam build")
+    try:
+        return SQLiteStore(sqlite_path)
+    except StoreError as exc:
+        raise CNIError(TRY_AGAIN_LATER if exc.retry else IO_FAILURE, str(exc)) from None
 
 
-def nothing(request):
-    """DEL and GC: nothing was ever held, so releasing succeeds."""
+def _store_errors(function):
+    """Turn store and allocation failures into CNI errors with their messages."""
+    def wrapped(request):
+        from ..allocator.engine import AddressTaken, RangeFull
+        from ..cni.errors import CNIError, IO_FAILURE, TRY_AGAIN_LATER
+        from ..store.base import StoreError
+
+        try:
+            return function(request)
+        except StoreError as exc:
+            raise CNIError(TRY_AGAIN_LATER if exc.retry else IO_FAILURE, str(exc)) from None
+        except RangeFull as exc:
+            raise CNIError(RANGE_FULL, str(exc), "free addresses (DEL, or the reconciler) or widen the range") from None
+        except AddressTaken as exc:
+            raise CNIError(ADDRESS_TAKEN, str(exc)) from None
+    wrapped.__doc__ = function.__doc__
+    return wrapped
+
+
+def _owner(request, config):
+    import os
+
+    from ..allocator.engine import Owner
+
+    return Owner(request.name, request.container_id, request.ifname, pod=config.pod,
+                 netns=request.netns, node=os.uname().nodename)
+
+
+@_store_errors
+def add(request):
+    from ..allocator.engine import assign
+    from ..cni.result import IPConfig, Result
+    from ..config.whereabouts import load
+
+    config = load(request, _read_json)
+    store = _open_store(config.datastore, config.sqlite_path)
+    try:
+        held = assign(store, config.ranges, _owner(request, config), config.requested)
+    finally:
+        store.close()
+    ips = []
+    for spec, allocation in zip(config.ranges, held):
+        import ipaddress
+
+        address = ipaddress.ip_interface(spec.range.interface_text(allocation.ip))
+        gateway = config.gateway if config.gateway is not None and config.gateway.version == address.version else None
+        ips.append(IPConfig(address, gateway))
+    return Result(ips + config.addresses, config.routes, config.dns)
+
+
+@_store_errors
+def delete(request):
+    """Free every address of this attachment; succeed when nothing is held or the config no longer parses."""
+    from ..allocator.engine import release_attachment
+    from ..config.whereabouts import store_settings, with_flat_file
+
+    ipam, _ = with_flat_file(request, _read_json)
+    datastore, path = store_settings(ipam)
+    import os
+
+    if not os.path.exists(path):
+        return None  # nothing was ever stored here
+    store = _open_store(datastore, path)
+    try:
+        release_attachment(store, request.name, request.container_id, request.ifname)
+    finally:
+        store.close()
     return None
 
 
-PLUGIN = Plugin("whereabouts", "cluster-wide unique addresses from ranges (not implemented yet)",
-                {"ADD": not_yet, "CHECK": not_yet, "DEL": nothing, "GC": nothing, "STATUS": status})
+@_store_errors
+def check(request):
+    """The attachment must still hold one address per range, and those of ``prevResult``."""
+    from ..cni.errors import invalid_config
+    from ..cni.result import addresses_in
+    from ..config.whereabouts import load
+
+    config = load(request, _read_json)
+    if not request.prev_result:
+        raise invalid_config("Required prevResult missing", "CHECK compares the store with the ADD result in prevResult")
+    store = _open_store(config.datastore, config.sqlite_path)
+    try:
+        held = store.find(network=request.name, container_id=request.container_id, ifname=request.ifname)
+    finally:
+        store.close()
+    held_text = {a.address for a in held}
+    for spec in config.ranges:
+        if not any(a.pool == spec.pool for a in held):
+            raise invalid_config(f"whereabouts: {request.container_id}/{request.ifname} holds no address in "
+                                 f"{spec.key} {spec.range.cidr}")
+    for address, _gateway in addresses_in(request.prev_result):
+        ip = address.split("/")[0]
+        in_ranges = any(_in_range(spec, ip) for spec in config.ranges)
+        if in_ranges and _canonical(ip) not in held_text:
+            raise invalid_config(f"whereabouts: address {address} from prevResult is not held by "
+                                 f"{request.container_id}/{request.ifname}")
+    return None
+
+
+def _canonical(text):
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
+
+
+def _in_range(spec, text) -> bool:
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return ip.version == spec.range.version and ip in spec.range.network
+
+
+@_store_errors
+def gc(request):
+    """Free this network's allocations whose attachment is not in ``cni.dev/valid-attachments``."""
+    from ..allocator.engine import garbage_collect
+    from ..cni.errors import invalid_config
+    from ..config.whereabouts import store_settings, with_flat_file
+
+    valid = set()
+    for i, entry in enumerate(request.config.get("cni.dev/valid-attachments") or []):
+        if not isinstance(entry, dict) or "containerID" not in entry or "ifname" not in entry:
+            raise invalid_config(f"cni.dev/valid-attachments[{i}]: expected {{containerID, ifname}}, got {entry!r}")
+        valid.add((entry["containerID"], entry["ifname"]))
+    ipam, _ = with_flat_file(request, _read_json)
+    datastore, path = store_settings(ipam)
+    store = _open_store(datastore, path)
+    try:
+        freed = garbage_collect(store, request.name, valid)
+    finally:
+        store.close()
+    for allocation in freed:
+        request.warnings.append(f"GC freed {allocation.address} of {allocation.container_id}/{allocation.ifname}")
+    return None
+
+
+def status(request):
+    """Ready when the store opens and every range has a free address (else code 50, saying why)."""
+    from ..allocator.engine import has_free
+    from ..cni.errors import CNIError, NOT_AVAILABLE
+    from ..config.whereabouts import load
+
+    config = load(request, _read_json)
+    try:
+        store = _open_store(config.datastore, config.sqlite_path)
+    except CNIError as exc:
+        raise CNIError(NOT_AVAILABLE, f"whereabouts: store unavailable: {exc.msg}") from None
+    try:
+        for spec in config.ranges:
+            if not has_free(store, spec):
+                raise CNIError(NOT_AVAILABLE, f"whereabouts: {spec.key} {spec.range.cidr} has no free address")
+    except Exception as exc:
+        if isinstance(exc, CNIError):
+            raise
+        raise CNIError(NOT_AVAILABLE, f"whereabouts: store unavailable: {exc}") from None
+    finally:
+        store.close()
+    return None
+
+
+PLUGIN = Plugin("whereabouts", "cluster-wide unique addresses from ranges (Go whereabouts compatible)",
+                {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status})
 
 
 def main() -> None:

@@ -1,0 +1,166 @@
+"""Whereabouts operations against a :class:`~cni_ipam.store.base.Store`.
+
+The plugin's ADD, DEL, CHECK and GC in terms of store verbs.  Identity
+follows the CNI spec and whereabouts: an allocation belongs to an
+attachment (network name, container ID, ifname), and a pod restarted under
+a new container ID keeps the address it held on the same interface.
+"""
+
+from __future__ import annotations
+
+from ..store.base import Allocation
+from . import core
+
+MAX_LOST_RACES = 64  # a claim lost to another node: try the next free address
+
+
+class RangeFull(Exception):
+    """No free address in a range; the message names it and its size."""
+
+
+class AddressTaken(Exception):
+    """A requested address is held by another attachment."""
+
+
+class Owner:
+    """Who is asking: the attachment and what we record about it."""
+
+    __slots__ = ("network", "container_id", "ifname", "pod", "netns", "node")
+
+    def __init__(self, network, container_id, ifname, pod="", netns="", node=""):
+        self.network = network
+        self.container_id = container_id
+        self.ifname = ifname
+        self.pod = pod
+        self.netns = netns
+        self.node = node
+
+
+class RangeSpec:
+    """A range as the config gives it, with the pool and space it draws from."""
+
+    __slots__ = ("key", "range", "network_name", "overlapping")
+
+    def __init__(self, key, rng, network_name="", overlapping=True):
+        self.key = key  # the config key, for messages: "ipam.range", "ipam.ipRanges[1]"
+        self.range = rng
+        self.network_name = network_name
+        self.overlapping = overlapping
+
+    @property
+    def pool(self) -> str:
+        from ..store.base import pool_name
+
+        return pool_name(self.network_name, self.range.cidr)
+
+    @property
+    def space(self):
+        return self.network_name if self.overlapping else None
+
+
+def _new(spec: RangeSpec, ip: int, owner: Owner) -> Allocation:
+    return Allocation(spec.pool, ip, spec.range.version, owner.network, owner.container_id, owner.ifname,
+                      space=spec.space, pod=owner.pod, netns=owner.netns, node=owner.node)
+
+
+def _existing(store, spec: RangeSpec, owner: Owner):
+    """What this attachment, or this pod's same interface under an older sandbox, holds in the range."""
+    for held in store.find(network=owner.network, container_id=owner.container_id, ifname=owner.ifname):
+        if held.pool == spec.pool and spec.range.is_allocatable(held.ip):
+            return held
+    if owner.pod:
+        for held in store.find(pod=owner.pod, ifname=owner.ifname):
+            if held.pool == spec.pool and spec.range.is_allocatable(held.ip):
+                store.update_owner(held, owner.container_id, owner.netns)
+                return held
+    return None
+
+
+def _lowest_free(store, spec: RangeSpec, owner: Owner) -> Allocation:
+    rng = spec.range
+    key = core.hint_key(spec.network_name, spec.overlapping, rng)
+    start = max(rng.start, store.hint(key) or rng.start)
+    for _ in range(MAX_LOST_RACES):
+        ip = core.first_free(rng, start, store.held(spec.pool, spec.space, start, rng.end))
+        if ip is None:
+            raise RangeFull(core.exhausted_message(rng, spec.key))
+        allocation = _new(spec, ip, owner)
+        if store.claim(allocation):
+            store.set_hint(key, spec.pool, spec.space, ip + 1)
+            return allocation
+        start = ip + 1  # lost a race: move on rather than fight over the same address
+    raise RangeFull(f"{spec.key}: lost {MAX_LOST_RACES} races for addresses in {rng.cidr}; try again")
+
+
+def _requested(store, spec: RangeSpec, ip: int, owner: Owner) -> Allocation:
+    allocation = _new(spec, ip, owner)
+    if store.claim(allocation):
+        return allocation
+    holders = [a for a in store.find() if a.ip == ip and a.version == spec.range.version
+               and (a.pool == spec.pool or (spec.space is not None and a.space == spec.space))]
+    who = ", ".join(f"{h.network}/{h.container_id[:12]}/{h.ifname}" + (f" (pod {h.pod})" if h.pod else "")
+                    for h in holders) or "another attachment"
+    raise AddressTaken(f"requested address {rng_text(spec, ip)} in {spec.key} is held by {who}")
+
+
+def rng_text(spec: RangeSpec, ip: int) -> str:
+    return spec.range.to_text(ip)
+
+
+def assign(store, specs: list, owner: Owner, requested: dict | None = None) -> list:
+    """One address per range for ``owner``, in range order; the same ones on a repeated ADD.
+
+    ``requested`` maps a range index to the address asked for in that range
+    (CNI_ARGS ``IP=`` / ``runtimeConfig.ips``).  Everything happens in one
+    store transaction; if a later range fails, what this call claimed is
+    given back, so a failed ADD holds nothing new.
+    """
+    requested = requested or {}
+    out, claimed = [], []
+    with store.transaction():
+        try:
+            for index, spec in enumerate(specs):
+                held = _existing(store, spec, owner)
+                if held is not None and (index not in requested or requested[index] == held.ip):
+                    out.append(held)
+                    continue
+                if index in requested:
+                    if held is not None:  # asked for another address than it holds: move
+                        store.release(held)
+                    allocation = _requested(store, spec, requested[index], owner)
+                else:
+                    allocation = _lowest_free(store, spec, owner)
+                claimed.append(allocation)
+                out.append(allocation)
+        except BaseException:
+            for allocation in claimed:
+                store.release(allocation)
+            raise
+    return out
+
+
+def release_attachment(store, network: str, container_id: str, ifname: str) -> list:
+    """DEL: free everything the attachment holds, in every range; nothing held is fine."""
+    with store.transaction():
+        held = store.find(network=network, container_id=container_id, ifname=ifname)
+        for allocation in held:
+            store.release(allocation)
+    return held
+
+
+def garbage_collect(store, network: str, valid: set) -> list:
+    """GC: free this network's allocations whose (containerID, ifname) the runtime no longer has."""
+    freed = []
+    with store.transaction():
+        for allocation in store.find(network=network):
+            if (allocation.container_id, allocation.ifname) not in valid:
+                store.release(allocation)
+                freed.append(allocation)
+    return freed
+
+
+def has_free(store, spec: RangeSpec) -> bool:
+    """STATUS: can this range still serve an ADD?"""
+    rng = spec.range
+    start = max(rng.start, store.hint(core.hint_key(spec.network_name, spec.overlapping, rng)) or rng.start)
+    return core.first_free(rng, start, store.held(spec.pool, spec.space, start, rng.end)) is not None

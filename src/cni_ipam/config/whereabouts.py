@@ -1,0 +1,271 @@
+"""The ``whereabouts`` IPAM config: every key Go whereabouts reads, merged with its flat file.
+
+Pure: the caller passes a function that reads a JSON file, so every rule is
+tested with plain values.  Differences from Go whereabouts, on purpose:
+
+* a missing flat file is not an error;
+* a bad ``range_start``/``range_end`` is an error, not silently ignored;
+* a key that looks like a misspelt whereabouts key (``rangeStart``,
+  ``range-end``, ``subnet``) is an error, because Go ignores it and the pod
+  then gets an address from the wrong place (whereabouts issue #601); any
+  other unknown key is a warning;
+* ``gateway`` is given only to addresses of its own family;
+* an address asked for with ``CNI_ARGS`` ``IP=`` or ``runtimeConfig.ips``
+  that lies in a range is allocated from that range (exactly that address)
+  instead of being added as a second, static address (whereabouts #111).
+"""
+
+from __future__ import annotations
+
+from ..cni.args import parse_cni_args
+from ..cni.errors import invalid_config
+from ..cni.result import IPConfig
+from ..net.ip import parse_interface, parse_ip
+from .common import expect, parse_dns, parse_routes
+
+FLAT_FILE_PATHS = (
+    "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
+    "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+    "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+)
+FLAT_FILE_NAME = "whereabouts.conf"
+DEFAULT_SQLITE_PATH = "/var/lib/cni/whereabouts/whereabouts.db"
+DATASTORES = ("sqlite",)
+LATER_DATASTORES = ("etcd", "kubernetes")
+LOG_LEVELS = ("debug", "verbose", "error", "panic")
+
+RANGE_KEYS = ("range", "range_start", "range_end", "exclude")
+KNOWN_KEYS = RANGE_KEYS + (
+    "type", "name", "ipRanges", "gateway", "routes", "dns", "addresses", "network_name",
+    "enable_overlapping_ranges", "log_file", "log_level", "configuration_path", "datastore", "sqlite_path",
+    "kubernetes", "etcd_host", "etcd_endpoints", "etcd_username", "etcd_password", "etcd_key_file",
+    "etcd_cert_file", "etcd_ca_cert_file", "etcd_prefix", "etcd_timeout",
+    "leader_lease_duration", "leader_renew_deadline", "leader_retry_period", "sleep_for_race",
+    "node_slice_size", "reconciler_cron_expression",
+)
+IGNORED_KEYS = {
+    "leader_lease_duration": "cni-ipam needs no leader election",
+    "leader_renew_deadline": "cni-ipam needs no leader election",
+    "leader_retry_period": "cni-ipam needs no leader election",
+    "sleep_for_race": "it only slows allocation down for race testing",
+    "node_slice_size": "cni-ipam allocates from the whole range without node slices",
+}
+# Names from other IPAM plugins (host-local) that users paste by mistake.
+ALIASES = {"subnet": "range", "ranges": "ipRanges", "excludes": "exclude", "rangestart": "range_start",
+           "rangeend": "range_end", "networkname": "network_name", "ipranges": "ipRanges"}
+POD_ARGS = ("K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID", "IP", "GATEWAY", "MAC")
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("_", "").replace("-", "")
+
+
+def _intended(key: str, known) -> str | None:
+    """The known key that ``key`` most likely misspells, or None."""
+    norm = _norm(key)
+    for candidate in known:
+        if _norm(candidate) == norm:
+            return candidate
+    target = ALIASES.get(norm)
+    return target if target in known else None
+
+
+def check_keys(obj: dict, where: str, known, warnings: list) -> None:
+    for key in obj:
+        if key in known:
+            continue
+        intended = _intended(key, known)
+        if intended:
+            raise invalid_config(f"{where}.{key} is not a whereabouts key; did you mean {intended}?",
+                                 f"Go whereabouts silently ignores {key!r}; rename it to {intended!r}")
+        warnings.append(f"{where}.{key} is not a whereabouts key; it is ignored")
+
+
+def flat_file_candidates(ipam: dict) -> list:
+    """Where to look for ``whereabouts.conf``, in whereabouts' order."""
+    paths = list(FLAT_FILE_PATHS)
+    if ipam.get("configuration_path"):
+        paths.insert(0, ipam["configuration_path"])
+    return paths
+
+
+def _zero(value) -> bool:
+    return value is None or value == "" or value == [] or value == {} or value is False or value == 0
+
+
+def merge_flat(ipam: dict, flat: dict) -> dict:
+    """Flat-file values fill what the network config leaves empty (the network config wins).
+
+    As in whereabouts (mergo), except that ``enable_overlapping_ranges``
+    comes only from the network config.
+    """
+    merged = dict(ipam)
+    for key, value in flat.items():
+        if key == "enable_overlapping_ranges":
+            continue
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_flat(merged[key], value)
+        elif _zero(merged.get(key)):
+            merged[key] = value
+    return merged
+
+
+class WhereaboutsConfig:
+    """A validated whereabouts config: what to allocate from, where to store it, what to return."""
+
+    __slots__ = ("network", "ranges", "requested", "gateway", "routes", "dns", "addresses", "network_name",
+                 "overlapping", "datastore", "sqlite_path", "log_file", "log_level", "pod", "flat_file", "ipam")
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+
+def _ranges(ipam: dict, network_name: str, overlapping: bool) -> list:
+    from ..allocator.engine import RangeSpec
+    from ..net.ranges import parse_range
+
+    specs = []
+    if ipam.get("range"):
+        rng = parse_range("ipam", ipam["range"], ipam.get("range_start"), ipam.get("range_end"),
+                          ipam.get("exclude") or ())
+        specs.append(RangeSpec("ipam.range", rng, network_name, overlapping))
+    for i, entry in enumerate(expect(ipam.get("ipRanges") or [], list, "ipam.ipRanges", "a list of ranges")):
+        key = f"ipam.ipRanges[{i}]"
+        expect(entry, dict, key, "an object with range, range_start, range_end, exclude")
+        check_keys(entry, key, RANGE_KEYS, [])
+        if not entry.get("range"):
+            raise invalid_config(f"{key}.range: missing", "each ipRanges entry needs a range, e.g. 192.168.10.0/24")
+        rng = parse_range(key, entry["range"], entry.get("range_start"), entry.get("range_end"),
+                          entry.get("exclude") or ())
+        specs.append(RangeSpec(key, rng, network_name, overlapping))
+    return specs
+
+
+def _static_addresses(ipam: dict) -> list:
+    found = []
+    for i, entry in enumerate(expect(ipam.get("addresses") or [], list, "ipam.addresses", "a list")):
+        key = f"ipam.addresses[{i}]"
+        expect(entry, dict, key, "an object with address and gateway")
+        address = parse_interface(entry.get("address"), f"{key}.address")
+        gateway = parse_ip(entry["gateway"], f"{key}.gateway") if entry.get("gateway") else None
+        found.append(IPConfig(address, gateway))
+    return found
+
+
+def _requested_text(request, cni_args: dict) -> list:
+    """(key, text) of addresses asked for: CNI_ARGS ``IP=`` then ``runtimeConfig.ips``."""
+    asked = [("CNI_ARGS IP", item.strip()) for item in cni_args.get("IP", "").split(",") if item.strip()]
+    ips = request.runtime_config.get("ips") or []
+    asked += [(f"runtimeConfig.ips[{i}]", item) for i, item in enumerate(expect(ips, list, "runtimeConfig.ips", "a list"))]
+    return asked
+
+
+def _place_requests(asked: list, specs: list, statics: list) -> dict:
+    """Give each asked-for address to the range that holds it; others become static addresses."""
+    requested = {}
+    for key, text in asked:
+        address = parse_interface(text, key) if "/" in str(text) else None
+        ip = address.ip if address is not None else parse_ip(text, key)
+        for index, spec in enumerate(specs):
+            rng = spec.range
+            if ip.version != rng.version or ip not in rng.network:
+                continue
+            if not rng.is_allocatable(int(ip)):
+                raise invalid_config(f"{key}: {text!r} is in {spec.key} {rng.cidr} but excluded or outside "
+                                     f"range_start..range_end")
+            if index in requested:
+                raise invalid_config(f"{key}: {text!r}: a second address asked for in {spec.key}",
+                                     "whereabouts gives one address per range")
+            requested[index] = int(ip)
+            break
+        else:
+            if address is None:
+                raise invalid_config(f"{key}: {text!r} is in none of the ranges, and as an extra static "
+                                     f"address it needs a prefix length (e.g. {text}/24)")
+            statics.append(IPConfig(address))
+    return requested
+
+
+def _gateways_from_args(cni_args: dict, statics: list) -> None:
+    for item in cni_args.get("GATEWAY", "").split(","):
+        if item.strip():
+            gateway = parse_ip(item.strip(), "CNI_ARGS GATEWAY")
+            for ip in statics:
+                if gateway in ip.address.network:
+                    ip.gateway = gateway
+
+
+def _datastore(ipam: dict) -> str:
+    datastore = ipam.get("datastore") or "sqlite"
+    if datastore in LATER_DATASTORES:
+        raise invalid_config(f"ipam.datastore: {datastore!r} is not available yet in this cni-ipam build",
+                             "use \"datastore\": \"sqlite\" (the default, one node)")
+    if datastore not in DATASTORES:
+        raise invalid_config(f"ipam.datastore: {datastore!r} is not a datastore",
+                             f"choose one of {', '.join(DATASTORES + LATER_DATASTORES)}")
+    for key in ipam:
+        if key.startswith("etcd_") or key == "kubernetes":
+            raise invalid_config(f"ipam.{key}: the {key.split('_')[0]} store is not available yet in this "
+                                 f"cni-ipam build", "remove it, or use the Go whereabouts plugin for now")
+    return datastore
+
+
+def store_settings(ipam: dict) -> tuple:
+    """(datastore, sqlite_path): all DEL needs, so DEL works even when the ranges no longer parse."""
+    datastore = _datastore(ipam)
+    path = ipam.get("sqlite_path") or DEFAULT_SQLITE_PATH
+    expect(path, str, "ipam.sqlite_path", "a file path")
+    return datastore, path
+
+
+def with_flat_file(request, read_json) -> tuple:
+    """The request's ipam merged with the first flat file found: (ipam, path or None).
+
+    ``read_json(path)`` returns the parsed object, or None if there is no file there.
+    """
+    ipam = request.ipam
+    for path in flat_file_candidates(ipam):
+        flat = read_json(path)
+        if flat is not None:
+            if not isinstance(flat, dict):
+                raise invalid_config(f"flat file {path}: expected a JSON object")
+            return merge_flat(ipam, flat), path
+    return dict(ipam), None
+
+
+def load(request, read_json) -> WhereaboutsConfig:
+    """Validate the whole config for ADD, CHECK, GC and STATUS."""
+    ipam, flat_path = with_flat_file(request, read_json)
+    warnings = request.warnings
+    check_keys(ipam, "ipam", KNOWN_KEYS, warnings)
+    for key, why in IGNORED_KEYS.items():
+        if ipam.get(key):
+            warnings.append(f"ipam.{key} is ignored: {why}")
+    datastore, sqlite_path = store_settings(ipam)
+    network_name = expect(ipam.get("network_name") or "", str, "ipam.network_name", "a string")
+    overlapping = request.ipam.get("enable_overlapping_ranges", True)
+    expect(overlapping, bool, "ipam.enable_overlapping_ranges", "true or false")
+    specs = _ranges(ipam, network_name, overlapping)
+    statics = _static_addresses(ipam)
+    cni_args = parse_cni_args(request.args, POD_ARGS)
+    requested = _place_requests(_requested_text(request, cni_args), specs, statics)
+    _gateways_from_args(cni_args, statics)
+    if not specs and not statics:
+        raise invalid_config("ipam: no range to allocate from",
+                             "set ipam.range (e.g. 192.0.2.192/27) or ipam.ipRanges")
+    gateway = parse_ip(ipam["gateway"], "ipam.gateway") if ipam.get("gateway") else None
+    log_level = ipam.get("log_level") or "debug"
+    if log_level not in LOG_LEVELS:
+        warnings.append(f"ipam.log_level {log_level!r} is not one of {', '.join(LOG_LEVELS)}; using debug")
+        log_level = "debug"
+    pod = ""
+    if cni_args.get("K8S_POD_NAME"):
+        pod = f"{cni_args.get('K8S_POD_NAMESPACE', '')}/{cni_args['K8S_POD_NAME']}"
+    return WhereaboutsConfig(
+        network=request.name, ranges=specs, requested=requested, gateway=gateway,
+        routes=parse_routes(ipam.get("routes"), "ipam.routes"), dns=parse_dns(ipam.get("dns"), "ipam.dns"),
+        addresses=statics, network_name=network_name, overlapping=overlapping, datastore=datastore,
+        sqlite_path=sqlite_path, log_file=ipam.get("log_file") or None, log_level=log_level, pod=pod,
+        flat_file=flat_path, ipam=ipam,
+    )

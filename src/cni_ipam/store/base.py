@@ -1,0 +1,129 @@
+"""What the whereabouts allocator needs from storage, and the record it stores.
+
+A store keeps *allocations*: one address of one pool held by one attachment
+(network name, container ID, interface).  Two uniqueness rules make an
+address "held":
+
+* in its **pool** (``<network_name>/<range CIDR>``), always;
+* in its **address space** (the ``network_name``) when the range has
+  overlapping-range checks on (``enable_overlapping_ranges``, the default),
+  so that every range of that network shares one set of addresses.
+
+:meth:`Store.claim` enforces both atomically; the allocator only proposes
+candidates.  Stores also keep a *hint* per range: an address below which
+everything is held, so finding the lowest free address costs the same in an
+empty range and in a full one.  A stale hint can only change which free
+address is chosen, never hand out a held one.
+"""
+
+from __future__ import annotations
+
+
+class Allocation:
+    """One held address and who holds it."""
+
+    __slots__ = ("pool", "space", "ip", "version", "network", "container_id", "ifname",
+                 "pod", "netns", "node", "created")
+
+    def __init__(self, pool: str, ip: int, version: int, network: str, container_id: str, ifname: str,
+                 space: str | None = None, pod: str = "", netns: str = "", node: str = "", created: float = 0.0):
+        self.pool = pool
+        self.space = space
+        self.ip = ip
+        self.version = version
+        self.network = network
+        self.container_id = container_id
+        self.ifname = ifname
+        self.pod = pod  # "namespace/name" from CNI_ARGS, "" when the runtime gives none
+        self.netns = netns
+        self.node = node
+        self.created = created
+
+    @property
+    def address(self) -> str:
+        import ipaddress
+
+        return str(ipaddress.ip_address(self.ip) if self.version == 4 else ipaddress.IPv6Address(self.ip))
+
+    @property
+    def attachment(self) -> tuple:
+        return (self.network, self.container_id, self.ifname)
+
+    def to_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in self.__slots__}
+        out["ip"] = self.address
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Allocation":
+        import ipaddress
+
+        ip = ipaddress.ip_address(data["ip"])
+        fields = {k: data[k] for k in cls.__slots__ if k in data and k not in ("ip", "version")}
+        return cls(ip=int(ip), version=ip.version, **fields)
+
+    def __eq__(self, other):
+        return isinstance(other, Allocation) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self):
+        return (f"Allocation({self.pool} {self.address} space={self.space!r} "
+                f"{self.network}/{self.container_id[:12]}/{self.ifname} pod={self.pod!r})")
+
+
+def pool_name(network_name: str, cidr: str) -> str:
+    """``<network_name>/<cidr>``: one pool per range and network name, as whereabouts' IPPool."""
+    return f"{network_name}/{cidr}"
+
+
+class StoreError(Exception):
+    """The store cannot be used (opened, reached, written).  ``retry`` says whether a retry may help."""
+
+    def __init__(self, message: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+class Store:
+    """The interface every backend implements (SQLite, etcd, the in-memory test double).
+
+    ``transaction()`` groups the calls of one plugin command: the SQLite store
+    serializes them across processes, the etcd store makes each claim atomic
+    on its own.
+    """
+
+    def transaction(self):
+        raise NotImplementedError
+
+    def held(self, pool: str, space: str | None, lo: int, hi: int):
+        """Held addresses in ``[lo, hi]`` of ``pool`` (and of ``space`` if given), ascending."""
+        raise NotImplementedError
+
+    def claim(self, allocation: Allocation) -> bool:
+        """Record ``allocation`` unless its address is held; False if it was."""
+        raise NotImplementedError
+
+    def release(self, allocation: Allocation) -> bool:
+        """Forget ``allocation`` (same pool, address and attachment); False if it was not there."""
+        raise NotImplementedError
+
+    def update_owner(self, allocation: Allocation, container_id: str, netns: str) -> None:
+        """A restarted sandbox keeps its pod's address under a new container ID."""
+        raise NotImplementedError
+
+    def find(self, network: str | None = None, container_id: str | None = None, ifname: str | None = None,
+             pod: str | None = None) -> list:
+        """Allocations matching every given field."""
+        raise NotImplementedError
+
+    def allocations(self):
+        """Every allocation, in (pool, address) order."""
+        raise NotImplementedError
+
+    def hint(self, key: str) -> int | None:
+        raise NotImplementedError
+
+    def set_hint(self, key: str, pool: str, space: str | None, value: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass

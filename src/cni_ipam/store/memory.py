@@ -1,0 +1,72 @@
+"""An in-memory store: the allocator's unit tests run on it (host-local's fake store).
+
+It follows the same contract as the real backends and passes the same
+contract suite, so a test that passes here tests the allocator, not a quirk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from .base import Allocation, Store
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self.rows = {}  # (pool, ip) -> Allocation
+        self.spaces = {}  # (space, version, ip) -> Allocation
+        self.hints = {}  # key -> (pool, space, value)
+
+    def transaction(self):
+        return contextlib.nullcontext(self)
+
+    def held(self, pool, space, lo, hi):
+        found = {ip for (p, ip) in self.rows if p == pool and lo <= ip <= hi}
+        if space is not None:
+            version = next((a.version for (p, _), a in self.rows.items() if p == pool), None)
+            found |= {ip for (s, v, ip) in self.spaces if s == space and lo <= ip <= hi
+                      and (version is None or v == version)}
+        return iter(sorted(found))
+
+    def claim(self, allocation: Allocation) -> bool:
+        space_key = (allocation.space, allocation.version, allocation.ip)
+        if (allocation.pool, allocation.ip) in self.rows:
+            return False
+        if allocation.space is not None and space_key in self.spaces:
+            return False
+        self.rows[(allocation.pool, allocation.ip)] = allocation
+        if allocation.space is not None:
+            self.spaces[space_key] = allocation
+        return True
+
+    def release(self, allocation: Allocation) -> bool:
+        held = self.rows.get((allocation.pool, allocation.ip))
+        if held is None or held.attachment != allocation.attachment:
+            return False
+        del self.rows[(allocation.pool, allocation.ip)]
+        if held.space is not None:
+            self.spaces.pop((held.space, held.version, held.ip), None)
+        for key, (pool, space, value) in list(self.hints.items()):
+            if value > held.ip and (pool == held.pool or (space is not None and space == held.space)):
+                self.hints[key] = (pool, space, held.ip)
+        return True
+
+    def update_owner(self, allocation, container_id, netns):
+        held = self.rows[(allocation.pool, allocation.ip)]
+        held.container_id = container_id
+        held.netns = netns
+
+    def find(self, network=None, container_id=None, ifname=None, pod=None):
+        return [a for a in self.allocations()
+                if (network is None or a.network == network) and (container_id is None or a.container_id == container_id)
+                and (ifname is None or a.ifname == ifname) and (pod is None or a.pod == pod)]
+
+    def allocations(self):
+        return [self.rows[k] for k in sorted(self.rows)]
+
+    def hint(self, key):
+        entry = self.hints.get(key)
+        return entry[2] if entry else None
+
+    def set_hint(self, key, pool, space, value):
+        self.hints[key] = (pool, space, value)

@@ -1,0 +1,238 @@
+"""The embedded default store: one SQLite file on one node.
+
+Settings that measurements on this project chose (see DESIGN.md):
+WAL journal, ``synchronous=FULL`` (a lost commit after a power cut could
+hand an address out twice), ``BEGIN IMMEDIATE`` (a deferred transaction
+that upgrades to a write fails under contention instead of waiting), and an
+``flock`` on a side lock file taken first, because SQLite's own busy handler
+lets some waiters starve for seconds while the kernel queues flock waiters.
+
+WAL needs shared memory on a local filesystem, so this store refuses a
+network filesystem: for a cluster use the etcd store.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from .base import Allocation, Store, StoreError
+
+SCHEMA_VERSION = "1"
+PAGE = 256
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS allocations (
+    pool TEXT NOT NULL,          -- '<network_name>/<range CIDR>'
+    ip BLOB NOT NULL,            -- family byte (4 or 6) + big-endian address: sorts numerically
+    space TEXT,                  -- network_name when overlapping-range checks are on, else NULL
+    network TEXT NOT NULL,       -- the CNI network name
+    container_id TEXT NOT NULL,
+    ifname TEXT NOT NULL,
+    pod TEXT NOT NULL DEFAULT '',
+    netns TEXT NOT NULL DEFAULT '',
+    node TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    PRIMARY KEY (pool, ip)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS allocations_space ON allocations (space, ip) WHERE space IS NOT NULL;
+CREATE INDEX IF NOT EXISTS allocations_attachment ON allocations (network, container_id, ifname);
+CREATE INDEX IF NOT EXISTS allocations_pod ON allocations (pod, ifname) WHERE pod != '';
+CREATE TABLE IF NOT EXISTS hints (
+    key TEXT PRIMARY KEY,        -- the range's fingerprint, within its pool
+    pool TEXT NOT NULL,
+    space TEXT,
+    value BLOB NOT NULL          -- every allocatable address below it is held
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+COLUMNS = "pool, ip, space, network, container_id, ifname, pod, netns, node, created"
+
+
+def encode_ip(ip: int, version: int) -> bytes:
+    return bytes((version,)) + ip.to_bytes(4 if version == 4 else 16, "big")
+
+
+def decode_ip(blob: bytes) -> tuple:
+    return int.from_bytes(blob[1:], "big"), blob[0]
+
+
+def filesystem_type(path: str) -> str:
+    """The type of the filesystem holding ``path`` (from /proc/self/mountinfo), or ""."""
+    path = os.path.realpath(path)
+    best, fstype = "", ""
+    try:
+        with open("/proc/self/mountinfo") as info:
+            for line in info:
+                fields = line.split()
+                mount_point = fields[4].replace("\\040", " ")
+                fs = fields[fields.index("-") + 1]
+                inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+                if inside and len(mount_point) >= len(best):
+                    best, fstype = mount_point, fs
+    except OSError:
+        return ""
+    return fstype
+
+
+class _Transaction:
+    """flock the side lock file, then ``BEGIN IMMEDIATE``; commit or roll back."""
+
+    def __init__(self, store: "SQLiteStore") -> None:
+        self.store = store
+
+    def __enter__(self):
+        import fcntl
+
+        self.store._lock_fd = os.open(self.store.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.store._lock_fd, fcntl.LOCK_EX)
+        self.store._run("BEGIN IMMEDIATE")
+        return self.store
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.store._run("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            os.close(self.store._lock_fd)  # closing drops the flock
+            self.store._lock_fd = None
+        return False
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        self.path = path
+        self._lock_fd = None
+        directory = os.path.dirname(os.path.abspath(path)) or "."
+        creating = not os.path.exists(path)
+        try:
+            if creating:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                fstype = filesystem_type(directory)
+                if fstype in NETWORK_FILESYSTEMS or fstype.startswith("fuse."):
+                    raise StoreError(
+                        f"sqlite_path {path!r} is on a {fstype} filesystem; the SQLite store works on one node's "
+                        f"local disk only. For a cluster use \"datastore\": \"etcd\"")
+            self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            self.db.execute("PRAGMA synchronous=FULL")
+            if creating or self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.executescript(SCHEMA)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite store {path!r}: {exc}", retry=_is_busy(exc)) from None
+        except OSError as exc:
+            raise StoreError(f"cannot open the SQLite store {path!r}: {exc.strerror or exc}") from None
+
+    def _run(self, sql: str, params=()):
+        try:
+            return self.db.execute(sql, params)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}", retry=_is_busy(exc)) from None
+
+    def transaction(self):
+        return _Transaction(self)
+
+    def _scan(self, column: str, value: str, lo: bytes, hi: bytes):
+        """Addresses of one pool or space in [lo, hi], a page of rows at a time."""
+        sql = f"SELECT ip FROM allocations WHERE {column} = ? AND ip >= ? AND ip <= ? ORDER BY ip LIMIT {PAGE}"
+        while True:
+            rows = self._run(sql, (value, lo, hi)).fetchall()
+            for (ip,) in rows:
+                yield decode_ip(ip)[0]
+            if len(rows) < PAGE:
+                return
+            lo = rows[-1][0] + b"\x00"  # just above the last one: blobs compare bytewise
+
+    def held(self, pool, space, lo, hi):
+        version = self._pool_version(pool)
+        lo_b, hi_b = encode_ip(lo, version), encode_ip(hi, version)
+        scans = [self._scan("pool", pool, lo_b, hi_b)]
+        if space is not None:
+            scans.append(self._scan("space", space, lo_b, hi_b))
+        return _merge_unique(scans)
+
+    @staticmethod
+    def _pool_version(pool: str) -> int:
+        """A pool is one range, so one family: read it off the CIDR in its name."""
+        return 6 if ":" in pool.rsplit("/", 2)[-2] else 4
+
+    def claim(self, allocation: Allocation) -> bool:
+        import time
+
+        created = allocation.created or time.time()
+        try:
+            self._run(f"INSERT INTO allocations ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                      (allocation.pool, encode_ip(allocation.ip, allocation.version), allocation.space,
+                       allocation.network, allocation.container_id, allocation.ifname, allocation.pod,
+                       allocation.netns, allocation.node, created))
+        except sqlite3.IntegrityError:
+            return False
+        allocation.created = created
+        return True
+
+    def release(self, allocation: Allocation) -> bool:
+        ip = encode_ip(allocation.ip, allocation.version)
+        gone = self._run("DELETE FROM allocations WHERE pool = ? AND ip = ? AND network = ? AND container_id = ? "
+                         "AND ifname = ?", (allocation.pool, ip, allocation.network, allocation.container_id,
+                                            allocation.ifname)).rowcount
+        if gone:
+            self._run("UPDATE hints SET value = ? WHERE (pool = ? OR space = ?) AND value > ? AND length(value) = ?",
+                      (ip, allocation.pool, allocation.space, ip, len(ip)))
+        return bool(gone)
+
+    def update_owner(self, allocation, container_id, netns):
+        self._run("UPDATE allocations SET container_id = ?, netns = ? WHERE pool = ? AND ip = ?",
+                  (container_id, netns, allocation.pool, encode_ip(allocation.ip, allocation.version)))
+        allocation.container_id = container_id
+        allocation.netns = netns
+
+    def find(self, network=None, container_id=None, ifname=None, pod=None):
+        where, params = [], []
+        for column, value in (("network", network), ("container_id", container_id), ("ifname", ifname),
+                              ("pod", pod)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT {COLUMNS} FROM allocations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_row(r) for r in self._run(sql + " ORDER BY pool, ip", params).fetchall()]
+
+    def allocations(self):
+        return self.find()
+
+    def hint(self, key):
+        row = self._run("SELECT value FROM hints WHERE key = ?", (key,)).fetchone()
+        return decode_ip(row[0])[0] if row else None
+
+    def set_hint(self, key, pool, space, value):
+        version = self._pool_version(pool)
+        self._run("INSERT OR REPLACE INTO hints VALUES (?, ?, ?, ?)", (key, pool, space, encode_ip(value, version)))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _row(row) -> Allocation:
+    pool, ip, space, network, container_id, ifname, pod, netns, node, created = row
+    address, version = decode_ip(ip)
+    return Allocation(pool, address, version, network, container_id, ifname, space=space, pod=pod,
+                      netns=netns, node=node, created=created)
+
+
+def _merge_unique(iterators):
+    import heapq
+
+    last = None
+    for ip in heapq.merge(*iterators):
+        if ip != last:
+            yield ip
+            last = ip
+
+
+def _is_busy(exc) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
