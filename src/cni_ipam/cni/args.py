@@ -41,9 +41,10 @@ def parse_cni_args(text: str, known: tuple = ()) -> dict:
         else:
             unknown.append(pair)
     if unknown and not values.get("IgnoreUnknown", False):
+        listed = " ".join(f'"{pair}"' for pair in unknown)  # as Go prints them
         raise CNIError(
             INVALID_ENV,
-            f"CNI_ARGS: unknown args {unknown}",
+            f"CNI_ARGS: unknown args [{listed}]",
             "add IgnoreUnknown=1 to CNI_ARGS to pass keys this plugin does not use",
         )
     values.pop("IgnoreUnknown", None)

@@ -53,7 +53,7 @@ def check_container_id(container_id: str) -> None:
     if not container_id:
         raise CNIError(UNKNOWN_CONTAINER, "missing containerID")
     if not _is_name(container_id):
-        raise CNIError(INVALID_ENV, "error: invalid characters in containerID", container_id)
+        raise CNIError(INVALID_ENV, "invalid characters in containerID", container_id)
 
 
 def check_ifname(ifname: str) -> None:
@@ -84,7 +84,7 @@ def decode_config(stdin: bytes) -> dict:
     if not isinstance(name, str):
         raise CNIError(DECODE_FAILURE, f"name: {name!r} is not a string")
     if not _is_name(name):
-        raise CNIError(INVALID_CONFIG, "error: invalid characters found in network name", name)
+        raise CNIError(INVALID_CONFIG, "invalid characters found in network name", name)
     return config
 
 
@@ -93,10 +93,11 @@ def check_version(command: str, cni_version: str) -> None:
     if not isinstance(cni_version, str):
         raise CNIError(DECODE_FAILURE, f"cniVersion: {cni_version!r} is not a string")
     if cni_version not in versions.SUPPORTED:
+        supported = " ".join(f'"{v}"' for v in versions.SUPPORTED)  # Go's %q of a list
         raise CNIError(
             INCOMPATIBLE_VERSION,
             "incompatible CNI versions",
-            f'config is "{cni_version}", plugin supports {list(versions.SUPPORTED)}',
+            f'config is "{cni_version}", plugin supports [{supported}]',
         )
     minimum = MIN_VERSION.get(command)
     if minimum and not versions.at_least(cni_version, minimum):

@@ -98,6 +98,10 @@ def _check_addresses(addresses: list, request) -> None:
         if ip.gateway is not None and ip.gateway not in ip.address.network:
             request.warnings.append(f"gateway {ip.gateway} is outside the subnet of {ip.address}")
     if versions.is_legacy_result(request.cni_version):
+        if not addresses:  # Go: "cannot convert: no valid IP addresses"
+            raise invalid_config(f"CNI version {request.cni_version} needs at least one address, none were given",
+                                 "set ipam.addresses (or CNI_ARGS IP=, args.cni.ips, runtimeConfig.ips), "
+                                 "or use cniVersion 0.3.0 or later")
         for family in (4, 6):
             if sum(1 for ip in addresses if ip.version == family) > 1:
                 raise invalid_config(f"CNI version {request.cni_version} does not support more than 1 address per family",

@@ -33,6 +33,10 @@ def parse_interface(text, key: str, what: str = "CIDR"):
         if prefix.isascii() and prefix.isdigit() and "/" not in address:
             try:
                 ip = ipaddress.ip_address(address)
+                if ip.version == 6 and ip.ipv4_mapped is not None:
+                    # Go silently turns ::ffff:10.0.0.5/120 into 10.0.0.5/24 (and /96 into /0).
+                    raise invalid_config(f"{key}: {text!r} is an IPv4-mapped IPv6 address",
+                                         f"write it as an IPv4 {what}, e.g. {ip.ipv4_mapped}/{max(int(prefix) - 96, 0)}")
                 if int(prefix) <= ip.max_prefixlen:
                     return ipaddress.ip_interface((ip, int(prefix)))
             except ValueError:

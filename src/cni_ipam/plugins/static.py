@@ -23,8 +23,10 @@ def check(request):
 
     config = parse(request)
     prev = request.prev_result
-    if not prev:
+    if prev is None:
         raise invalid_config("Required prevResult missing", "CHECK compares the config with the ADD result in prevResult")
+    if not isinstance(prev, dict):
+        raise invalid_config(f"prevResult: expected an object, got {prev!r}")
     held = {}
     for address, gateway in addresses_in(prev):
         held[_canonical(address.split("/")[0])] = _canonical(gateway)
@@ -34,7 +36,7 @@ def check(request):
             raise invalid_config(f"static: address {ip.address} is not in prevResult on interface {request.ifname}")
         if ip.gateway is not None and held[text] != str(ip.gateway):
             raise invalid_config(f"static: Failed to match addr {text} on interface {request.ifname}",
-                                 f"config gateway {ip.gateway}, prevResult gateway {held[text]}")
+                                 f"config gateway {ip.gateway}, prevResult gateway {held[text] or 'none'}")
     return None
 
 
