@@ -11,11 +11,16 @@ from __future__ import annotations
 from ..store.base import Allocation
 from . import core
 
-MAX_LOST_RACES = 64  # a claim lost to another node: try the next free address
+MAX_LOST_RACES = 64  # claims lost to other nodes before an ADD gives up (code 11)
+SPREAD = 16  # after a lost race, pick at random among this many free addresses
 
 
 class RangeFull(Exception):
     """No free address in a range; the message names it and its size."""
+
+
+class LostRaces(Exception):
+    """Other allocators kept taking the candidates; retrying later will do."""
 
 
 class AddressTaken(Exception):
@@ -68,8 +73,8 @@ def _existing(store, spec: RangeSpec, owner: Owner):
     for held in store.find(network=owner.network, container_id=owner.container_id, ifname=owner.ifname):
         if held.pool == spec.pool and spec.range.is_allocatable(held.ip):
             return held
-    if owner.pod:
-        for held in store.find(pod=owner.pod, ifname=owner.ifname):
+    if owner.pod:  # same network only: DEL finds an allocation by its network, and update_owner keeps it
+        for held in store.find(network=owner.network, pod=owner.pod, ifname=owner.ifname):
             if held.pool == spec.pool and spec.range.is_allocatable(held.ip):
                 store.update_owner(held, owner.container_id, owner.netns)
                 return held
@@ -79,17 +84,30 @@ def _existing(store, spec: RangeSpec, owner: Owner):
 def _lowest_free(store, spec: RangeSpec, owner: Owner) -> Allocation:
     rng = spec.range
     key = core.hint_key(spec.network_name, spec.overlapping, rng)
-    start = max(rng.start, store.hint(key) or rng.start)
-    for _ in range(MAX_LOST_RACES):
-        ip = core.first_free(rng, start, store.held(spec.pool, spec.space, start, rng.end))
+    start = max(rng.start, store.hint(key, spec.pool, spec.space) or rng.start)
+    for lost in range(MAX_LOST_RACES):
+        held = store.held(spec.pool, spec.space, start, rng.end)
+        if lost == 0:  # no contention seen: whereabouts' lowest-free order
+            ip = core.first_free(rng, start, held)
+            if ip is None and start > rng.start:  # a stale-high hint must not make a range with room look full
+                start = rng.start
+                ip = core.first_free(rng, start, store.held(spec.pool, spec.space, start, rng.end))
+            first = ip
+        else:  # contention: spread out over the next free addresses
+            import random
+
+            candidates = core.free_candidates(rng, start, held, SPREAD)
+            ip = random.choice(candidates) if candidates else None
+            first = candidates[0] if candidates else None
         if ip is None:
             raise RangeFull(core.exhausted_message(rng, spec.key))
         allocation = _new(spec, ip, owner)
         if store.claim(allocation):
-            store.set_hint(key, spec.pool, spec.space, ip + 1)
+            if ip == first:  # everything below ip is held: the hint may move past it
+                store.set_hint(key, spec.pool, spec.space, ip + 1)
             return allocation
-        start = ip + 1  # lost a race: move on rather than fight over the same address
-    raise RangeFull(f"{spec.key}: lost {MAX_LOST_RACES} races for addresses in {rng.cidr}; try again")
+        start = first  # lower free addresses may remain; the lost one now reads as held
+    raise LostRaces(f"{spec.key}: lost {MAX_LOST_RACES} races for addresses in {rng.cidr}; try again")
 
 
 def _requested(store, spec: RangeSpec, ip: int, owner: Owner) -> Allocation:
@@ -116,7 +134,7 @@ def assign(store, specs: list, owner: Owner, requested: dict | None = None) -> l
     given back, so a failed ADD holds nothing new.
     """
     requested = requested or {}
-    out, claimed = [], []
+    out, claimed, moved = [], [], []
     with store.transaction():
         try:
             for index, spec in enumerate(specs):
@@ -125,9 +143,10 @@ def assign(store, specs: list, owner: Owner, requested: dict | None = None) -> l
                     out.append(held)
                     continue
                 if index in requested:
-                    if held is not None:  # asked for another address than it holds: move
-                        store.release(held)
                     allocation = _requested(store, spec, requested[index], owner)
+                    if held is not None:  # asked for another address than it holds: move, once the new one is ours
+                        store.release(held)
+                        moved.append(held)
                 else:
                     allocation = _lowest_free(store, spec, owner)
                 claimed.append(allocation)
@@ -135,6 +154,8 @@ def assign(store, specs: list, owner: Owner, requested: dict | None = None) -> l
         except BaseException:
             for allocation in claimed:
                 store.release(allocation)
+            for allocation in moved:  # a store without rollback would otherwise lose them
+                store.claim(allocation)
             raise
     return out
 
@@ -162,5 +183,7 @@ def garbage_collect(store, network: str, valid: set) -> list:
 def has_free(store, spec: RangeSpec) -> bool:
     """STATUS: can this range still serve an ADD?"""
     rng = spec.range
-    start = max(rng.start, store.hint(core.hint_key(spec.network_name, spec.overlapping, rng)) or rng.start)
-    return core.first_free(rng, start, store.held(spec.pool, spec.space, start, rng.end)) is not None
+    key = core.hint_key(spec.network_name, spec.overlapping, rng)
+    start = max(rng.start, store.hint(key, spec.pool, spec.space) or rng.start)
+    starts = (start, rng.start) if start > rng.start else (start,)  # a stale-high hint must not hide room
+    return any(core.first_free(rng, s, store.held(spec.pool, spec.space, s, rng.end)) is not None for s in starts)

@@ -75,6 +75,11 @@ def pool_name(network_name: str, cidr: str) -> str:
     return f"{network_name}/{cidr}"
 
 
+def pool_version(pool: str) -> int:
+    """A pool is one range, so one family: read it off the CIDR in its name (a space mixes both)."""
+    return 6 if ":" in pool.rsplit("/", 2)[-2] else 4
+
+
 class StoreError(Exception):
     """The store cannot be used (opened, reached, written).  ``retry`` says whether a retry may help."""
 
@@ -119,7 +124,7 @@ class Store:
         """Every allocation, in (pool, address) order."""
         raise NotImplementedError
 
-    def hint(self, key: str) -> int | None:
+    def hint(self, key: str, pool: str, space: str | None) -> int | None:
         raise NotImplementedError
 
     def set_hint(self, key: str, pool: str, space: str | None, value: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
-from .base import Allocation, Store
+from .base import Allocation, Store, pool_version
 
 
 class MemoryStore(Store):
@@ -22,10 +22,9 @@ class MemoryStore(Store):
 
     def held(self, pool, space, lo, hi):
         found = {ip for (p, ip) in self.rows if p == pool and lo <= ip <= hi}
-        if space is not None:
-            version = next((a.version for (p, _), a in self.rows.items() if p == pool), None)
-            found |= {ip for (s, v, ip) in self.spaces if s == space and lo <= ip <= hi
-                      and (version is None or v == version)}
+        if space is not None:  # the family from the name: an empty pool has no rows to tell it
+            version = pool_version(pool)
+            found |= {ip for (s, v, ip) in self.spaces if s == space and v == version and lo <= ip <= hi}
         return iter(sorted(found))
 
     def claim(self, allocation: Allocation) -> bool:
@@ -46,15 +45,18 @@ class MemoryStore(Store):
         del self.rows[(allocation.pool, allocation.ip)]
         if held.space is not None:
             self.spaces.pop((held.space, held.version, held.ip), None)
-        for key, (pool, space, value) in list(self.hints.items()):
-            if value > held.ip and (pool == held.pool or (space is not None and space == held.space)):
+        for key, (pool, space, value) in list(self.hints.items()):  # a space mixes families: match it
+            if value > held.ip and pool_version(pool) == held.version and (
+                    pool == held.pool or (space is not None and space == held.space)):
                 self.hints[key] = (pool, space, held.ip)
         return True
 
     def update_owner(self, allocation, container_id, netns):
-        held = self.rows[(allocation.pool, allocation.ip)]
-        held.container_id = container_id
-        held.netns = netns
+        held = self.rows.get((allocation.pool, allocation.ip))
+        if held is None:  # released meanwhile: nothing to move, as in the other stores
+            return
+        held.container_id = allocation.container_id = container_id  # the caller's copy too, like SQLite
+        held.netns = allocation.netns = netns
 
     def find(self, network=None, container_id=None, ifname=None, pod=None):
         return [a for a in self.allocations()
@@ -64,7 +66,7 @@ class MemoryStore(Store):
     def allocations(self):
         return [self.rows[k] for k in sorted(self.rows)]
 
-    def hint(self, key):
+    def hint(self, key, pool, space):
         entry = self.hints.get(key)
         return entry[2] if entry else None
 

@@ -59,12 +59,12 @@ def decode_ip(blob: bytes) -> tuple:
     return int.from_bytes(blob[1:], "big"), blob[0]
 
 
-def filesystem_type(path: str) -> str:
-    """The type of the filesystem holding ``path`` (from /proc/self/mountinfo), or ""."""
+def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
+    """The type of the filesystem holding ``path``, or "" (``mountinfo`` is a parameter so tests can fake it)."""
     path = os.path.realpath(path)
     best, fstype = "", ""
     try:
-        with open("/proc/self/mountinfo") as info:
+        with open(mountinfo) as info:
             for line in info:
                 fields = line.split()
                 mount_point = fields[4].replace("\\040", " ")
@@ -116,10 +116,12 @@ class SQLiteStore(Store):
                         f"local disk only. For a cluster use \"datastore\": \"etcd\"")
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
             self.db.execute("PRAGMA synchronous=FULL")
-            if creating or self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            # user_version is set in the same transaction as the schema: a process killed while creating
+            # the store (or a concurrent creator) leaves 0, and the next open finishes the job.
+            if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
                 self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.executescript(SCHEMA)
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta VALUES "
+                                      f"('schema', '{SCHEMA_VERSION}'); PRAGMA user_version=1; COMMIT;")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store {path!r}: {exc}", retry=_is_busy(exc)) from None
         except OSError as exc:
@@ -205,7 +207,7 @@ class SQLiteStore(Store):
     def allocations(self):
         return self.find()
 
-    def hint(self, key):
+    def hint(self, key, pool, space):
         row = self._run("SELECT value FROM hints WHERE key = ?", (key,)).fetchone()
         return decode_ip(row[0])[0] if row else None
 
