@@ -121,7 +121,7 @@ class WhereaboutsConfig:
             setattr(self, name, fields.get(name))
 
 
-def _ranges(ipam: dict, network_name: str, overlapping: bool) -> list:
+def _ranges(ipam: dict, network_name: str, overlapping: bool, warnings: list) -> list:
     from ..allocator.engine import RangeSpec
     from ..net.ranges import parse_range
 
@@ -133,7 +133,7 @@ def _ranges(ipam: dict, network_name: str, overlapping: bool) -> list:
     for i, entry in enumerate(expect(ipam.get("ipRanges") or [], list, "ipam.ipRanges", "a list of ranges")):
         key = f"ipam.ipRanges[{i}]"
         expect(entry, dict, key, "an object with range, range_start, range_end, exclude")
-        check_keys(entry, key, RANGE_KEYS, [])
+        check_keys(entry, key, RANGE_KEYS, warnings)
         if not entry.get("range"):
             raise invalid_config(f"{key}.range: missing", "each ipRanges entry needs a range, e.g. 192.168.10.0/24")
         rng = parse_range(key, entry["range"], entry.get("range_start"), entry.get("range_end"),
@@ -246,7 +246,7 @@ def load(request, read_json) -> WhereaboutsConfig:
     network_name = expect(ipam.get("network_name") or "", str, "ipam.network_name", "a string")
     overlapping = request.ipam.get("enable_overlapping_ranges", True)
     expect(overlapping, bool, "ipam.enable_overlapping_ranges", "true or false")
-    specs = _ranges(ipam, network_name, overlapping)
+    specs = _ranges(ipam, network_name, overlapping, warnings)
     statics = _static_addresses(ipam)
     cni_args = parse_cni_args(request.args, POD_ARGS)
     requested = _place_requests(_requested_text(request, cni_args), specs, statics)

@@ -47,7 +47,7 @@ def _open_store(datastore: str, sqlite_path: str):
 def _store_errors(function):
     """Turn store and allocation failures into CNI errors with their messages."""
     def wrapped(request):
-        from ..allocator.engine import AddressTaken, RangeFull
+        from ..allocator.engine import AddressTaken, LostRaces, RangeFull
         from ..cni.errors import CNIError, IO_FAILURE, TRY_AGAIN_LATER
         from ..store.base import StoreError
 
@@ -59,6 +59,8 @@ def _store_errors(function):
             raise CNIError(RANGE_FULL, str(exc), "free addresses (DEL, or the reconciler) or widen the range") from None
         except AddressTaken as exc:
             raise CNIError(ADDRESS_TAKEN, str(exc)) from None
+        except LostRaces as exc:
+            raise CNIError(TRY_AGAIN_LATER, str(exc), "other allocators kept taking the free addresses") from None
     wrapped.__doc__ = function.__doc__
     return wrapped
 
