@@ -8,7 +8,7 @@ demo: setup
 	.venv/bin/cni-ipam demo
 
 test: setup
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	bash scripts/test.sh $(PYTEST_ARGS)
 
 bench: setup
 	.venv/bin/python bench/plugin_latency.py

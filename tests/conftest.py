@@ -1,5 +1,8 @@
 """Fixtures shared by every test directory."""
 
+import os
+import shutil
+
 import pytest
 
 
@@ -11,3 +14,36 @@ def plugin_bin_dir(tmp_path_factory) -> str:
     bin_dir = tmp_path_factory.mktemp("cni-bin")
     install(str(bin_dir))
     return str(bin_dir)
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory):
+    """A 3-member etcd cluster on loopback.
+
+    ``make test`` (and so CI) starts one for the whole run and names its
+    state file in ``CNI_IPAM_ETCD_CLUSTER``; without it, this fixture starts
+    its own and stops it at the end of the session.
+    """
+    from cni_ipam.etcd_cluster import ETCD, EtcdCluster
+
+    state = os.environ.get("CNI_IPAM_ETCD_CLUSTER")
+    if state and os.path.exists(state):
+        cluster = EtcdCluster.load(state)
+        cluster.wait_healthy()
+        yield cluster
+        return
+    if not os.access(ETCD, os.X_OK):
+        pytest.skip(f"etcd is not installed ({ETCD}); apt-get install etcd-server")
+    directory = tmp_path_factory.mktemp("etcd")
+    cluster = EtcdCluster(str(directory), base_port=24790).start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def etcd_prefix(request) -> str:
+    """A key prefix of this test's own, so tests sharing one cluster never see each other's keys."""
+    import uuid
+
+    return f"/test-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}/".replace("[", "-").replace("]", "-")

@@ -13,6 +13,7 @@ import pytest
 from cni_ipam.cni.errors import INVALID_CONFIG, INVALID_ENV, CNIError
 from cni_ipam.cni.request import Request
 from cni_ipam.config import whereabouts as wb
+from cni_ipam.config.datastore import DEFAULT_SQLITE_PATH
 
 CP = "/tmp/flat/whereabouts.conf"  # a configuration_path; only the dict below "has" files
 
@@ -124,15 +125,15 @@ def test_all_keys_together_give_their_values():
     assert config.overlapping is False
     assert all(s.network_name == "tenant-a" and s.overlapping is False for s in config.ranges)
     assert [s.pool for s in config.ranges] == ["tenant-a/192.0.2.0/24", "tenant-a/fd00::/64"]
-    assert (config.datastore, config.sqlite_path) == ("sqlite", "/tmp/x.db")
+    assert (config.store.datastore, config.store.sqlite_path) == ("sqlite", "/tmp/x.db")
     assert (config.log_file, config.log_level) == ("/tmp/wb.log", "verbose")
     assert config.network == "net1"
 
 
 def test_defaults():
     config, request = load({"range": "192.0.2.0/24"})
-    assert config.datastore == "sqlite"
-    assert config.sqlite_path == "/var/lib/cni/whereabouts/whereabouts.db" == wb.DEFAULT_SQLITE_PATH
+    assert config.store.datastore == "sqlite"
+    assert config.store.sqlite_path == "/var/lib/cni/whereabouts/whereabouts.db" == DEFAULT_SQLITE_PATH
     assert config.overlapping is True
     assert config.network_name == ""
     assert config.gateway is None
@@ -303,7 +304,7 @@ def test_flat_file_fills_empty_values():
                                  "sqlite_path": "/tmp/flat.db"}})
     assert config.network_name == "flat-net"
     assert config.ranges[0].range.first_allocatable() == ip("10.0.0.16")
-    assert config.sqlite_path == "/tmp/flat.db"
+    assert config.store.sqlite_path == "/tmp/flat.db"
 
 
 @pytest.mark.parametrize("nad, flat, expected", [
@@ -424,20 +425,56 @@ def test_unknown_datastore():
     assert "ipam.datastore" in error.msg and "redis" in error.msg
 
 
+def test_the_kubernetes_store_is_not_available_yet():
+    error = config_error({"range": "10.0.0.0/24", "datastore": "kubernetes"})
+    assert "ipam.datastore" in error.msg and "not available yet" in error.msg
+
+
+def test_a_kubernetes_key_beside_another_store_is_a_warning():
+    _, request = load({"range": "10.0.0.0/24",
+                       "kubernetes": {"kubeconfig": "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig"}})
+    assert any("ipam.kubernetes is ignored" in w for w in request.warnings)
+
+
 @pytest.mark.parametrize("ipam, key", [
-    ({"datastore": "etcd"}, "ipam.datastore"),
-    ({"datastore": "kubernetes"}, "ipam.datastore"),
-    ({"etcd_host": "https://10.0.0.1:2379"}, "ipam.etcd_host"),
-    ({"etcd_username": "u"}, "ipam.etcd_username"),
+    ({"datastore": "sqlite", "etcd_host": "https://10.0.0.1:2379"}, "ipam.etcd_host"),
+    ({"datastore": "sqlite", "etcd_username": "u"}, "ipam.etcd_username"),
     ({"etcd_password": "p"}, "ipam.etcd_password"),
     ({"etcd_key_file": "/k"}, "ipam.etcd_key_file"),
-    ({"etcd_cert_file": "/c"}, "ipam.etcd_cert_file"),
     ({"etcd_ca_cert_file": "/ca"}, "ipam.etcd_ca_cert_file"),
-    ({"kubernetes": {"kubeconfig": "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig"}}, "ipam.kubernetes"),
 ])
-def test_later_stores_are_not_available_yet(ipam, key):
+def test_etcd_keys_beside_the_sqlite_store_are_an_error(ipam, key):
     error = config_error(dict({"range": "10.0.0.0/24"}, **ipam))
-    assert key in error.msg and "not available yet" in error.msg
+    assert key in error.msg and "sqlite" in error.msg and "etcd" in error.details
+
+
+def test_etcd_settings():
+    config, _ = load({"range": "10.0.0.0/24", "etcd_host": "10.0.0.1:2379, 10.0.0.2:2379",
+                      "etcd_endpoints": ["http://10.0.0.3:2379", "http://10.0.0.1:2379"],
+                      "etcd_username": "u", "etcd_password": "p", "etcd_prefix": "/x/", "etcd_timeout": 2})
+    store = config.store
+    assert store.datastore == "etcd"  # implied by etcd_host
+    assert store.endpoints == ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"]
+    assert (store.username, store.password, store.prefix, store.timeout) == ("u", "p", "/x/", 2.0)
+    tls = load({"range": "10.0.0.0/24", "datastore": "etcd", "etcd_host": "etcd:2379",
+                "etcd_ca_cert_file": "/ca", "etcd_cert_file": "/c", "etcd_key_file": "/k"})[0].store
+    assert tls.endpoints == ["https://etcd:2379"] and (tls.ca_file, tls.cert_file, tls.key_file) == ("/ca", "/c", "/k")
+
+
+@pytest.mark.parametrize("ipam, key, value", [
+    ({"datastore": "etcd"}, "etcd_host", ""),
+    ({"etcd_host": "http://etcd"}, "ipam.etcd_host", "http://etcd"),
+    ({"etcd_host": "ftp://etcd:2379"}, "ipam.etcd_host", "ftp://etcd:2379"),
+    ({"etcd_endpoints": "http://etcd:2379"}, "ipam.etcd_endpoints", "http://etcd:2379"),
+    ({"etcd_endpoints": ["http://etcd:2379/v3"]}, "ipam.etcd_endpoints[0]", "http://etcd:2379/v3"),
+    ({"etcd_host": "etcd:2379", "etcd_cert_file": "/c"}, "ipam.etcd_cert_file", ""),
+    ({"etcd_host": "etcd:2379", "etcd_password": "p"}, "ipam.etcd_password", ""),
+    ({"etcd_host": "etcd:2379", "etcd_prefix": "x/"}, "ipam.etcd_prefix", "x/"),
+    ({"etcd_host": "etcd:2379", "etcd_timeout": 0}, "ipam.etcd_timeout", "0"),
+])
+def test_bad_etcd_settings_are_code_7(ipam, key, value):
+    error = config_error(dict({"range": "10.0.0.0/24"}, **ipam))
+    assert error.code == INVALID_CONFIG and key in error.msg and value in error.msg
 
 
 @pytest.mark.parametrize("ipam, key, intended", [
@@ -587,8 +624,9 @@ def test_runtime_config_ips_must_be_a_list():
 # --- what DEL and GC need ---
 
 def test_store_settings_need_no_ranges():
-    assert wb.store_settings({"type": "whereabouts", "range": "garbage"}) == ("sqlite", wb.DEFAULT_SQLITE_PATH)
-    assert wb.store_settings({"sqlite_path": "/tmp/a.db"}) == ("sqlite", "/tmp/a.db")
+    settings = wb.store_settings({"type": "whereabouts", "range": "garbage"})
+    assert (settings.datastore, settings.sqlite_path) == ("sqlite", DEFAULT_SQLITE_PATH)
+    assert wb.store_settings({"sqlite_path": "/tmp/a.db"}).sqlite_path == "/tmp/a.db"
     with pytest.raises(CNIError) as info:
         wb.store_settings({"datastore": "etcd"})
     assert info.value.code == INVALID_CONFIG

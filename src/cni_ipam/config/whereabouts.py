@@ -29,9 +29,6 @@ FLAT_FILE_PATHS = (
     "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf",
 )
 FLAT_FILE_NAME = "whereabouts.conf"
-DEFAULT_SQLITE_PATH = "/var/lib/cni/whereabouts/whereabouts.db"
-DATASTORES = ("sqlite",)
-LATER_DATASTORES = ("etcd", "kubernetes")
 LOG_LEVELS = ("debug", "verbose", "error", "panic")
 
 RANGE_KEYS = ("range", "range_start", "range_end", "exclude")
@@ -114,7 +111,7 @@ class WhereaboutsConfig:
     """A validated whereabouts config: what to allocate from, where to store it, what to return."""
 
     __slots__ = ("network", "ranges", "requested", "gateway", "routes", "dns", "addresses", "network_name",
-                 "overlapping", "datastore", "sqlite_path", "log_file", "log_level", "pod", "flat_file", "ipam")
+                 "overlapping", "store", "log_file", "log_level", "pod", "flat_file", "ipam")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -196,27 +193,11 @@ def _gateways_from_args(cni_args: dict, statics: list) -> None:
                     ip.gateway = gateway
 
 
-def _datastore(ipam: dict) -> str:
-    datastore = ipam.get("datastore") or "sqlite"
-    if datastore in LATER_DATASTORES:
-        raise invalid_config(f"ipam.datastore: {datastore!r} is not available yet in this cni-ipam build",
-                             "use \"datastore\": \"sqlite\" (the default, one node)")
-    if datastore not in DATASTORES:
-        raise invalid_config(f"ipam.datastore: {datastore!r} is not a datastore",
-                             f"choose one of {', '.join(DATASTORES + LATER_DATASTORES)}")
-    for key in ipam:
-        if key.startswith("etcd_") or key == "kubernetes":
-            raise invalid_config(f"ipam.{key}: the {key.split('_')[0]} store is not available yet in this "
-                                 f"cni-ipam build", "remove it, or use the Go whereabouts plugin for now")
-    return datastore
+def store_settings(ipam: dict):
+    """Where allocations live (:mod:`.datastore`); all DEL needs, so DEL works when ranges no longer parse."""
+    from .datastore import parse
 
-
-def store_settings(ipam: dict) -> tuple:
-    """(datastore, sqlite_path): all DEL needs, so DEL works even when the ranges no longer parse."""
-    datastore = _datastore(ipam)
-    path = ipam.get("sqlite_path") or DEFAULT_SQLITE_PATH
-    expect(path, str, "ipam.sqlite_path", "a file path")
-    return datastore, path
+    return parse(ipam)
 
 
 def with_flat_file(request, read_json) -> tuple:
@@ -242,7 +223,9 @@ def load(request, read_json) -> WhereaboutsConfig:
     for key, why in IGNORED_KEYS.items():
         if ipam.get(key):
             warnings.append(f"ipam.{key} is ignored: {why}")
-    datastore, sqlite_path = store_settings(ipam)
+    store = store_settings(ipam)
+    if ipam.get("kubernetes") and store.datastore != "kubernetes":
+        warnings.append(f"ipam.kubernetes is ignored: the datastore is {store.datastore}")
     network_name = expect(ipam.get("network_name") or "", str, "ipam.network_name", "a string")
     overlapping = request.ipam.get("enable_overlapping_ranges", True)
     expect(overlapping, bool, "ipam.enable_overlapping_ranges", "true or false")
@@ -265,7 +248,7 @@ def load(request, read_json) -> WhereaboutsConfig:
     return WhereaboutsConfig(
         network=request.name, ranges=specs, requested=requested, gateway=gateway,
         routes=parse_routes(ipam.get("routes"), "ipam.routes"), dns=parse_dns(ipam.get("dns"), "ipam.dns"),
-        addresses=statics, network_name=network_name, overlapping=overlapping, datastore=datastore,
-        sqlite_path=sqlite_path, log_file=ipam.get("log_file") or None, log_level=log_level, pod=pod,
+        addresses=statics, network_name=network_name, overlapping=overlapping, store=store,
+        log_file=ipam.get("log_file") or None, log_level=log_level, pod=pod,
         flat_file=flat_path, ipam=ipam,
     )

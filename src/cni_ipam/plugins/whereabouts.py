@@ -33,13 +33,14 @@ def _read_json(path):
         raise invalid_config(f"flat file {path}: not valid JSON: {exc}") from None
 
 
-def _open_store(datastore: str, sqlite_path: str):
+def _open_store(settings):
+    """The configured store; a store that cannot be reached is code 11 (try again), else code 5."""
     from ..cni.errors import CNIError, IO_FAILURE, TRY_AGAIN_LATER
+    from ..config.datastore import open_store
     from ..store.base import StoreError
-    from ..store.sqlite import SQLiteStore
 
     try:
-        return SQLiteStore(sqlite_path)
+        return open_store(settings)
     except StoreError as exc:
         raise CNIError(TRY_AGAIN_LATER if exc.retry else IO_FAILURE, str(exc)) from None
 
@@ -81,7 +82,7 @@ def add(request):
     from ..config.whereabouts import load
 
     config = load(request, _read_json)
-    store = _open_store(config.datastore, config.sqlite_path)
+    store = _open_store(config.store)
     try:
         held = assign(store, config.ranges, _owner(request, config), config.requested)
     finally:
@@ -102,13 +103,13 @@ def delete(request):
     from ..allocator.engine import release_attachment
     from ..config.whereabouts import store_settings, with_flat_file
 
-    ipam, _ = with_flat_file(request, _read_json)
-    datastore, path = store_settings(ipam)
     import os
 
-    if not os.path.exists(path):
+    ipam, _ = with_flat_file(request, _read_json)
+    settings = store_settings(ipam)
+    if settings.datastore == "sqlite" and not os.path.exists(settings.sqlite_path):
         return None  # nothing was ever stored here
-    store = _open_store(datastore, path)
+    store = _open_store(settings)
     try:
         release_attachment(store, request.name, request.container_id, request.ifname)
     finally:
@@ -126,7 +127,7 @@ def check(request):
     config = load(request, _read_json)
     if not request.prev_result:
         raise invalid_config("Required prevResult missing", "CHECK compares the store with the ADD result in prevResult")
-    store = _open_store(config.datastore, config.sqlite_path)
+    store = _open_store(config.store)
     try:
         held = store.find(network=request.name, container_id=request.container_id, ifname=request.ifname)
     finally:
@@ -177,8 +178,7 @@ def gc(request):
             raise invalid_config(f"cni.dev/valid-attachments[{i}]: expected {{containerID, ifname}}, got {entry!r}")
         valid.add((entry["containerID"], entry["ifname"]))
     ipam, _ = with_flat_file(request, _read_json)
-    datastore, path = store_settings(ipam)
-    store = _open_store(datastore, path)
+    store = _open_store(store_settings(ipam))
     try:
         freed = garbage_collect(store, request.name, valid)
     finally:
@@ -196,7 +196,7 @@ def status(request):
 
     config = load(request, _read_json)
     try:
-        store = _open_store(config.datastore, config.sqlite_path)
+        store = _open_store(config.store)
     except CNIError as exc:
         raise CNIError(NOT_AVAILABLE, f"whereabouts: store unavailable: {exc.msg}") from None
     try:

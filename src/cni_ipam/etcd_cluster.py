@@ -1,0 +1,192 @@
+"""A throw-away etcd cluster on loopback, for tests, benchmarks and demos.
+
+``python -m cni_ipam.etcd_cluster start --dir D`` starts members from
+Debian's ``etcd`` binary and writes ``D/cluster.json`` (endpoints, members,
+pids); ``stop --dir D`` ends them.  ``.ci/run`` (through ``make test``)
+starts one for the whole test run; tests attach to it through the
+``CNI_IPAM_ETCD_CLUSTER`` variable, or start their own when it is unset.
+Members run with ``--unsafe-no-fsync``: test data need not survive a power
+cut, and fsync would make the tests measure the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+ETCD = "/usr/bin/etcd"
+
+
+class Member:
+    def __init__(self, name: str, client_port: int, peer_port: int, data_dir: str, pid: int = 0) -> None:
+        self.name = name
+        self.client_port = client_port
+        self.peer_port = peer_port
+        self.data_dir = data_dir
+        self.pid = pid
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def to_dict(self) -> dict:
+        return dict(name=self.name, client_port=self.client_port, peer_port=self.peer_port,
+                    data_dir=self.data_dir, pid=self.pid)
+
+
+class EtcdCluster:
+    """Members on 127.0.0.1 ports ``base, base+1`` (member 0), ``base+10, base+11`` (member 1)..."""
+
+    def __init__(self, directory: str, members: int = 3, base_port: int = 23790, token: str = "cni-ipam-test",
+                 extra_args=()) -> None:
+        self.directory = directory
+        self.token = token
+        self.extra_args = list(extra_args)
+        self.members = [Member(f"m{i}", base_port + 10 * i, base_port + 10 * i + 1,
+                               os.path.join(directory, f"m{i}.data")) for i in range(members)]
+
+    @property
+    def endpoints(self) -> list:
+        return [m.client_url for m in self.members]
+
+    @property
+    def state_file(self) -> str:
+        return os.path.join(self.directory, "cluster.json")
+
+    def _argv(self, member: Member) -> list:
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        return [ETCD, "--name", member.name, "--data-dir", member.data_dir,
+                "--listen-client-urls", member.client_url, "--advertise-client-urls", member.client_url,
+                "--listen-peer-urls", member.peer_url, "--initial-advertise-peer-urls", member.peer_url,
+                "--initial-cluster", initial, "--initial-cluster-token", self.token,
+                "--initial-cluster-state", "new", "--unsafe-no-fsync",
+                "--logger", "zap", "--log-level", "error", *self.extra_args]
+
+    def start_member(self, member: Member) -> None:
+        log = open(os.path.join(self.directory, f"{member.name}.log"), "ab")
+        process = subprocess.Popen(self._argv(member), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        member.pid = process.pid
+        self.save()
+
+    def start(self, timeout: float = 20.0) -> "EtcdCluster":
+        os.makedirs(self.directory, exist_ok=True)
+        for member in self.members:
+            self.start_member(member)
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 20.0, members=None) -> None:
+        """Until every member (or those given) answers ``/health`` with a leader elected."""
+        import urllib.request
+
+        give_up = time.monotonic() + timeout
+        for member in members or self.members:
+            while True:
+                try:
+                    with urllib.request.urlopen(member.client_url + "/health", timeout=1) as answer:
+                        if json.loads(answer.read()).get("health") == "true":
+                            break
+                except (OSError, ValueError):
+                    pass
+                if time.monotonic() > give_up:
+                    raise TimeoutError(f"etcd member {member.name} not healthy after {timeout}s; see "
+                                       f"{self.directory}/{member.name}.log")
+                time.sleep(0.1)
+
+    def leader(self) -> Member:
+        """The member that is leader now, asked of the members themselves."""
+        from .store.etcd_client import EtcdClient
+
+        for member in self.members:
+            try:
+                client = EtcdClient([member.client_url], timeout=1, deadline=1)
+                status = client.call("maintenance/status", {})
+                client.close()
+            except Exception:
+                continue
+            leader_id = status.get("leader")
+            if leader_id and leader_id == status.get("header", {}).get("member_id"):
+                return member
+        raise RuntimeError("no etcd member says it is the leader")
+
+    def kill(self, member: Member) -> None:
+        if member.pid:
+            try:
+                os.kill(member.pid, signal.SIGKILL)
+                os.waitpid(member.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            member.pid = 0
+            self.save()
+
+    def stop(self) -> None:
+        for member in self.members:
+            if member.pid:
+                try:
+                    os.kill(member.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for member in self.members:
+            if member.pid:
+                for _ in range(50):
+                    try:
+                        os.kill(member.pid, 0)
+                    except ProcessLookupError:
+                        break
+                    try:
+                        if os.waitpid(member.pid, os.WNOHANG)[0]:
+                            break
+                    except ChildProcessError:
+                        pass
+                    time.sleep(0.05)
+                else:
+                    self.kill(member)
+                member.pid = 0
+        self.save()
+
+    def save(self) -> None:
+        with open(self.state_file, "w") as out:
+            json.dump({"token": self.token, "endpoints": self.endpoints,
+                       "members": [m.to_dict() for m in self.members], "extra_args": self.extra_args}, out)
+
+    @classmethod
+    def load(cls, state_file: str) -> "EtcdCluster":
+        with open(state_file) as handle:
+            state = json.load(handle)
+        cluster = cls(os.path.dirname(state_file), 0, token=state["token"], extra_args=state.get("extra_args", ()))
+        cluster.members = [Member(**m) for m in state["members"]]
+        return cluster
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cni_ipam.etcd_cluster",
+                                     description="Start or stop a throw-away etcd cluster on loopback.")
+    parser.add_argument("action", choices=("start", "stop"))
+    parser.add_argument("--dir", required=True, help="where data, logs and cluster.json go")
+    parser.add_argument("--members", type=int, default=3)
+    parser.add_argument("--base-port", type=int, default=23790)
+    args = parser.parse_args(argv)
+    if args.action == "start":
+        cluster = EtcdCluster(args.dir, args.members, args.base_port).start()
+        print(f"etcd cluster up: {','.join(cluster.endpoints)} (state in {cluster.state_file})")
+    else:
+        state = os.path.join(args.dir, "cluster.json")
+        if os.path.exists(state):
+            EtcdCluster.load(state).stop()
+            print("etcd cluster stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The cluster store: allocations in etcd v3, one key per held address.
+
+Layout under the prefix (default ``/cni-ipam/``)::
+
+    pools/<pool>/<ip>                    the allocation record (JSON)
+    spaces/<space>/<ip>                  the pool holding it, when overlapping checks are on
+    attachments/<network>/<cid>/<ifname>/<pool>/<ip>   index for DEL and repeated ADD
+    pods/<pod>/<ifname>/<pool>/<ip>      index for a pod's restarted sandbox
+    hints/<pool>/<range>                 lowest address that may be free in a range
+    hint-spaces/<space>/<range>          the hint key, for ranges sharing an address space
+
+``<ip>`` is a family digit and the address in fixed-width hex, so keys sort
+numerically.  A claim is one transaction that creates the pool key (and
+the space key) only if absent, so two nodes can never hold one address;
+nothing is written for a range until an address in it is used, and no key
+grows with the range.  Segments are escaped so a ``/`` in a name cannot
+move a key into another's prefix.
+"""
+
+from __future__ import annotations
+
+import json
+
+from . import etcd_client as ec
+from .base import Allocation, Store, StoreError
+
+DEFAULT_PREFIX = "/cni-ipam/"
+PAGE = 256
+
+
+def seg(text: str) -> str:
+    return text.replace("%", "%25").replace("/", "%2F")
+
+
+def ip_key(ip: int, version: int) -> str:
+    return f"4{ip:08x}" if version == 4 else f"6{ip:032x}"
+
+
+def ip_from_key(text: str) -> tuple:
+    return int(text[1:], 16), int(text[0])
+
+
+class _NoTransaction:
+    """etcd needs no store-wide lock: every claim is atomic on its own."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        return self.store
+
+    def __exit__(self, *exc):
+        return False
+
+
+class EtcdStore(Store):
+    def __init__(self, client: "ec.EtcdClient", prefix: str = DEFAULT_PREFIX) -> None:
+        self.client = client
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self._hint_seen = {}  # hint key -> mod revision when last read
+        try:
+            client.authenticate()
+        except (ec.EtcdUnavailable, ec.EtcdError) as exc:
+            raise _store_error(exc) from None
+
+    def _k(self, *parts: str) -> bytes:
+        return (self.prefix + "/".join(parts)).encode()
+
+    def _call(self, method, *args):
+        try:
+            return method(*args)
+        except (ec.EtcdUnavailable, ec.EtcdError) as exc:
+            raise _store_error(exc) from None
+
+    # -- keys of one allocation ---------------------------------------------------
+
+    def _pool_key(self, a: Allocation) -> bytes:
+        return self._k("pools", seg(a.pool), ip_key(a.ip, a.version))
+
+    def _space_key(self, a: Allocation) -> bytes:
+        return self._k("spaces", seg(a.space), ip_key(a.ip, a.version))
+
+    def _index_keys(self, a: Allocation) -> list:
+        keys = [self._k("attachments", seg(a.network), seg(a.container_id), seg(a.ifname), seg(a.pool),
+                        ip_key(a.ip, a.version))]
+        if a.pod:
+            keys.append(self._k("pods", seg(a.pod), seg(a.ifname), seg(a.pool), ip_key(a.ip, a.version)))
+        return keys
+
+    def transaction(self):
+        return _NoTransaction(self)
+
+    # -- Store verbs --------------------------------------------------------------------
+
+    def _scan(self, base: bytes, lo: bytes, hi: bytes):
+        start, end = base + lo, ec.prefix_end(base + hi)
+        while True:
+            kvs = self._call(self.client.range, start, end, PAGE, True)
+            for kv in kvs:
+                yield ip_from_key(kv["key"][len(base):].decode())[0]
+            if len(kvs) < PAGE:
+                return
+            start = kvs[-1]["key"] + b"\x00"
+
+    def held(self, pool, space, lo, hi):
+        from .sqlite import _merge_unique
+
+        version = 6 if ":" in pool.rsplit("/", 2)[-2] else 4
+        lo_k, hi_k = ip_key(lo, version).encode(), ip_key(hi, version).encode()
+        scans = [self._scan(self._k("pools", seg(pool)) + b"/", lo_k, hi_k)]
+        if space is not None:
+            scans.append(self._scan(self._k("spaces", seg(space)) + b"/", lo_k, hi_k))
+        return _merge_unique(scans)
+
+    def claim(self, allocation: Allocation) -> bool:
+        import os
+        import time
+
+        allocation.created = allocation.created or time.time()
+        record = allocation.to_dict()
+        record["claim"] = os.urandom(8).hex()  # recognises our own claim if a retried txn finds it done
+        value = json.dumps(record).encode()
+        compare = [ec.absent(self._pool_key(allocation))]
+        success = [ec.put(self._pool_key(allocation), value)]
+        if allocation.space is not None:
+            compare.append(ec.absent(self._space_key(allocation)))
+            success.append(ec.put(self._space_key(allocation), allocation.pool.encode()))
+        success += [ec.put(key, b"") for key in self._index_keys(allocation)]
+        if self._call(self.client.txn, compare, success)["succeeded"]:
+            return True
+        current = self._call(self.client.get, self._pool_key(allocation))
+        return current is not None and json.loads(current["value"]).get("claim") == record["claim"]
+
+    def _read(self, allocation: Allocation):
+        kv = self._call(self.client.get, self._pool_key(allocation))
+        if kv is None:
+            return None, None
+        return _decode(kv["value"]), kv["mod_revision"]
+
+    def release(self, allocation: Allocation) -> bool:
+        for _ in range(8):
+            held, revision = self._read(allocation)
+            if held is None or held.attachment != allocation.attachment:
+                return False
+            ops = [ec.delete(self._pool_key(held))] + [ec.delete(k) for k in self._index_keys(held)]
+            if held.space is not None:
+                ops.append(ec.delete(self._space_key(held)))
+            if self._call(self.client.txn, [ec.unchanged(self._pool_key(held), revision)], ops)["succeeded"]:
+                self._lower_hints(held)
+                return True
+        raise StoreError(f"allocation {allocation.address} in {allocation.pool} kept changing; release not done",
+                         retry=True)
+
+    def _lower_hints(self, held: Allocation) -> None:
+        """Make a freed address the first candidate again in every range of its pool and space.
+
+        Only the order of allocation depends on this: a missed update never
+        makes a held address look free.
+        """
+        hints = self._call(self.client.prefix, self._k("hints", seg(held.pool)) + b"/")
+        if held.space is not None:
+            for pointer in self._call(self.client.prefix, self._k("hint-spaces", seg(held.space)) + b"/"):
+                kv = self._call(self.client.get, pointer["value"])
+                if kv is not None and all(kv["key"] != h["key"] for h in hints):
+                    hints.append(kv)
+        for kv in hints:
+            hint = json.loads(kv["value"])
+            value, version = ip_from_key(hint["value"])
+            if version == held.version and value > held.ip:
+                hint["value"] = ip_key(held.ip, held.version)
+                self._call(self.client.txn, [ec.unchanged(kv["key"], kv["mod_revision"])],
+                           [ec.put(kv["key"], json.dumps(hint).encode())])
+
+    def update_owner(self, allocation, container_id, netns):
+        held, revision = self._read(allocation)
+        if held is None:
+            return
+        old_index = self._index_keys(held)
+        held.container_id, held.netns = container_id, netns
+        new_index = self._index_keys(held)
+        ops = [ec.delete(k) for k in old_index if k not in new_index]  # etcd refuses a key twice in a txn
+        ops += [ec.put(self._pool_key(held), json.dumps(held.to_dict()).encode())]
+        ops += [ec.put(k, b"") for k in new_index if k not in old_index]
+        self._call(self.client.txn, [ec.unchanged(self._pool_key(held), revision)], ops)
+        allocation.container_id, allocation.netns = container_id, netns
+
+    def find(self, network=None, container_id=None, ifname=None, pod=None):
+        if network is not None and container_id is not None and ifname is not None:
+            base = self._k("attachments", seg(network), seg(container_id), seg(ifname)) + b"/"
+            found = self._from_index(base)
+        elif pod is not None and ifname is not None:
+            found = self._from_index(self._k("pods", seg(pod), seg(ifname)) + b"/")
+        else:
+            found = self.allocations()
+        return [a for a in found
+                if (network is None or a.network == network) and (container_id is None or a.container_id == container_id)
+                and (ifname is None or a.ifname == ifname) and (pod is None or a.pod == pod)]
+
+    def _from_index(self, base: bytes) -> list:
+        found = []
+        for kv in self._call(self.client.prefix, base):
+            pool_seg, ipk = kv["key"][len(base):].decode().rsplit("/", 1)
+            record = self._call(self.client.get, self._k("pools", pool_seg, ipk))
+            if record is not None:
+                found.append(_decode(record["value"]))
+        return found
+
+    def allocations(self):
+        base = self._k("pools") + b"/"
+        start, end, found = base, ec.prefix_end(base), []
+        while True:
+            kvs = self._call(self.client.range, start, end, PAGE)
+            found += [_decode(kv["value"]) for kv in kvs]
+            if len(kvs) < PAGE:
+                return sorted(found, key=lambda a: (a.pool, a.version, a.ip))
+            start = kvs[-1]["key"] + b"\x00"
+
+    def _hint_key(self, key: str, pool: str, space) -> bytes:
+        return self._k("hints", seg(pool), seg(key))
+
+    def hint(self, key, pool, space):
+        hint_key = self._hint_key(key, pool, space)
+        kv = self._call(self.client.get, hint_key)
+        self._hint_seen[hint_key] = kv["mod_revision"] if kv else 0
+        return ip_from_key(json.loads(kv["value"])["value"])[0] if kv else None
+
+    def set_hint(self, key, pool, space, value):
+        """Raise the hint only if nobody moved it since we read it (a release may have lowered it)."""
+        version = 6 if ":" in pool.rsplit("/", 2)[-2] else 4
+        hint_key = self._hint_key(key, pool, space)
+        seen = self._hint_seen.get(hint_key, 0)
+        compare = [ec.unchanged(hint_key, seen)] if seen else [ec.absent(hint_key)]
+        ops = [ec.put(hint_key, json.dumps({"value": ip_key(value, version)}).encode())]
+        if space is not None:
+            ops.append(ec.put(self._k("hint-spaces", seg(space), seg(key)), hint_key))
+        self._call(self.client.txn, compare, ops)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _decode(value: bytes) -> Allocation:
+    return Allocation.from_dict(json.loads(value))
+
+
+def _store_error(exc) -> StoreError:
+    return StoreError(str(exc), retry=isinstance(exc, ec.EtcdUnavailable))

@@ -1,0 +1,294 @@
+"""A small etcd v3 client over etcd's JSON gateway (``/v3/...``), standard library only.
+
+Why not a library: the Python etcd clients are unmaintained or cost
+100-150 ms to import, and a plugin process pays that on every CNI call
+(DESIGN.md).  This client speaks HTTP/1.1 on a plain socket (``ssl`` only
+when TLS is configured), keeps one connection per endpoint, and fails over:
+each request has a timeout, and on a connection error, a timeout or an
+"unavailable" answer it moves to the next endpoint after a short jittered
+pause, until the overall deadline.  Killing the leader of a 3-member
+cluster stops writes for about 2 s, so the default deadline covers that.
+
+The gateway's JSON is proto3's: keys and values are base64, 64-bit numbers
+are strings, and false or zero fields are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+DEFAULT_TIMEOUT = 5.0  # per request on one endpoint
+DEFAULT_DEADLINE = 15.0  # all attempts of one call
+RETRY_GRPC_CODES = (14, 4, 13)  # unavailable, deadline exceeded, internal ("leader changed")
+
+
+class EtcdError(Exception):
+    """etcd answered with an error that retrying another endpoint will not fix."""
+
+
+class EtcdUnavailable(Exception):
+    """No endpoint answered in time."""
+
+
+def b64(text) -> str:
+    import binascii
+
+    data = text.encode() if isinstance(text, str) else text
+    return binascii.b2a_base64(data, newline=False).decode()
+
+
+def unb64(text: str) -> bytes:
+    import binascii
+
+    return binascii.a2b_base64(text)
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The first key after every key starting with ``prefix`` (etcd's range_end for a prefix)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\x00"
+
+
+class Endpoint:
+    """``http[s]://host:port`` parsed, with its kept-alive connection."""
+
+    def __init__(self, url: str) -> None:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            raise ValueError(f"etcd endpoint {url!r}: expected http://host:port or https://host:port")
+        hostport = rest.split("/")[0]
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"etcd endpoint {url!r}: expected host:port after {scheme}://")
+        self.url = url
+        self.tls = scheme == "https"
+        self.host = host.strip("[]")
+        self.port = int(port)
+        self.sock = None
+        self.buffer = b""
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+                self.buffer = b""
+
+
+class EtcdClient:
+    def __init__(self, endpoints, timeout: float = DEFAULT_TIMEOUT, deadline: float = DEFAULT_DEADLINE,
+                 username: str = "", password: str = "", ca_file: str = "", cert_file: str = "", key_file: str = "",
+                 sleep=None, clock=None) -> None:
+        import time
+
+        self.endpoints = [Endpoint(url) for url in endpoints]
+        if not self.endpoints:
+            raise ValueError("no etcd endpoint given")
+        self.timeout = timeout
+        self.deadline = deadline
+        self.username = username
+        self.password = password
+        self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
+        self._ssl = None
+        self.token = ""
+        self.current = 0
+        self.sleep = sleep or time.sleep
+        self.clock = clock or time.monotonic
+
+    # -- transport ----------------------------------------------------------
+
+    def _connect(self, endpoint: Endpoint, timeout: float):
+        sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if endpoint.tls:
+            sock = self._ssl_context().wrap_socket(sock, server_hostname=endpoint.host)
+        endpoint.sock = sock
+        endpoint.buffer = b""
+
+    def _ssl_context(self):
+        if self._ssl is None:
+            import ssl
+
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+            if self.cert_file:
+                context.load_cert_chain(self.cert_file, self.key_file or None)
+            self._ssl = context
+        return self._ssl
+
+    def _exchange(self, endpoint: Endpoint, path: str, body: bytes, timeout: float) -> tuple:
+        """One HTTP/1.1 POST on the endpoint's connection: (status, parsed JSON body)."""
+        if endpoint.sock is None:
+            self._connect(endpoint, timeout)
+        endpoint.sock.settimeout(timeout)
+        headers = [f"POST {path} HTTP/1.1", f"Host: {endpoint.host}:{endpoint.port}",
+                   "Content-Type: application/json", f"Content-Length: {len(body)}"]
+        if self.token:
+            headers.append(f"Authorization: {self.token}")
+        endpoint.sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode() + body)
+        status, head = self._read_head(endpoint)
+        length = head.get("content-length")
+        if length is not None:
+            data = self._read_exact(endpoint, int(length))
+        elif head.get("transfer-encoding", "").lower() == "chunked":
+            data = self._read_chunked(endpoint)
+        else:
+            raise ConnectionError("etcd answered without a body length")
+        if head.get("connection", "").lower() == "close":
+            endpoint.close()
+        try:
+            return status, json.loads(data) if data else {}
+        except ValueError:
+            return status, {"error": data.decode(errors="replace")}
+
+    def _fill(self, endpoint: Endpoint) -> None:
+        chunk = endpoint.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("etcd closed the connection")
+        endpoint.buffer += chunk
+
+    def _read_head(self, endpoint: Endpoint) -> tuple:
+        while b"\r\n\r\n" not in endpoint.buffer:
+            self._fill(endpoint)
+        head, endpoint.buffer = endpoint.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers
+
+    def _read_exact(self, endpoint: Endpoint, count: int) -> bytes:
+        while len(endpoint.buffer) < count:
+            self._fill(endpoint)
+        data, endpoint.buffer = endpoint.buffer[:count], endpoint.buffer[count:]
+        return data
+
+    def _read_chunked(self, endpoint: Endpoint) -> bytes:
+        parts = []
+        while True:
+            while b"\r\n" not in endpoint.buffer:
+                self._fill(endpoint)
+            size_line, endpoint.buffer = endpoint.buffer.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            chunk = self._read_exact(endpoint, size + 2)
+            if size == 0:
+                return b"".join(parts)
+            parts.append(chunk[:-2])
+
+    # -- calls with failover ------------------------------------------------
+
+    def call(self, path: str, request: dict) -> dict:
+        """POST ``request`` to ``/v3/<path>``, failing over between endpoints until the deadline."""
+        import random
+
+        body = json.dumps(request).encode()
+        give_up = self.clock() + self.deadline
+        attempt, last_error = 0, "no attempt"
+        while True:
+            endpoint = self.endpoints[self.current]
+            remaining = give_up - self.clock()
+            if remaining <= 0:
+                break
+            try:
+                status, answer = self._exchange(endpoint, f"/v3/{path}", body, min(self.timeout, remaining))
+            except (OSError, ConnectionError, ValueError) as exc:
+                endpoint.close()
+                last_error = f"{endpoint.url}: {exc or type(exc).__name__}"
+            else:
+                if status == 200:
+                    return answer
+                code = answer.get("code")
+                message = answer.get("message") or answer.get("error") or f"HTTP {status}"
+                if self._auth_expired(status, message) and self.username:
+                    self.token = ""
+                    self.authenticate()
+                    continue
+                if code not in RETRY_GRPC_CODES and status < 500:
+                    raise EtcdError(f"etcd {endpoint.url} refused {path}: {message}")
+                endpoint.close()
+                last_error = f"{endpoint.url}: {message}"
+            attempt += 1
+            self.current = (self.current + 1) % len(self.endpoints)
+            if attempt % len(self.endpoints) == 0:  # every endpoint tried once: pause before the next round
+                pause = min(0.05 * 2 ** (attempt // len(self.endpoints)), 1.0) * (0.5 + random.random())
+                self.sleep(max(0.0, min(pause, give_up - self.clock())))
+        raise EtcdUnavailable(f"no etcd endpoint answered within {self.deadline:g}s "
+                              f"({', '.join(e.url for e in self.endpoints)}); last error: {last_error}")
+
+    @staticmethod
+    def _auth_expired(status: int, message: str) -> bool:
+        return status in (400, 401) and "token" in message.lower()
+
+    def authenticate(self) -> None:
+        """Trade the user name and password for a token sent with every later request."""
+        if not self.username:
+            return
+        answer = self.call("auth/authenticate", {"name": self.username, "password": self.password})
+        self.token = answer.get("token", "")
+        if not self.token:
+            raise EtcdError("etcd authentication returned no token")
+
+    def close(self) -> None:
+        for endpoint in self.endpoints:
+            endpoint.close()
+
+    # -- KV helpers -----------------------------------------------------------
+
+    def get(self, key: bytes) -> dict | None:
+        kvs = self.call("kv/range", {"key": b64(key)}).get("kvs") or []
+        return decode_kv(kvs[0]) if kvs else None
+
+    def range(self, start: bytes, end: bytes, limit: int = 0, keys_only: bool = False) -> list:
+        request = {"key": b64(start), "range_end": b64(end), "sort_order": "ASCEND", "sort_target": "KEY"}
+        if limit:
+            request["limit"] = str(limit)
+        if keys_only:
+            request["keys_only"] = True
+        return [decode_kv(kv) for kv in self.call("kv/range", request).get("kvs") or []]
+
+    def prefix(self, prefix: bytes) -> list:
+        return self.range(prefix, prefix_end(prefix))
+
+    def txn(self, compare: list, success: list, failure: list = ()) -> dict:
+        request = {"compare": compare, "success": success}
+        if failure:
+            request["failure"] = list(failure)
+        answer = self.call("kv/txn", request)
+        answer["succeeded"] = bool(answer.get("succeeded"))
+        return answer
+
+
+def decode_kv(kv: dict) -> dict:
+    """A gateway key-value with bytes and ints filled in (absent fields are zero)."""
+    return {
+        "key": unb64(kv.get("key", "")),
+        "value": unb64(kv.get("value", "")),
+        "create_revision": int(kv.get("create_revision", 0)),
+        "mod_revision": int(kv.get("mod_revision", 0)),
+        "version": int(kv.get("version", 0)),
+    }
+
+
+def put(key: bytes, value: bytes) -> dict:
+    return {"request_put": {"key": b64(key), "value": b64(value)}}
+
+
+def delete(key: bytes) -> dict:
+    return {"request_delete_range": {"key": b64(key)}}
+
+
+def absent(key: bytes) -> dict:
+    """Compare: the key does not exist (its create revision is 0)."""
+    return {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+
+
+def unchanged(key: bytes, mod_revision: int) -> dict:
+    return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}
