@@ -630,3 +630,32 @@ def test_store_settings_need_no_ranges():
     with pytest.raises(CNIError) as info:
         wb.store_settings({"datastore": "etcd"})
     assert info.value.code == INVALID_CONFIG
+
+
+# --- the gateway is never handed out; legacy versions ---
+
+def test_gateway_inside_the_range_is_excluded():
+    config, _ = load({"range": "10.0.0.0/24", "gateway": "10.0.0.1", "ipRanges": [{"range": "fd00::/64"}]})
+    v4, v6 = config.ranges
+    assert v4.range.first_allocatable() == ip("10.0.0.2")
+    assert not v4.range.is_allocatable(ip("10.0.0.1"))
+    assert v6.range.first_allocatable() == ip("fd00::1")  # other family: untouched
+
+
+def test_gateway_outside_the_range_changes_nothing():
+    config, _ = load({"range": "10.0.0.0/24", "range_start": "10.0.0.10", "gateway": "10.0.0.1"})
+    assert config.ranges[0].range.first_allocatable() == ip("10.0.0.10")
+    assert config.ranges[0].range.excluded == ()
+
+
+def test_asking_for_the_gateway_is_an_error():
+    error = config_error({"range": "10.0.0.0/24", "gateway": "10.0.0.1"}, args="IgnoreUnknown=1;IP=10.0.0.1")
+    assert "CNI_ARGS IP" in error.msg and "10.0.0.1" in error.msg
+
+
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
+def test_legacy_versions_refuse_two_addresses_of_one_family(version):
+    error = config_error({"range": "10.0.0.0/24", "ipRanges": [{"range": "10.1.0.0/24"}]}, cniVersion=version)
+    assert version in error.msg and "1 address per family" in error.msg
+    config, _ = load({"range": "10.0.0.0/24", "ipRanges": [{"range": "fd00::/64"}]}, cniVersion=version)
+    assert len(config.ranges) == 2  # one of each family is fine

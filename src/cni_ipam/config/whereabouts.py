@@ -9,7 +9,8 @@ tested with plain values.  Differences from Go whereabouts, on purpose:
   ``range-end``, ``subnet``) is an error, because Go ignores it and the pod
   then gets an address from the wrong place (whereabouts issue #601); any
   other unknown key is a warning;
-* ``gateway`` is given only to addresses of its own family;
+* ``gateway`` is given only to addresses of its own family, and is never
+  handed out as a pod's address (Go gives it to the first pod, #601);
 * an address asked for with ``CNI_ARGS`` ``IP=`` or ``runtimeConfig.ips``
   that lies in a range is allocated from that range (exactly that address)
   instead of being added as a second, static address (whereabouts #111).
@@ -118,24 +119,41 @@ class WhereaboutsConfig:
             setattr(self, name, fields.get(name))
 
 
-def _ranges(ipam: dict, network_name: str, overlapping: bool, warnings: list) -> list:
+def _without_gateway(rng, gateway, parse):
+    """The range again with the gateway excluded, when the gateway is one of its addresses.
+
+    Go whereabouts hands the gateway out to the first pod (its issue #601).
+    """
+    if gateway is None or gateway.version != rng.version or not rng.is_allocatable(int(gateway)):
+        return rng
+    return parse(str(gateway))
+
+
+def _plus(exclude, extra):
+    """``exclude`` with the extra entries; a malformed ``exclude`` is left for the parser to name."""
+    return list(exclude) + list(extra) if extra and isinstance(exclude, (list, tuple)) else exclude
+
+
+def _ranges(ipam: dict, network_name: str, overlapping: bool, warnings: list, gateway=None) -> list:
     from ..allocator.engine import RangeSpec
     from ..net.ranges import parse_range
 
     specs = []
     if ipam.get("range"):
-        rng = parse_range("ipam", ipam["range"], ipam.get("range_start"), ipam.get("range_end"),
-                          ipam.get("exclude") or ())
-        specs.append(RangeSpec("ipam.range", rng, network_name, overlapping))
+        def parse(*extra):
+            return parse_range("ipam", ipam["range"], ipam.get("range_start"), ipam.get("range_end"),
+                               _plus(ipam.get("exclude") or (), extra))
+        specs.append(RangeSpec("ipam.range", _without_gateway(parse(), gateway, parse), network_name, overlapping))
     for i, entry in enumerate(expect(ipam.get("ipRanges") or [], list, "ipam.ipRanges", "a list of ranges")):
         key = f"ipam.ipRanges[{i}]"
         expect(entry, dict, key, "an object with range, range_start, range_end, exclude")
         check_keys(entry, key, RANGE_KEYS, warnings)
         if not entry.get("range"):
             raise invalid_config(f"{key}.range: missing", "each ipRanges entry needs a range, e.g. 192.168.10.0/24")
-        rng = parse_range(key, entry["range"], entry.get("range_start"), entry.get("range_end"),
-                          entry.get("exclude") or ())
-        specs.append(RangeSpec(key, rng, network_name, overlapping))
+        def parse(*extra, key=key, entry=entry):
+            return parse_range(key, entry["range"], entry.get("range_start"), entry.get("range_end"),
+                               _plus(entry.get("exclude") or (), extra))
+        specs.append(RangeSpec(key, _without_gateway(parse(), gateway, parse), network_name, overlapping))
     return specs
 
 
@@ -184,6 +202,15 @@ def _place_requests(asked: list, specs: list, statics: list) -> dict:
     return requested
 
 
+def _check_legacy_version(cni_version: str, families: list) -> None:
+    """CNI 0.1.0/0.2.0 results hold one address per family: refuse a config that needs more."""
+    from ..cni import versions
+
+    if versions.is_legacy_result(cni_version) and (families.count(4) > 1 or families.count(6) > 1):
+        raise invalid_config(f"CNI version {cni_version} does not support more than 1 address per family",
+                             "use cniVersion 0.3.0 or later for several ranges of one family")
+
+
 def _gateways_from_args(cni_args: dict, statics: list) -> None:
     for item in cni_args.get("GATEWAY", "").split(","):
         if item.strip():
@@ -229,15 +256,16 @@ def load(request, read_json) -> WhereaboutsConfig:
     network_name = expect(ipam.get("network_name") or "", str, "ipam.network_name", "a string")
     overlapping = request.ipam.get("enable_overlapping_ranges", True)
     expect(overlapping, bool, "ipam.enable_overlapping_ranges", "true or false")
-    specs = _ranges(ipam, network_name, overlapping, warnings)
+    gateway = parse_ip(ipam["gateway"], "ipam.gateway") if ipam.get("gateway") else None
+    specs = _ranges(ipam, network_name, overlapping, warnings, gateway)
     statics = _static_addresses(ipam)
     cni_args = parse_cni_args(request.args, POD_ARGS)
     requested = _place_requests(_requested_text(request, cni_args), specs, statics)
     _gateways_from_args(cni_args, statics)
+    _check_legacy_version(request.cni_version, [s.range.version for s in specs] + [ip.version for ip in statics])
     if not specs and not statics:
         raise invalid_config("ipam: no range to allocate from",
                              "set ipam.range (e.g. 192.0.2.192/27) or ipam.ipRanges")
-    gateway = parse_ip(ipam["gateway"], "ipam.gateway") if ipam.get("gateway") else None
     log_level = ipam.get("log_level") or "debug"
     if log_level not in LOG_LEVELS:
         warnings.append(f"ipam.log_level {log_level!r} is not one of {', '.join(LOG_LEVELS)}; using debug")

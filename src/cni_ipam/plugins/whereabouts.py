@@ -71,8 +71,9 @@ def _owner(request, config):
 
     from ..allocator.engine import Owner
 
-    return Owner(request.name, request.container_id, request.ifname, pod=config.pod,
-                 netns=request.netns, node=os.uname().nodename)
+    # NODENAME is what whereabouts' daemon sets and reads for the node's name.
+    node = os.environ.get("NODENAME") or os.uname().nodename
+    return Owner(request.name, request.container_id, request.ifname, pod=config.pod, netns=request.netns, node=node)
 
 
 @_store_errors
