@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..cni.errors import invalid_config
-from ..cni.result import ROUTE_EXTRAS_1_1, Route
+from ..cni.result import ROUTE_EXTRAS_1_1, IPConfig, Route
 from ..net.ip import parse_interface, parse_ip
 
 
@@ -11,6 +11,27 @@ def expect(value, kind, key: str, kind_name: str):
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise invalid_config(f"{key}: expected {kind_name}, got {value!r}")
     return value
+
+
+def parse_addresses(value, key: str) -> list:
+    """``addresses[]``: ``address`` (CIDR, host bits kept) and an optional ``gateway`` of its family."""
+    if value is None:
+        return []
+    found = []
+    for i, entry in enumerate(expect(value, list, key, "a list of {address, gateway}")):
+        where = f"{key}[{i}]"
+        expect(entry, dict, where, "an object with address and gateway")
+        if "address" not in entry:
+            raise invalid_config(f"{where}.address: missing", "each entry needs an address in CIDR form, e.g. 10.10.21.10/24")
+        address = parse_interface(entry["address"], f"{where}.address")
+        gateway = None
+        if entry.get("gateway") not in (None, ""):
+            gateway = parse_ip(entry["gateway"], f"{where}.gateway")
+            if gateway.version != address.version:
+                raise invalid_config(f"{where}.gateway: {entry['gateway']!r} is IPv{gateway.version} but the address "
+                                     f"{entry['address']!r} is IPv{address.version}")
+        found.append(IPConfig(address, gateway))
+    return found
 
 
 def parse_routes(value, key: str) -> list:

@@ -21,7 +21,7 @@ from ..cni.args import parse_cni_args
 from ..cni.errors import invalid_config
 from ..cni.result import IPConfig
 from ..net.ip import parse_interface, parse_ip
-from .common import expect, parse_dns, parse_routes
+from .common import expect, parse_addresses, parse_dns, parse_routes
 
 KNOWN_KEYS = ("type", "addresses", "routes", "dns", "name")
 
@@ -33,24 +33,6 @@ class StaticConfig:
         self.addresses = addresses
         self.routes = routes
         self.dns = dns
-
-
-def _addresses_from_config(value) -> list:
-    found = []
-    for i, entry in enumerate(expect(value, list, "ipam.addresses", "a list of {address, gateway}")):
-        key = f"ipam.addresses[{i}]"
-        expect(entry, dict, key, "an object with address and gateway")
-        if "address" not in entry:
-            raise invalid_config(f"{key}.address: missing", "each entry needs an address in CIDR form, e.g. 10.10.21.10/24")
-        address = parse_interface(entry["address"], f"{key}.address")
-        gateway = None
-        if entry.get("gateway") not in (None, ""):
-            gateway = parse_ip(entry["gateway"], f"{key}.gateway")
-            if gateway.version != address.version:
-                raise invalid_config(f"{key}.gateway: {entry['gateway']!r} is IPv{gateway.version} but the address "
-                                     f"{entry['address']!r} is IPv{address.version}")
-        found.append(IPConfig(address, gateway))
-    return found
 
 
 def _addresses_from_cni_args(args: dict) -> list:
@@ -78,7 +60,7 @@ def parse(request) -> StaticConfig:
     for key in ipam:
         if key not in KNOWN_KEYS:
             request.warnings.append(f"ipam.{key} is not a static IPAM key; it is ignored")
-    addresses = _addresses_from_config(ipam.get("addresses") or [])
+    addresses = parse_addresses(ipam.get("addresses"), "ipam.addresses")
     addresses += _addresses_from_cni_args(parse_cni_args(request.args, ("IP", "GATEWAY")))
     cni_args = request.config.get("args")
     if isinstance(cni_args, dict) and isinstance(cni_args.get("cni"), dict) and cni_args["cni"].get("ips"):

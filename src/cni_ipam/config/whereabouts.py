@@ -22,7 +22,7 @@ from ..cni.args import parse_cni_args
 from ..cni.errors import invalid_config
 from ..cni.result import IPConfig
 from ..net.ip import parse_interface, parse_ip
-from .common import expect, parse_dns, parse_routes
+from .common import expect, parse_addresses, parse_dns, parse_routes
 
 FLAT_FILE_PATHS = (
     "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
@@ -157,17 +157,6 @@ def _ranges(ipam: dict, network_name: str, overlapping: bool, warnings: list, ga
     return specs
 
 
-def _static_addresses(ipam: dict) -> list:
-    found = []
-    for i, entry in enumerate(expect(ipam.get("addresses") or [], list, "ipam.addresses", "a list")):
-        key = f"ipam.addresses[{i}]"
-        expect(entry, dict, key, "an object with address and gateway")
-        address = parse_interface(entry.get("address"), f"{key}.address")
-        gateway = parse_ip(entry["gateway"], f"{key}.gateway") if entry.get("gateway") else None
-        found.append(IPConfig(address, gateway))
-    return found
-
-
 def _requested_text(request, cni_args: dict) -> list:
     """(key, text) of addresses asked for: CNI_ARGS ``IP=`` then ``runtimeConfig.ips``."""
     asked = [("CNI_ARGS IP", item.strip()) for item in cni_args.get("IP", "").split(",") if item.strip()]
@@ -258,7 +247,7 @@ def load(request, read_json) -> WhereaboutsConfig:
     expect(overlapping, bool, "ipam.enable_overlapping_ranges", "true or false")
     gateway = parse_ip(ipam["gateway"], "ipam.gateway") if ipam.get("gateway") else None
     specs = _ranges(ipam, network_name, overlapping, warnings, gateway)
-    statics = _static_addresses(ipam)
+    statics = parse_addresses(ipam.get("addresses"), "ipam.addresses")
     cni_args = parse_cni_args(request.args, POD_ARGS)
     requested = _place_requests(_requested_text(request, cni_args), specs, statics)
     _gateways_from_args(cni_args, statics)
