@@ -1,0 +1,255 @@
+"""What each plugin executable imports, per CNI command.
+
+A CNI plugin is exec'd once per interface, so every module it imports is
+paid for on every pod (docs/reference/deps.md section 5: ``json`` 8 ms,
+``asyncio`` 39 ms, ``typing`` 10 ms...).  Each installed launcher is run for
+each command, as a runtime runs it but under ``python -X importtime -IS``
+(the interpreter of its shebang), and the modules it imported are checked
+against the rules below.  Modules the interpreter loads at start-up, before
+the launcher runs, are not counted: they are measured once with
+``-c pass`` as a baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+# --- the rules, as data ---------------------------------------------------------------------------
+
+# Top-level names a plugin may import besides the standard library: only our
+# own package.  Plugins run with -IS (no site-packages), so anything else
+# would have to be vendored onto sys.path; the launcher must not need that.
+ALLOWED_NON_STDLIB = {"cni_ipam"}
+
+# VERSION answers with a constant string: it may import our package and
+# whatever `import os` loads (the dispatcher reads os.environ), nothing else.
+VERSION_MAY_IMPORT = ("os",)
+# ...and these in particular, named so that a failure says what went wrong:
+# they are the costly ones the ADD path uses (json pulls in re, enum...).
+VERSION_NEVER = {"json", "ipaddress", "sqlite3", "socket", "logging", "asyncio", "typing", "dataclasses", "re"}
+
+# static holds no state and talks to nobody: no store, no network, no
+# subprocess; its ADD/CHECK need json and ipaddress and little more.
+STATIC_ADD_CHECK_NEVER = {"sqlite3", "socket", "ssl", "http", "logging", "asyncio", "subprocess", "typing",
+                          "dataclasses"}
+
+# No command of any plugin: asyncio (39 ms) and logging (12.5 ms) belong in
+# daemons; dataclasses (14 ms) and typing (10 ms) are replaced by plain
+# classes with __slots__ and annotations that are never evaluated.  logging
+# may be allowed later for a configured log file; no test config sets one.
+NEVER = {"asyncio", "typing", "dataclasses", "logging"}
+
+# CNI error codes that mean this test sent a bad call or the plugin crashed,
+# so the imports seen are not those of the command's real path.
+BAD_CALL_CODES = {1, 4, 6, 999}
+
+# --- the calls ------------------------------------------------------------------------------------
+
+STATIC_IPAM = {
+    "type": "static",
+    "addresses": [{"address": "10.1.1.2/24", "gateway": "10.1.1.1"}, {"address": "fd00:1::2/64", "gateway": "fd00:1::1"}],
+    "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.1.1"}, {"dst": "192.168.17.0/24"}, {"dst": "::/0"}],
+    "dns": {"nameservers": ["10.1.1.1"], "domain": "example.com", "search": ["example.com"]},
+}
+STATIC_PREV = {
+    "cniVersion": "1.0.0",
+    "ips": [{"address": "10.1.1.2/24", "gateway": "10.1.1.1"}, {"address": "fd00:1::2/64", "gateway": "fd00:1::1"}],
+    "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.1.1"}, {"dst": "192.168.17.0/24"}, {"dst": "::/0"}],
+    "dns": {"nameservers": ["10.1.1.1"], "domain": "example.com", "search": ["example.com"]},
+}
+POD_ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=imports"
+
+
+def whereabouts_ipam(tmp: str) -> dict:
+    # Our own flat file (found first, so none of this machine's is read) and a
+    # store in the test's tmp dir, never the default /var/lib path.
+    db = os.path.join(tmp, "whereabouts.db")
+    flat = os.path.join(tmp, "whereabouts.conf")
+    with open(flat, "w") as f:
+        json.dump({"datastore": "sqlite", "sqlite_path": db}, f)
+    return {"type": "whereabouts", "range": "192.168.2.225/28", "configuration_path": flat,
+            "datastore": "sqlite", "sqlite_path": db}
+
+
+def dhcp_ipam(tmp: str) -> dict:
+    # A socket path nobody listens on: the plugin must answer without a daemon.
+    return {"type": "dhcp", "daemonSocketPath": os.path.join(tmp, "dhcp.sock")}
+
+
+def net(version: str, ipam: dict, **extra) -> dict:
+    return {"cniVersion": version, "name": "imports", "type": "bridge", "ipam": ipam, **extra}
+
+
+# (plugin, command, cniVersion or None for VERSION, CNI_ARGS, must succeed)
+CASES = [
+    ("static", "VERSION", None, "", True),
+    ("static", "ADD", "1.0.0", "", True),
+    ("static", "ADD", "0.3.1", "", True),
+    ("static", "ADD", "1.0.0", POD_ARGS + ";IP=10.1.2.3/24", True),
+    ("static", "CHECK", "1.0.0", "", True),
+    ("static", "DEL", "1.0.0", "", True),
+    ("static", "GC", "1.1.0", "", True),
+    ("static", "STATUS", "1.1.0", "", True),
+    ("whereabouts", "VERSION", None, "", True),
+    ("whereabouts", "ADD", "1.0.0", POD_ARGS, False),
+    ("whereabouts", "CHECK", "1.0.0", POD_ARGS, False),
+    ("whereabouts", "DEL", "1.0.0", POD_ARGS, False),
+    ("whereabouts", "GC", "1.1.0", "", False),
+    ("whereabouts", "STATUS", "1.1.0", "", False),
+    ("dhcp", "VERSION", None, "", True),
+    ("dhcp", "ADD", "1.0.0", POD_ARGS, False),
+    ("dhcp", "CHECK", "1.0.0", POD_ARGS, False),
+    ("dhcp", "DEL", "1.0.0", POD_ARGS, False),
+    ("dhcp", "GC", "1.1.0", "", False),
+    ("dhcp", "STATUS", "1.1.0", "", False),
+]
+
+
+def case_id(case) -> str:
+    plugin, command, version, args, _ = case
+    return "-".join(p for p in (plugin, command, version, "args" if args else "") if p)
+
+
+def request_for(plugin: str, command: str, version: str | None, args: str, tmp: str) -> tuple:
+    """(environment, stdin) for one call, as a runtime would make them."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_PATH": tmp}
+    if command in ("ADD", "CHECK", "DEL"):
+        env.update(CNI_CONTAINERID="imports-test", CNI_NETNS="/run/netns/imports-none", CNI_IFNAME="net1")
+    if args:
+        env["CNI_ARGS"] = args
+    if version is None:
+        return env, b""
+    ipam = {"static": STATIC_IPAM, "whereabouts": whereabouts_ipam(tmp), "dhcp": dhcp_ipam(tmp)}[plugin]
+    extra = {}
+    if command == "CHECK" and plugin == "static":
+        extra["prevResult"] = STATIC_PREV
+    if command == "GC":
+        extra["cni.dev/valid-attachments"] = []
+    return env, json.dumps(net(version, ipam, **extra)).encode()
+
+
+# --- running a launcher under -X importtime -------------------------------------------------------
+
+def parse_importtime(stderr: str) -> list:
+    """Module names, in import order, from ``-X importtime`` lines on stderr."""
+    names = []
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name and name != "imported package":
+                names.append(name)
+    return names
+
+
+def top(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def shebang_python(launcher: str) -> str:
+    with open(launcher) as f:
+        first = f.readline().rstrip("\n")
+    assert first.startswith("#!"), f"{launcher}: no shebang"
+    parts = first[2:].split()
+    assert parts[1:] == ["-IS"], f"{launcher}: shebang must run the interpreter with exactly '-IS', got {first!r}"
+    return parts[0]
+
+
+def run_importtime(python: str, argv: list, env: dict | None = None, stdin: bytes = b"") -> tuple:
+    done = subprocess.run([python, "-X", "importtime", "-IS", *argv], input=stdin, env=env or {},
+                          capture_output=True, timeout=60)
+    return done, parse_importtime(done.stderr.decode(errors="replace"))
+
+
+@pytest.fixture(scope="module")
+def interpreter(plugin_bin_dir):
+    """The shebang interpreter, its start-up modules, its stdlib names and the closure of VERSION_MAY_IMPORT."""
+    python = shebang_python(os.path.join(plugin_bin_dir, "static"))
+    for name in ("whereabouts", "dhcp"):
+        assert shebang_python(os.path.join(plugin_bin_dir, name)) == python
+    _, baseline = run_importtime(python, ["-c", "pass"])
+    assert baseline, "no -X importtime output from the interpreter: the parser or the interpreter changed"
+    names = subprocess.run([python, "-IS", "-c", "import sys; print('\\n'.join(sys.stdlib_module_names))"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    _, with_os = run_importtime(python, ["-c", f"import {', '.join(VERSION_MAY_IMPORT)}"])
+    return {"python": python, "baseline": set(baseline), "stdlib": set(names),
+            "version_extra": set(with_os) - set(baseline)}
+
+
+# --- the checks (pure, so they are tested on made-up input below) ---------------------------------
+
+def violations(plugin: str, command: str, imported: list, stdlib: set, version_extra: set) -> list:
+    """Every rule ``imported`` (modules the launcher loaded, start-up excluded) breaks."""
+    found = []
+    tops = {top(m) for m in imported}
+    outside = sorted(t for t in tops if t not in stdlib and t not in ALLOWED_NON_STDLIB)
+    if outside:
+        found.append(f"imports modules outside the standard library: {outside}")
+    banned = sorted(tops & NEVER)
+    if banned:
+        found.append(f"imports {banned}, which no plugin command may import")
+    if command == "VERSION":
+        bad = sorted(tops & VERSION_NEVER)
+        if bad:
+            found.append(f"VERSION imports {bad}")
+        extra = sorted(m for m in imported if top(m) not in ALLOWED_NON_STDLIB and m not in version_extra)
+        if extra:
+            found.append(f"VERSION imports {extra}, beyond our package and {list(VERSION_MAY_IMPORT)}")
+    if plugin == "static" and command in ("ADD", "CHECK"):
+        bad = sorted(tops & STATIC_ADD_CHECK_NEVER)
+        if bad:
+            found.append(f"static {command} imports {bad}")
+    return found
+
+
+def test_rule_lists_name_real_stdlib_modules(interpreter):
+    """A typo in a deny list would silently allow the module it meant."""
+    for name in VERSION_NEVER | STATIC_ADD_CHECK_NEVER | NEVER | set(VERSION_MAY_IMPORT):
+        assert name in interpreter["stdlib"], name
+
+
+def test_parse_importtime_and_rules_catch_violations():
+    stderr = ("import time: self [us] | cumulative | imported package\n"
+              "import time:       100 |        100 |   cni_ipam.cni.skel\n"
+              "import time:        50 |         50 |     _json\n"
+              "import time:       200 |        250 |   json.decoder\n"
+              "static: warning: something\n"
+              "import time:      3000 |       3000 | pydantic\n"
+              "import time:       900 |        900 | typing\n")
+    imported = parse_importtime(stderr)
+    assert imported == ["cni_ipam.cni.skel", "_json", "json.decoder", "pydantic", "typing"]
+    found = violations("static", "VERSION", imported, {"json", "_json", "typing", "os"}, {"os"})
+    text = "\n".join(found)
+    assert "outside the standard library: ['pydantic']" in text
+    assert "no plugin command may import" in text and "'typing'" in text
+    assert "VERSION imports ['json', 'typing']" in text
+    assert violations("static", "VERSION", ["cni_ipam", "os"], {"os"}, {"os"}) == []
+    assert violations("static", "ADD", ["sqlite3", "json"], {"sqlite3", "json"}, set()) == [
+        "static ADD imports ['sqlite3']"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+def test_plugin_imports_only_what_its_command_needs(case, plugin_bin_dir, interpreter, tmp_path):
+    plugin, command, version, args, must_succeed = case
+    env, stdin = request_for(plugin, command, version, args, str(tmp_path))
+    done, names = run_importtime(interpreter["python"], [os.path.join(plugin_bin_dir, plugin)], env, stdin)
+    stdout = done.stdout.decode(errors="replace")
+    stderr = "\n".join(line for line in done.stderr.decode(errors="replace").splitlines()
+                       if not line.startswith("import time:"))
+
+    # The call did what its command does (else its imports prove nothing).
+    if must_succeed:
+        assert done.returncode == 0, f"{plugin} {command} failed: {stdout}{stderr}"
+    elif done.returncode != 0:
+        error = json.loads(stdout)
+        assert error.get("code") not in BAD_CALL_CODES, f"{plugin} {command}: {error}\n{stderr}"
+    if command == "VERSION":
+        assert "supportedVersions" in json.loads(stdout)
+
+    imported = [m for m in names if m not in interpreter["baseline"]]
+    assert f"cni_ipam.plugins.{plugin}" in imported, f"the launcher did not load the plugin: {imported}"
+    found = violations(plugin, command, imported, interpreter["stdlib"], interpreter["version_extra"])
+    assert not found, f"{plugin} {command} ({case_id(case)}): " + "; ".join(found) + f"\nimported: {imported}"
