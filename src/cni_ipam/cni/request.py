@@ -70,10 +70,10 @@ def check_ifname(ifname: str) -> None:
 
 def decode_config(stdin: bytes) -> dict:
     """The network configuration: a JSON object with a valid ``name``."""
-    import json
+    from ..jsonlite import loads
 
     try:
-        config = json.loads(stdin)
+        config = loads(stdin)
     except ValueError as exc:
         raise CNIError(DECODE_FAILURE, f"error unmarshalling network config: {exc}") from None
     if not isinstance(config, dict):

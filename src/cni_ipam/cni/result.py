@@ -21,8 +21,8 @@ class IPConfig:
     __slots__ = ("address", "gateway")
 
     def __init__(self, address, gateway=None):
-        self.address = address  # ipaddress.IPv4Interface / IPv6Interface
-        self.gateway = gateway  # ipaddress.IPv4Address / IPv6Address or None
+        self.address = address  # net.addr.Interface
+        self.gateway = gateway  # net.addr.Address or None
 
     @property
     def version(self) -> int:
@@ -41,7 +41,7 @@ class Route:
     __slots__ = ("dst", "gw", "extras")
 
     def __init__(self, dst, gw=None, extras=None):
-        self.dst = dst  # ipaddress interface object
+        self.dst = dst  # net.addr.Interface
         self.gw = gw
         self.extras = extras or {}  # the 1.1.0 fields that were given
 

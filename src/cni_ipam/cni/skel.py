@@ -57,9 +57,9 @@ def about_text(plugin: Plugin) -> str:
 
 
 def error_outcome(error: CNIError, cni_version: str, stderr: str = "") -> Outcome:
-    import json
+    from ..jsonlite import dumps
 
-    return Outcome(json.dumps(error.as_dict(cni_version), indent=4) + "\n", stderr, 1)
+    return Outcome(dumps(error.as_dict(cni_version)) + "\n", stderr, 1)
 
 
 def dispatch(plugin: Plugin, env: dict, read_stdin) -> Outcome:
@@ -82,10 +82,10 @@ def dispatch(plugin: Plugin, env: dict, read_stdin) -> Outcome:
         warnings = "".join(f"{plugin.name}: warning: {w}\n" for w in request.warnings)
         if result is None:
             return Outcome(stderr=warnings)
-        import json
+        from ..jsonlite import dumps
         from .result import to_dict
 
-        return Outcome(json.dumps(to_dict(result, cni_version), indent=4) + "\n", warnings)
+        return Outcome(dumps(to_dict(result, cni_version)) + "\n", warnings)
     except CNIError as error:
         warnings = "".join(f"{plugin.name}: warning: {w}\n" for w in request.warnings) if request else ""
         return error_outcome(error, cni_version if cni_version in versions.SUPPORTED else versions.LATEST, warnings)
@@ -98,8 +98,15 @@ def dispatch(plugin: Plugin, env: dict, read_stdin) -> Outcome:
                              traceback.format_exc())
 
 
+def environment() -> dict:
+    """The process environment as str, read from ``posix`` (already loaded): ``import os`` costs 1.5 ms."""
+    import posix
+
+    return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+            for k, v in posix.environ.items()}
+
+
 def main(plugin: Plugin) -> None:
-    import os
     import sys
 
     def read_stdin() -> bytes:
@@ -110,7 +117,7 @@ def main(plugin: Plugin) -> None:
 
             raise CNIError(IO_FAILURE, f"error reading from stdin: {exc}") from None
 
-    outcome = dispatch(plugin, os.environ, read_stdin)
+    outcome = dispatch(plugin, environment(), read_stdin)
     if outcome.stdout:
         sys.stdout.write(outcome.stdout)
         sys.stdout.flush()

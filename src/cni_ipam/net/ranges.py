@@ -1,6 +1,6 @@
 """Address math for whereabouts ranges: parsing, usable bounds, exclusions.
 
-No I/O, and nothing beyond ``ipaddress`` and ``bisect``: a plugin imports
+No I/O, and nothing beyond :mod:`.addr` and ``bisect``: a plugin imports
 this on every CNI call.  Addresses are plain ints, so IPv6 gets the full
 128 bits (whereabouts' 64-bit offsets stop at the first /65 of a /64).
 
@@ -11,25 +11,26 @@ names the config key and the bad value, e.g.
 
 from __future__ import annotations
 
-import ipaddress
 from bisect import bisect_right
 
 from cni_ipam.cni.errors import invalid_config
 
+from . import addr
+
 _DIGITS = frozenset("0123456789")
-_ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+_ADDRESS_TYPES = (addr.Address,)
 _CIDR_HINT = ("expected an address and a decimal prefix length such as "
               "192.168.2.0/24 or fd00::/64")
 
 
 def _show(value) -> str:
     """Quote a value as it looked in the JSON config, so the user can find it."""
-    import json  # error paths only; the plugins have it loaded anyway
+    from ..jsonlite import dumps  # error paths only
 
     if isinstance(value, _ADDRESS_TYPES):
         value = str(value)
     try:
-        return json.dumps(value)
+        return dumps(value, ascii=True)
     except (TypeError, ValueError):
         return repr(value)
 
@@ -37,7 +38,7 @@ def _show(value) -> str:
 # --- parsing: helpers raise ValueError(reason); public wrappers add the key ---
 
 def _check_text(text) -> None:
-    """Reject what Go's parser rejects before ipaddress is more lenient."""
+    """Reject what Go's parser rejects, with a reason a user can act on."""
     if not isinstance(text, str):
         raise ValueError("expected a string")
     if not text:
@@ -51,12 +52,10 @@ def _check_text(text) -> None:
 def _strict_ip(text):
     """Go net.ParseIP: no leading zeros in IPv4 octets, no zones."""
     _check_text(text)
-    if ":" in text:
-        return ipaddress.IPv6Address(text)
-    return ipaddress.IPv4Address(text)
+    return addr.ip_address(text)
 
 
-def _sloppy_v4(text) -> ipaddress.IPv4Address:
+def _sloppy_v4(text) -> addr.Address:
     """Go 1.16 IPv4 parsing, as k8s ParseIPSloppy keeps it: leading zeros are
     decimal (``010`` is 10, not octal 8)."""
     parts = text.split(".")
@@ -70,7 +69,7 @@ def _sloppy_v4(text) -> ipaddress.IPv4Address:
         if len(digits) > 3 or int(digits) > 255:
             raise ValueError(f"octet {part!r} is greater than 255")
         value = value << 8 | int(digits)
-    return ipaddress.IPv4Address(value)
+    return addr.Address(value, 4)
 
 
 def _sloppy_ip(text):
@@ -81,7 +80,7 @@ def _sloppy_ip(text):
     head, _, tail = text.rpartition(":")
     if "." in tail:
         text = f"{head}:{_sloppy_v4(tail)}"
-    return ipaddress.IPv6Address(text)
+    return addr.ip_address(text)
 
 
 def _cidr(text, parse_ip):
@@ -150,9 +149,8 @@ def _block(ip, prefixlen: int):
 
 
 def _network(ip, prefixlen: int):
-    """The ipaddress network object holding ``ip/prefixlen``."""
-    cls = ipaddress.IPv4Network if ip.version == 4 else ipaddress.IPv6Network
-    return cls((_block(ip, prefixlen)[0], prefixlen))
+    """The network holding ``ip/prefixlen``."""
+    return addr.Network(int(ip), prefixlen, ip.version)
 
 
 def _merge(intervals, start: int, end: int) -> tuple:
@@ -179,7 +177,7 @@ class AddressRange:
     """
 
     __slots__ = ("network", "version", "prefixlen", "cidr", "start", "end",
-                 "excluded", "_los", "_address")
+                 "excluded", "_los")
 
     def __init__(self, network, start: int, end: int, excluded=()) -> None:
         first = int(network.network_address) + 1
@@ -195,7 +193,6 @@ class AddressRange:
         self.end = end
         self.excluded = _merge(excluded, start, end)
         self._los = [lo for lo, _ in self.excluded]
-        self._address = type(network.network_address)
 
     def _cover(self, ip_int: int):
         """The excluded interval holding ip_int, or None (one bisect)."""
@@ -246,7 +243,7 @@ class AddressRange:
 
     def to_text(self, ip_int: int) -> str:
         """Canonical text of an address of this range's family."""
-        return str(self._address(ip_int))
+        return str(addr.Address(ip_int, self.version))
 
     def from_text(self, text, key: str = "address") -> int:
         """Parse an address (strictly) of this range's family into an int."""
@@ -301,7 +298,9 @@ def _usable(key: str, value, network):
 def _outside(key: str, value, network, first: int, last: int, what=""):
     """The error for a bound outside the usable addresses (whereabouts
     silently ignores such a bound; we refuse it)."""
-    cls = type(network.network_address)
+    def cls(value):
+        return addr.Address(value, network.version)
+
     subject = f"{_show(value)}: {what}" if what else _show(value)
     return invalid_config(
         f"{key}: {subject} is not a usable address of {network} "
@@ -351,7 +350,7 @@ def _explicit_bounds(key, network, first, last, range_start, range_end):
         if end < start:
             raise invalid_config(
                 f"{ekey}: {_show(range_end)} is before range_start "
-                f"{type(network.network_address)(start)}")
+                f"{addr.Address(start, network.version)}")
     return start, end
 
 

@@ -42,10 +42,10 @@ def check(request):
 
 def _canonical(text):
     """An address as Python prints it, so ``2001:DB8::1`` and ``2001:db8::1`` compare equal."""
-    import ipaddress
+    from ..net.addr import ip_address
 
     try:
-        return str(ipaddress.ip_address(text))
+        return str(ip_address(text))
     except (TypeError, ValueError):
         return text
 

@@ -13,8 +13,9 @@ RANGE_FULL = 102
 
 def _read_json(path):
     """A flat file's JSON object; None if no file is there.  A directory means its whereabouts.conf."""
-    import json
     import os
+
+    from ..jsonlite import loads
 
     from ..cni.errors import invalid_config
 
@@ -28,7 +29,7 @@ def _read_json(path):
     except OSError as exc:
         raise invalid_config(f"flat file {path}: cannot read it: {exc.strerror or exc}") from None
     try:
-        return json.loads(data)
+        return loads(data)
     except ValueError as exc:
         raise invalid_config(f"flat file {path}: not valid JSON: {exc}") from None
 
@@ -88,11 +89,11 @@ def add(request):
         held = assign(store, config.ranges, _owner(request, config), config.requested)
     finally:
         store.close()
+    from ..net.addr import Interface
+
     ips = []
     for spec, allocation in zip(config.ranges, held):
-        import ipaddress
-
-        address = ipaddress.ip_interface(spec.range.interface_text(allocation.ip))
+        address = Interface(allocation.ip, spec.range.prefixlen, spec.range.version)
         gateway = config.gateway if config.gateway is not None and config.gateway.version == address.version else None
         ips.append(IPConfig(address, gateway))
     return Result(ips + config.addresses, config.routes, config.dns)
@@ -148,19 +149,19 @@ def check(request):
 
 
 def _canonical(text):
-    import ipaddress
+    from ..net.addr import ip_address
 
     try:
-        return str(ipaddress.ip_address(text))
+        return str(ip_address(text))
     except ValueError:
         return text
 
 
 def _in_range(spec, text) -> bool:
-    import ipaddress
+    from ..net.addr import ip_address
 
     try:
-        ip = ipaddress.ip_address(text)
+        ip = ip_address(text)
     except ValueError:
         return False
     return ip.version == spec.range.version and ip in spec.range.network

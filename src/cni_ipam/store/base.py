@@ -41,9 +41,9 @@ class Allocation:
 
     @property
     def address(self) -> str:
-        import ipaddress
+        from ..net.addr import Address
 
-        return str(ipaddress.ip_address(self.ip) if self.version == 4 else ipaddress.IPv6Address(self.ip))
+        return str(Address(self.ip, self.version))
 
     @property
     def attachment(self) -> tuple:
@@ -56,9 +56,9 @@ class Allocation:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Allocation":
-        import ipaddress
+        from ..net.addr import ip_address
 
-        ip = ipaddress.ip_address(data["ip"])
+        ip = ip_address(data["ip"])
         fields = {k: data[k] for k in cls.__slots__ if k in data and k not in ("ip", "version")}
         return cls(ip=int(ip), version=ip.version, **fields)
 
