@@ -48,7 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cni-bin-dir", default=None, metavar="DIR",
                    help="use plugins already installed here (default: install into a temporary dir)")
     p.set_defaults(func=cmd_demo)
+
+    for module in COMMAND_MODULES:
+        _register(module, sub)
     return parser
+
+
+# Modules that add their own subcommands with a ``register(subparsers)``
+# function, so each feature keeps its command-line face beside its code.
+COMMAND_MODULES = ()
+
+
+def _register(module: str, sub) -> None:
+    import importlib
+
+    importlib.import_module(module).register(sub)
 
 
 def main(argv=None) -> int:
