@@ -22,16 +22,18 @@ ETCD = "/usr/bin/etcd"
 
 
 class Member:
-    def __init__(self, name: str, client_port: int, peer_port: int, data_dir: str, pid: int = 0) -> None:
+    def __init__(self, name: str, client_port: int, peer_port: int, data_dir: str, pid: int = 0,
+                 scheme: str = "http") -> None:
         self.name = name
         self.client_port = client_port
         self.peer_port = peer_port
         self.data_dir = data_dir
         self.pid = pid
+        self.scheme = scheme  # of the client URL; "https" when the members get --cert-file etc. in extra_args
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -39,19 +41,28 @@ class Member:
 
     def to_dict(self) -> dict:
         return dict(name=self.name, client_port=self.client_port, peer_port=self.peer_port,
-                    data_dir=self.data_dir, pid=self.pid)
+                    data_dir=self.data_dir, pid=self.pid, scheme=self.scheme)
 
 
 class EtcdCluster:
-    """Members on 127.0.0.1 ports ``base, base+1`` (member 0), ``base+10, base+11`` (member 1)..."""
+    """Members on 127.0.0.1 ports ``base, base+1`` (member 0), ``base+10, base+11`` (member 1)...
+
+    ``scheme="https"`` serves clients over TLS: pass the server's
+    ``--cert-file``/``--key-file`` (and ``--trusted-ca-file``,
+    ``--client-cert-auth``) in ``extra_args``, and in ``tls`` the
+    ``ca_file``/``cert_file``/``key_file`` that this class uses itself to
+    ask members for their health and leader.  Peers always talk plain http.
+    """
 
     def __init__(self, directory: str, members: int = 3, base_port: int = 23790, token: str = "cni-ipam-test",
-                 extra_args=()) -> None:
+                 extra_args=(), scheme: str = "http", tls=None) -> None:
         self.directory = directory
         self.token = token
         self.extra_args = list(extra_args)
+        self.scheme = scheme
+        self.tls = dict(tls or {})
         self.members = [Member(f"m{i}", base_port + 10 * i, base_port + 10 * i + 1,
-                               os.path.join(directory, f"m{i}.data")) for i in range(members)]
+                               os.path.join(directory, f"m{i}.data"), scheme=scheme) for i in range(members)]
 
     @property
     def endpoints(self) -> list:
@@ -88,11 +99,18 @@ class EtcdCluster:
         """Until every member (or those given) answers ``/health`` with a leader elected."""
         import urllib.request
 
+        context = None
+        if self.scheme == "https":
+            import ssl
+
+            context = ssl.create_default_context(cafile=self.tls.get("ca_file") or None)
+            if self.tls.get("cert_file"):
+                context.load_cert_chain(self.tls["cert_file"], self.tls.get("key_file") or None)
         give_up = time.monotonic() + timeout
         for member in members or self.members:
             while True:
                 try:
-                    with urllib.request.urlopen(member.client_url + "/health", timeout=1) as answer:
+                    with urllib.request.urlopen(member.client_url + "/health", timeout=1, context=context) as answer:
                         if json.loads(answer.read()).get("health") == "true":
                             break
                 except (OSError, ValueError):
@@ -108,7 +126,7 @@ class EtcdCluster:
 
         for member in self.members:
             try:
-                client = EtcdClient([member.client_url], timeout=1, deadline=1)
+                client = EtcdClient([member.client_url], timeout=1, deadline=1, **self.tls)
                 status = client.call("maintenance/status", {})
                 client.close()
             except Exception:
@@ -155,14 +173,15 @@ class EtcdCluster:
 
     def save(self) -> None:
         with open(self.state_file, "w") as out:
-            json.dump({"token": self.token, "endpoints": self.endpoints,
+            json.dump({"token": self.token, "endpoints": self.endpoints, "scheme": self.scheme, "tls": self.tls,
                        "members": [m.to_dict() for m in self.members], "extra_args": self.extra_args}, out)
 
     @classmethod
     def load(cls, state_file: str) -> "EtcdCluster":
         with open(state_file) as handle:
             state = json.load(handle)
-        cluster = cls(os.path.dirname(state_file), 0, token=state["token"], extra_args=state.get("extra_args", ()))
+        cluster = cls(os.path.dirname(state_file), 0, token=state["token"], extra_args=state.get("extra_args", ()),
+                      scheme=state.get("scheme", "http"), tls=state.get("tls"))
         cluster.members = [Member(**m) for m in state["members"]]
         return cluster
 
