@@ -548,3 +548,24 @@ def test_sqlite_refuses_nfs_but_opens_on_a_local_filesystem(monkeypatch, tmp_pat
         sqlite.SQLiteStore(os.path.join(root, "shared", "ipam.db"))
     local = sqlite.SQLiteStore(os.path.join(root, "local", "ipam.db"))
     local.close()
+
+
+def test_claim_with_a_hint_moves_it_only_when_the_claim_wins(store):
+    first = alloc(POOL_A, "192.0.2.10", space=SPACE)
+    assert store.hint("h", POOL_A, SPACE) is None
+    assert store.claim(first, hint=("h", ip("192.0.2.11")))
+    assert store.hint("h", POOL_A, SPACE) == ip("192.0.2.11")
+    rival = alloc(POOL_A, "192.0.2.10", space=SPACE, cid="rival")
+    assert not store.claim(rival, hint=("h", ip("192.0.2.99")))
+    assert store.hint("h", POOL_A, SPACE) == ip("192.0.2.11")
+
+
+def test_prefetch_changes_nothing_that_reads_return(store):
+    held = alloc(POOL_A, "192.0.2.10", space=SPACE)
+    assert store.claim(held)
+    store.set_hint("h", POOL_A, SPACE, ip("192.0.2.11"))
+    store.prefetch(held.network, held.container_id, held.ifname, held.pod, [("h", POOL_A, SPACE)])
+    assert store.find(network=held.network, container_id=held.container_id, ifname=held.ifname) == [held]
+    assert store.hint("h", POOL_A, SPACE) == ip("192.0.2.11")
+    assert store.release(held)  # a write after prefetch: later reads see it
+    assert store.find(network=held.network, container_id=held.container_id, ifname=held.ifname) == []

@@ -402,9 +402,10 @@ def test_bad_endpoint_url_gives_code_7(plugin_bin_dir, etcd_prefix, ipam):
 
 
 class HoldingProxy:
-    """A TCP proxy to one etcd member that withholds etcd's answer to the first ``kv/txn`` it forwards.
+    """A TCP proxy to one etcd member that withholds etcd's answer to the first writing ``kv/txn``.
 
-    The first txn of an ADD is its claim: when its answer arrives here the
+    The first txn of an ADD that puts keys is its claim (the ones before it
+    only read, in one round trip each): when its answer arrives here the
     claim is committed in etcd, and the plugin is still waiting -- the moment
     to SIGKILL it so that it dies after its commit and before any answer.
     """
@@ -439,7 +440,7 @@ class HoldingProxy:
                     return
                 if from_client:
                     with self.lock:
-                        if self.armed and b"POST /v3/kv/txn " in data:
+                        if self.armed and b"POST /v3/kv/txn " in data and b"request_put" in data:
                             self.armed = False
                             hold.set()  # before forwarding, so the answer cannot slip through
                 elif hold.is_set():

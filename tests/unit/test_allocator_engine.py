@@ -403,14 +403,14 @@ class RacingStore(MemoryStore):
         self.races = races
         self.stolen = []
 
-    def claim(self, allocation):
+    def claim(self, allocation, hint=None):
         if self.races and not allocation.container_id.startswith("rival"):
             self.races -= 1
             rival = Allocation(allocation.pool, allocation.ip, allocation.version, allocation.network,
                                f"rival{len(self.stolen)}", allocation.ifname, space=allocation.space)
             assert super().claim(rival)
             self.stolen.append(allocation.address)
-        return super().claim(allocation)
+        return super().claim(allocation, hint)
 
 
 def test_a_lost_race_moves_to_another_free_address(monkeypatch):

@@ -102,9 +102,8 @@ def _lowest_free(store, spec: RangeSpec, owner: Owner) -> Allocation:
         if ip is None:
             raise RangeFull(core.exhausted_message(rng, spec.key))
         allocation = _new(spec, ip, owner)
-        if store.claim(allocation):
-            if ip == first:  # everything below ip is held: the hint may move past it
-                store.set_hint(key, spec.pool, spec.space, ip + 1)
+        hint = (key, ip + 1) if ip == first else None  # everything below ip is held: the hint may move past it
+        if store.claim(allocation, hint):
             return allocation
         start = first  # lower free addresses may remain; the lost one now reads as held
     raise LostRaces(f"{spec.key}: lost {MAX_LOST_RACES} races for addresses in {rng.cidr}; try again")
@@ -136,9 +135,12 @@ def assign(store, specs: list, owner: Owner, requested: dict | None = None) -> l
     requested = requested or {}
     out, claimed, moved = [], [], []
     with store.transaction():
+        store.prefetch(owner.network, owner.container_id, owner.ifname, owner.pod,
+                       [(core.hint_key(s.network_name, s.overlapping, s.range), s.pool, s.space) for s in specs])
         try:
+            existing = [_existing(store, spec, owner) for spec in specs]  # all reads before any write
             for index, spec in enumerate(specs):
-                held = _existing(store, spec, owner)
+                held = existing[index]
                 if held is not None and (index not in requested or requested[index] == held.ip):
                     out.append(held)
                     continue

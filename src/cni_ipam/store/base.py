@@ -103,9 +103,17 @@ class Store:
         """Held addresses in ``[lo, hi]`` of ``pool`` (and of ``space`` if given), ascending."""
         raise NotImplementedError
 
-    def claim(self, allocation: Allocation) -> bool:
-        """Record ``allocation`` unless its address is held; False if it was."""
+    def claim(self, allocation: Allocation, hint=None) -> bool:
+        """Record ``allocation`` unless its address is held; False if it was.
+
+        ``hint``, a ``(key, value)`` pair, is set as by :meth:`set_hint` when
+        the claim succeeds (a networked store does both in one round trip).
+        """
         raise NotImplementedError
+
+    def prefetch(self, network: str, container_id: str, ifname: str, pod: str, hints: list) -> None:
+        """A hint that an ADD is about to ask for this attachment, this pod and these hints
+        (``(key, pool, space)``); a networked store reads them in one round trip."""
 
     def release(self, allocation: Allocation) -> bool:
         """Forget ``allocation`` (same pool, address and attachment); False if it was not there."""

@@ -4,8 +4,8 @@ Layout under the prefix (default ``/cni-ipam/``)::
 
     pools/<pool>/<ip>                    the allocation record (JSON)
     spaces/<space>/<ip>                  the pool holding it, when overlapping checks are on
-    attachments/<network>/<cid>/<ifname>/<pool>/<ip>   index for DEL and repeated ADD
-    pods/<pod>/<ifname>/<pool>/<ip>      index for a pod's restarted sandbox
+    attachments/<network>/<cid>/<ifname>/<pool>/<ip>   index for DEL and repeated ADD (a copy of the record)
+    pods/<pod>/<ifname>/<pool>/<ip>      index for a pod's restarted sandbox (a copy of the record)
     hints/<pool>/<range>                 lowest address that may be free in a range
     hint-spaces/<space>/<range>          the hint key, for ranges sharing an address space
 
@@ -15,6 +15,11 @@ the space key) only if absent, so two nodes can never hold one address;
 nothing is written for a range until an address in it is used, and no key
 grows with the range.  Segments are escaped so a ``/`` in a name cannot
 move a key into another's prefix.
+
+Round trips are what an ADD costs here, so an uncontended ADD makes three:
+one read of everything the attachment may already hold and of the ranges'
+hints (:meth:`EtcdStore.prefetch`), one read of the held addresses from the
+hint on (pool and space together), and the claim, which also moves the hint.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class EtcdStore(Store):
         self.client = client
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self._hint_seen = {}  # hint key -> mod revision when last read
+        self._prefetched = {}  # index prefix or hint key -> kvs read by prefetch(), used once
         try:
             client.authenticate()
         except (ec.EtcdUnavailable, ec.EtcdError) as exc:
@@ -92,10 +98,11 @@ class EtcdStore(Store):
 
     # -- Store verbs --------------------------------------------------------------------
 
-    def _scan(self, base: bytes, lo: bytes, hi: bytes):
+    def _scan(self, base: bytes, lo: bytes, hi: bytes, first_page=None):
         start, end = base + lo, ec.prefix_end(base + hi)
         while True:
-            kvs = self._call(self.client.range, start, end, PAGE, True)
+            kvs = first_page if first_page is not None else self._call(self.client.range, start, end, PAGE, True)
+            first_page = None
             for kv in kvs:
                 yield ip_from_key(kv["key"][len(base):].decode())[0]
             if len(kvs) < PAGE:
@@ -103,14 +110,30 @@ class EtcdStore(Store):
             start = kvs[-1]["key"] + b"\x00"
 
     def held(self, pool, space, lo, hi):
+        """Pool and space addresses in [lo, hi]: the first page of both in one round trip."""
         version = 6 if ":" in pool.rsplit("/", 2)[-2] else 4
         lo_k, hi_k = ip_key(lo, version).encode(), ip_key(hi, version).encode()
-        scans = [self._scan(self._k("pools", seg(pool)) + b"/", lo_k, hi_k)]
+        bases = [self._k("pools", seg(pool)) + b"/"]
         if space is not None:
-            scans.append(self._scan(self._k("spaces", seg(space)) + b"/", lo_k, hi_k))
-        return _merge_unique(scans)
+            bases.append(self._k("spaces", seg(space)) + b"/")
+        pages = self._call(self.client.read, [(b + lo_k, ec.prefix_end(b + hi_k), PAGE, True) for b in bases])
+        return _merge_unique([self._scan(b, lo_k, hi_k, page) for b, page in zip(bases, pages)])
 
-    def claim(self, allocation: Allocation) -> bool:
+    def prefetch(self, network, container_id, ifname, pod, hints) -> None:
+        """Read what an ADD looks at first, in one round trip: the attachment's and the pod's index
+        entries and the ranges' hints (``hints``: ``(key, pool, space)`` per range)."""
+        keys = [self._k("attachments", seg(network), seg(container_id), seg(ifname)) + b"/"]
+        if pod:
+            keys.append(self._k("pods", seg(pod), seg(ifname)) + b"/")
+        ranges = [(k, ec.prefix_end(k), 0, False) for k in keys]
+        hint_keys = [self._hint_key(*h) for h in hints]
+        ranges += [(k, None, 0, False) for k in hint_keys]
+        for key, kvs in zip(keys + hint_keys, self._call(self.client.read, ranges)):
+            self._prefetched[key] = kvs
+
+    def claim(self, allocation: Allocation, hint=None) -> bool:
+        """Create the pool (and space) key if absent; with ``hint`` (key, value), move that hint in the same
+        round trip if nobody moved it since we read it."""
         import os
         import time
 
@@ -123,7 +146,10 @@ class EtcdStore(Store):
         if allocation.space is not None:
             compare.append(ec.absent(self._space_key(allocation)))
             success.append(ec.put(self._space_key(allocation), allocation.pool.encode()))
-        success += [ec.put(key, b"") for key in self._index_keys(allocation)]
+        success += [ec.put(key, value) for key in self._index_keys(allocation)]
+        if hint is not None:
+            success.append(ec.nested(*self._hint_update(hint[0], allocation.pool, allocation.space, hint[1])))
+        self._forget_indexes()
         if self._call(self.client.txn, compare, success)["succeeded"]:
             return True
         current = self._call(self.client.get, self._pool_key(allocation))
@@ -136,6 +162,7 @@ class EtcdStore(Store):
         return _decode(kv["value"]), kv["mod_revision"]
 
     def release(self, allocation: Allocation) -> bool:
+        self._forget_indexes()
         for _ in range(8):
             held, revision = self._read(allocation)
             if held is None or held.attachment != allocation.attachment:
@@ -176,9 +203,10 @@ class EtcdStore(Store):
         old_index = self._index_keys(held)
         held.container_id, held.netns = container_id, netns
         new_index = self._index_keys(held)
+        record = json.dumps(held.to_dict()).encode()
         ops = [ec.delete(k) for k in old_index if k not in new_index]  # etcd refuses a key twice in a txn
-        ops += [ec.put(self._pool_key(held), json.dumps(held.to_dict()).encode())]
-        ops += [ec.put(k, b"") for k in new_index if k not in old_index]
+        ops += [ec.put(k, record) for k in [self._pool_key(held)] + new_index]
+        self._forget_indexes()
         self._call(self.client.txn, [ec.unchanged(self._pool_key(held), revision)], ops)
         allocation.container_id, allocation.netns = container_id, netns
 
@@ -194,9 +222,21 @@ class EtcdStore(Store):
                 if (network is None or a.network == network) and (container_id is None or a.container_id == container_id)
                 and (ifname is None or a.ifname == ifname) and (pod is None or a.pod == pod)]
 
+    def _forget_indexes(self) -> None:
+        """After a write, prefetched index entries may be out of date; prefetched hints are only advice."""
+        hints = self._k("hints")
+        self._prefetched = {k: v for k, v in self._prefetched.items() if k.startswith(hints)}
+
     def _from_index(self, base: bytes) -> list:
+        """Index entries carry a copy of the record; an empty one (older layout) is looked up."""
+        kvs = self._prefetched.get(base)
+        if kvs is None:
+            kvs = self._call(self.client.prefix, base)
         found = []
-        for kv in self._call(self.client.prefix, base):
+        for kv in kvs:
+            if kv["value"]:
+                found.append(_decode(kv["value"]))
+                continue
             pool_seg, ipk = kv["key"][len(base):].decode().rsplit("/", 1)
             record = self._call(self.client.get, self._k("pools", pool_seg, ipk))
             if record is not None:
@@ -218,12 +258,20 @@ class EtcdStore(Store):
 
     def hint(self, key, pool, space):
         hint_key = self._hint_key(key, pool, space)
-        kv = self._call(self.client.get, hint_key)
+        if hint_key in self._prefetched:
+            kvs = self._prefetched.pop(hint_key)
+            kv = kvs[0] if kvs else None
+        else:
+            kv = self._call(self.client.get, hint_key)
         self._hint_seen[hint_key] = kv["mod_revision"] if kv else 0
         return ip_from_key(json.loads(kv["value"])["value"])[0] if kv else None
 
     def set_hint(self, key, pool, space, value):
         """Raise the hint only if nobody moved it since we read it (a release may have lowered it)."""
+        self._call(self.client.txn, *self._hint_update(key, pool, space, value))
+
+    def _hint_update(self, key, pool, space, value) -> tuple:
+        """(compare, operations) that move a hint unless it changed since :meth:`hint` read it."""
         version = 6 if ":" in pool.rsplit("/", 2)[-2] else 4
         hint_key = self._hint_key(key, pool, space)
         seen = self._hint_seen.get(hint_key, 0)
@@ -231,7 +279,7 @@ class EtcdStore(Store):
         ops = [ec.put(hint_key, json.dumps({"value": ip_key(value, version)}).encode())]
         if space is not None:
             ops.append(ec.put(self._k("hint-spaces", seg(space), seg(key)), hint_key))
-        self._call(self.client.txn, compare, ops)
+        return compare, ops
 
     def close(self) -> None:
         self.client.close()

@@ -270,6 +270,25 @@ class EtcdClient:
     def prefix(self, prefix: bytes) -> list:
         return self.range(prefix, prefix_end(prefix))
 
+    def read(self, ranges: list) -> list:
+        """Several ranges in one round trip (a transaction with no compare): their key-value lists.
+
+        ``ranges`` holds ``(start, end or None for one key, limit, keys_only)``.
+        """
+        ops = []
+        for start, end, limit, keys_only in ranges:
+            request = {"key": b64(start)}
+            if end is not None:
+                request.update(range_end=b64(end), sort_order="ASCEND", sort_target="KEY")
+            if limit:
+                request["limit"] = str(limit)
+            if keys_only:
+                request["keys_only"] = True
+            ops.append({"request_range": request})
+        answer = self.call("kv/txn", {"compare": [], "success": ops})
+        return [[decode_kv(kv) for kv in (r.get("response_range") or {}).get("kvs") or []]
+                for r in answer.get("responses") or []]
+
     def txn(self, compare: list, success: list, failure: list = ()) -> dict:
         request = {"compare": compare, "success": success}
         if failure:
@@ -335,6 +354,11 @@ def delete(key: bytes) -> dict:
 def absent(key: bytes) -> dict:
     """Compare: the key does not exist (its create revision is 0)."""
     return {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+
+
+def nested(compare: list, success: list) -> dict:
+    """A transaction inside a transaction's operations: its compare failing does not fail the outer one."""
+    return {"request_txn": {"compare": compare, "success": success}}
 
 
 def unchanged(key: bytes, mod_revision: int) -> dict:

@@ -27,7 +27,7 @@ class MemoryStore(Store):
             found |= {ip for (s, v, ip) in self.spaces if s == space and v == version and lo <= ip <= hi}
         return iter(sorted(found))
 
-    def claim(self, allocation: Allocation) -> bool:
+    def claim(self, allocation: Allocation, hint=None) -> bool:
         space_key = (allocation.space, allocation.version, allocation.ip)
         if (allocation.pool, allocation.ip) in self.rows:
             return False
@@ -36,6 +36,8 @@ class MemoryStore(Store):
         self.rows[(allocation.pool, allocation.ip)] = allocation
         if allocation.space is not None:
             self.spaces[space_key] = allocation
+        if hint is not None:
+            self.set_hint(hint[0], allocation.pool, allocation.space, hint[1])
         return True
 
     def release(self, allocation: Allocation) -> bool:

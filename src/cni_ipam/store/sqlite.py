@@ -119,13 +119,26 @@ class SQLiteStore(Store):
             # user_version is set in the same transaction as the schema: a process killed while creating
             # the store (or a concurrent creator) leaves 0, and the next open finishes the job.
             if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta VALUES "
-                                      f"('schema', '{SCHEMA_VERSION}'); PRAGMA user_version=1; COMMIT;")
+                self._create()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store {path!r}: {exc}", retry=_is_busy(exc)) from None
         except OSError as exc:
             raise StoreError(f"cannot open the SQLite store {path!r}: {exc.strerror or exc}") from None
+
+    def _create(self) -> None:
+        """WAL and the schema, one process at a time: switching the journal mode fails at once with
+        "database is locked" (no busy wait) while another process is switching it."""
+        import fcntl
+
+        lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta VALUES "
+                                      f"('schema', '{SCHEMA_VERSION}'); PRAGMA user_version=1; COMMIT;")
+        finally:
+            os.close(lock_fd)  # closing drops the flock
 
     def _run(self, sql: str, params=()):
         try:
@@ -162,7 +175,7 @@ class SQLiteStore(Store):
         """A pool is one range, so one family: read it off the CIDR in its name."""
         return 6 if ":" in pool.rsplit("/", 2)[-2] else 4
 
-    def claim(self, allocation: Allocation) -> bool:
+    def claim(self, allocation: Allocation, hint=None) -> bool:
         import time
 
         created = allocation.created or time.time()
@@ -174,6 +187,8 @@ class SQLiteStore(Store):
         except sqlite3.IntegrityError:
             return False
         allocation.created = created
+        if hint is not None:
+            self.set_hint(hint[0], allocation.pool, allocation.space, hint[1])
         return True
 
     def release(self, allocation: Allocation) -> bool:
