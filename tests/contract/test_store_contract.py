@@ -569,3 +569,18 @@ def test_prefetch_changes_nothing_that_reads_return(store):
     assert store.hint("h", POOL_A, SPACE) == ip("192.0.2.11")
     assert store.release(held)  # a write after prefetch: later reads see it
     assert store.find(network=held.network, container_id=held.container_id, ifname=held.ifname) == []
+
+
+def test_claims_and_releases_leave_no_unbacked_reservation(store):
+    """The reconciler frees space claims no allocation backs; every store's own claims are always backed."""
+    kept = alloc(POOL_A, "192.0.2.10")
+    freed = alloc(POOL_B, "192.0.2.200", cid="c2")
+    lone = alloc(POOL_LONE, "192.0.2.11", cid="c3", space=None)
+    v6 = alloc(POOL_6, "2001:db8::5", cid="c4")
+    odd = alloc(pool_name("a/b%2F", "192.0.2.0/24"), "192.0.2.10", cid="c5", space="a/b%2F")  # escaped names
+    for a in (kept, freed, lone, v6, odd):
+        assert store.claim(a)
+    assert store.release(freed)
+    assert store.unbacked_reservations() == []
+    assert held(store, POOL_B, SPACE, *V4_ALL) == [ip("192.0.2.10")]  # nothing dropped with them
+    assert len(store.allocations()) == 4

@@ -70,6 +70,28 @@ class Allocation:
                 f"{self.network}/{self.container_id[:12]}/{self.ifname} pod={self.pod!r})")
 
 
+class Reservation:
+    """An address-space claim (``space``, address) and the pool it names; ``token`` is the backend's own."""
+
+    __slots__ = ("space", "ip", "version", "pool", "token")
+
+    def __init__(self, space: str, ip: int, version: int, pool: str = "", token=None) -> None:
+        self.space = space
+        self.ip = ip
+        self.version = version
+        self.pool = pool
+        self.token = token
+
+    @property
+    def address(self) -> str:
+        from ..net.addr import Address
+
+        return str(Address(self.ip, self.version))
+
+    def __repr__(self):
+        return f"Reservation({self.space!r} {self.address} pool={self.pool!r})"
+
+
 def pool_name(network_name: str, cidr: str) -> str:
     """``<network_name>/<cidr>``: one pool per range and network name, as whereabouts' IPPool."""
     return f"{network_name}/{cidr}"
@@ -131,6 +153,20 @@ class Store:
     def allocations(self):
         """Every allocation, in (pool, address) order."""
         raise NotImplementedError
+
+    def unbacked_reservations(self) -> list:
+        """Address-space claims that no allocation backs (:class:`Reservation`), for the reconciler.
+
+        Only a store that keeps the claim apart from the record can have any
+        (etcd: a ``spaces/`` key left without its ``pools/`` key by an older
+        build or by hand).  In SQLite and in memory the claim is part of the
+        allocation itself, so there are none.
+        """
+        return []
+
+    def drop_reservation(self, reservation: Reservation) -> bool:
+        """Delete a claim :meth:`unbacked_reservations` returned, unless it changed since; True if deleted."""
+        return False
 
     def hint(self, key: str, pool: str, space: str | None) -> int | None:
         raise NotImplementedError

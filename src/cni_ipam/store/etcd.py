@@ -253,6 +253,37 @@ class EtcdStore(Store):
                 return sorted(found, key=lambda a: (a.pool, a.version, a.ip))
             start = kvs[-1]["key"] + b"\x00"
 
+    def unbacked_reservations(self):
+        """``spaces/`` keys whose address no allocation of that space holds.
+
+        The space keys are read before the records: a claim or release of
+        the address after that read changes the key's revision, and
+        :meth:`drop_reservation` then leaves it alone.
+        """
+        from .base import Reservation
+
+        base = self._k("spaces") + b"/"
+        start, end, spaces = base, ec.prefix_end(base), []
+        while True:
+            kvs = self._call(self.client.range, start, end, PAGE)
+            spaces += kvs
+            if len(kvs) < PAGE:
+                break
+            start = kvs[-1]["key"] + b"\x00"
+        backed = {(seg(a.space), ip_key(a.ip, a.version)) for a in self.allocations() if a.space is not None}
+        found = []
+        for kv in spaces:
+            space_seg, ipk = kv["key"][len(base):].decode().rsplit("/", 1)
+            if (space_seg, ipk) not in backed:
+                ip, version = ip_from_key(ipk)
+                space = space_seg.replace("%2F", "/").replace("%25", "%")
+                found.append(Reservation(space, ip, version, kv["value"].decode(errors="replace"), kv["mod_revision"]))
+        return found
+
+    def drop_reservation(self, reservation) -> bool:
+        key = self._k("spaces", seg(reservation.space), ip_key(reservation.ip, reservation.version))
+        return self._call(self.client.txn, [ec.unchanged(key, reservation.token)], [ec.delete(key)])["succeeded"]
+
     def _hint_key(self, key: str, pool: str, space) -> bytes:
         return self._k("hints", seg(pool), seg(key))
 

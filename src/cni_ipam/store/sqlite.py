@@ -14,7 +14,10 @@ network filesystem: for a cluster use the etcd store.
 from __future__ import annotations
 
 import os
-import sqlite3
+try:  # the C module alone: the sqlite3 package adds datetime and its adapters, 2 ms per plugin call
+    import _sqlite3 as sqlite3
+except ImportError:  # pragma: no cover - an interpreter without the private module
+    import sqlite3
 
 from .base import Allocation, Store, StoreError
 
