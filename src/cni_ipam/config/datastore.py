@@ -109,8 +109,35 @@ def _etcd(ipam: dict, settings: StoreSettings) -> None:
     settings.timeout = float(timeout)
 
 
+_kept = None  # set by keep_open(): a long-running process reuses its open stores
+
+
+def keep_open() -> None:
+    """For the node agent: each thread keeps the stores it opened, so a call costs no connect or open."""
+    global _kept
+    import threading
+
+    _kept = threading.local()
+
+
 def open_store(settings: StoreSettings):
     """The store the settings name (raises StoreError when it cannot be opened or reached)."""
+    if _kept is None:
+        return _open(settings)
+    stores = _kept.__dict__.setdefault("stores", {})
+    key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(settings, n) for n in settings.__slots__))
+    if key not in stores:
+        stores[key] = _open(settings)
+    return stores[key]
+
+
+def close_store(store) -> None:
+    """Close a store after one call, unless keep_open() made this a long-running process."""
+    if _kept is None:
+        store.close()
+
+
+def _open(settings: StoreSettings):
     if settings.datastore == "etcd":
         from ..store.etcd import EtcdStore
         from ..store.etcd_client import EtcdClient

@@ -5,7 +5,7 @@ our own stores (SQLite by default).  Each command loads the config, opens
 the store, and hands the decision to :mod:`cni_ipam.allocator.engine`.
 """
 
-from ..cni.skel import Plugin, main as _skel_main
+from ..cni.skel import Plugin
 
 ADDRESS_TAKEN = 101  # plugin-specific codes (100+ are ours by the spec)
 RANGE_FULL = 102
@@ -32,6 +32,12 @@ def _read_json(path):
         return loads(data)
     except ValueError as exc:
         raise invalid_config(f"flat file {path}: not valid JSON: {exc}") from None
+
+
+def close_store(store):
+    from ..config.datastore import close_store as close
+
+    close(store)
 
 
 def _open_store(settings):
@@ -88,7 +94,7 @@ def add(request):
     try:
         held = assign(store, config.ranges, _owner(request, config), config.requested)
     finally:
-        store.close()
+        close_store(store)
     from ..net.addr import Interface
 
     ips = []
@@ -115,7 +121,7 @@ def delete(request):
     try:
         release_attachment(store, request.name, request.container_id, request.ifname)
     finally:
-        store.close()
+        close_store(store)
     return None
 
 
@@ -133,7 +139,7 @@ def check(request):
     try:
         held = store.find(network=request.name, container_id=request.container_id, ifname=request.ifname)
     finally:
-        store.close()
+        close_store(store)
     held_text = {a.address for a in held}
     for spec in config.ranges:
         if not any(a.pool == spec.pool for a in held):
@@ -184,7 +190,7 @@ def gc(request):
     try:
         freed = garbage_collect(store, request.name, valid)
     finally:
-        store.close()
+        close_store(store)
     for allocation in freed:
         request.warnings.append(f"GC freed {allocation.address} of {allocation.container_id}/{allocation.ifname}")
     return None
@@ -210,7 +216,7 @@ def status(request):
             raise
         raise CNIError(NOT_AVAILABLE, f"whereabouts: store unavailable: {exc}") from None
     finally:
-        store.close()
+        close_store(store)
     return None
 
 
@@ -219,4 +225,7 @@ PLUGIN = Plugin("whereabouts", "cluster-wide unique addresses from ranges (Go wh
 
 
 def main() -> None:
-    _skel_main(PLUGIN)
+    """The executable: through the node agent when one listens, else in this process."""
+    from ..agent_client import main_via_agent
+
+    main_via_agent(PLUGIN)
