@@ -6,8 +6,6 @@ that touches the process.  Nothing is imported at module level beyond what
 VERSION needs, so ``CNI_COMMAND=VERSION`` costs no more than Python start-up.
 """
 
-from __future__ import annotations
-
 from . import versions
 from .errors import CNIError
 
@@ -108,7 +106,7 @@ def environment() -> dict:
             for k, v in posix.environ.items()}
 
 
-def main(plugin: Plugin, stdin: bytes | None = None) -> None:
+def main(plugin: Plugin, stdin: "bytes | None" = None) -> None:
     """Run one CNI call in this process; ``stdin`` when it was read already."""
     import sys
 
