@@ -196,6 +196,20 @@ def test_hints_are_stored_per_key(store):
     assert store.hint("k4", POOL_A, SPACE) is None
 
 
+def test_list_hints_returns_every_hint_with_its_pool_and_space(store):
+    odd = pool_name("a/b%2F", "192.0.2.0/24")  # escaped names come back as they went in
+    store.set_hint("blue|space|192.0.2.0/24|192.0.2.1-192.0.2.254|", POOL_A, SPACE, ip("192.0.2.9"))
+    store.set_hint("k6", POOL_6, SPACE, ip("2001:db8::9"))
+    store.set_hint("k/lone", POOL_LONE, None, ip("192.0.2.7"))
+    store.set_hint("k%odd", odd, "a/b%2F", ip("192.0.2.3"))
+    assert store.list_hints() == sorted([
+        ("blue|space|192.0.2.0/24|192.0.2.1-192.0.2.254|", POOL_A, SPACE, ip("192.0.2.9")),
+        ("k6", POOL_6, SPACE, ip("2001:db8::9")),
+        ("k/lone", POOL_LONE, None, ip("192.0.2.7")),
+        ("k%odd", odd, "a/b%2F", ip("192.0.2.3")),
+    ])
+
+
 def test_release_lowers_hints_of_its_pool_and_space_only(store):
     released = alloc(POOL_A, "192.0.2.50")
     assert store.claim(released)

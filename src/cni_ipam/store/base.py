@@ -174,5 +174,10 @@ class Store:
     def set_hint(self, key: str, pool: str, space: str | None, value: int) -> None:
         raise NotImplementedError
 
+    def list_hints(self) -> list:
+        """Every hint as ``(key, pool, space, value)``, by key: the keys name the range definitions
+        (``allocator.core.hint_key``), which is how ``cni-ipam pools`` and ``export`` learn them."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass

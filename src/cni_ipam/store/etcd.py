@@ -37,6 +37,10 @@ def seg(text: str) -> str:
     return text.replace("%", "%25").replace("/", "%2F")
 
 
+def _unseg(text: str) -> str:
+    return text.replace("%2F", "/").replace("%25", "%")
+
+
 def ip_key(ip: int, version: int) -> str:
     return f"4{ip:08x}" if version == 4 else f"6{ip:032x}"
 
@@ -282,7 +286,11 @@ class EtcdStore(Store):
 
     def drop_reservation(self, reservation) -> bool:
         key = self._k("spaces", seg(reservation.space), ip_key(reservation.ip, reservation.version))
-        return self._call(self.client.txn, [ec.unchanged(key, reservation.token)], [ec.delete(key)])["succeeded"]
+        if not self._call(self.client.txn, [ec.unchanged(key, reservation.token)], [ec.delete(key)])["succeeded"]:
+            return False
+        self._lower_hints(Allocation(reservation.pool, reservation.ip, reservation.version, "", "", "",
+                                     space=reservation.space))  # the address is a first candidate again
+        return True
 
     def _hint_key(self, key: str, pool: str, space) -> bytes:
         return self._k("hints", seg(pool), seg(key))
@@ -300,6 +308,20 @@ class EtcdStore(Store):
     def set_hint(self, key, pool, space, value):
         """Raise the hint only if nobody moved it since we read it (a release may have lowered it)."""
         self._call(self.client.txn, *self._hint_update(key, pool, space, value))
+
+    def list_hints(self):
+        """``hints/<pool>/<key>``, with the space from the ``hint-spaces/`` pointers."""
+        spaces = {}
+        base = self._k("hint-spaces") + b"/"
+        for kv in self._call(self.client.prefix, base):
+            spaces[kv["value"]] = _unseg(kv["key"][len(base):].decode().rsplit("/", 1)[0])
+        base = self._k("hints") + b"/"
+        found = []
+        for kv in self._call(self.client.prefix, base):
+            pool_seg, key_seg = kv["key"][len(base):].decode().split("/", 1)
+            value = ip_from_key(json.loads(kv["value"])["value"])[0]
+            found.append((_unseg(key_seg), _unseg(pool_seg), spaces.get(kv["key"]), value))
+        return sorted(found)
 
     def _hint_update(self, key, pool, space, value) -> tuple:
         """(compare, operations) that move a hint unless it changed since :meth:`hint` read it."""

@@ -74,3 +74,6 @@ class MemoryStore(Store):
 
     def set_hint(self, key, pool, space, value):
         self.hints[key] = (pool, space, value)
+
+    def list_hints(self):
+        return [(key, *self.hints[key]) for key in sorted(self.hints)]

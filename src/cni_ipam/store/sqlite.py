@@ -233,6 +233,10 @@ class SQLiteStore(Store):
         version = self._pool_version(pool)
         self._run("INSERT OR REPLACE INTO hints VALUES (?, ?, ?, ?)", (key, pool, space, encode_ip(value, version)))
 
+    def list_hints(self):
+        rows = self._run("SELECT key, pool, space, value FROM hints ORDER BY key").fetchall()
+        return [(key, pool, space, decode_ip(value)[0]) for key, pool, space, value in rows]
+
     def close(self) -> None:
         self.db.close()
 
