@@ -43,30 +43,13 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from cni_ipam.etcd_cluster import ETCD, EtcdCluster  # noqa: E402
+from cni_ipam.etcd_cluster import ETCD, EtcdCluster, free_base_port  # noqa: E402
 from cni_ipam.install import install  # noqa: E402
 from cni_ipam.store.etcd_client import EtcdClient, prefix_end  # noqa: E402
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
 RANGE = "10.128.0.0/16"  # never fills: 65534 addresses
 GOAL_RATE, GOAL_P99_MS = 100.0, 500.0
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(start: int) -> int:
-    for base in range(start, start + 3000, 100):
-        if all(port_free(base + 10 * i + j) for i in range(3) for j in (0, 1)):
-            return base
-    raise RuntimeError(f"no free ports from {start}")
 
 
 def percentile(values: list, q: float) -> float:

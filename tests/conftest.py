@@ -24,7 +24,7 @@ def etcd_cluster(tmp_path_factory):
     state file in ``CNI_IPAM_ETCD_CLUSTER``; without it, this fixture starts
     its own and stops it at the end of the session.
     """
-    from cni_ipam.etcd_cluster import ETCD, EtcdCluster
+    from cni_ipam.etcd_cluster import ETCD, EtcdCluster, free_base_port
 
     state = os.environ.get("CNI_IPAM_ETCD_CLUSTER")
     if state and os.path.exists(state):
@@ -35,7 +35,7 @@ def etcd_cluster(tmp_path_factory):
     if not os.access(ETCD, os.X_OK):
         pytest.skip(f"etcd is not installed ({ETCD}); apt-get install etcd-server")
     directory = tmp_path_factory.mktemp("etcd")
-    cluster = EtcdCluster(str(directory), base_port=24790).start()
+    cluster = EtcdCluster(str(directory), base_port=free_base_port(24790)).start()
     yield cluster
     cluster.stop()
     shutil.rmtree(directory, ignore_errors=True)

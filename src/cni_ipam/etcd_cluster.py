@@ -186,6 +186,29 @@ class EtcdCluster:
         return cluster
 
 
+def port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port(start: int, members: int = 3) -> int:
+    """The first base port from ``start`` (in steps of 100) whose client and peer ports are all free.
+
+    A second cluster on ports already in use would fail to bind, and its
+    health check would then be answered by the first one: never share.
+    """
+    for base in range(start, start + 5000, 100):
+        if all(port_free(base + 10 * i + j) for i in range(members) for j in (0, 1)):
+            return base
+    raise RuntimeError(f"no free loopback ports for {members} etcd members from {start}")
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -194,10 +217,11 @@ def main(argv=None) -> int:
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("--dir", required=True, help="where data, logs and cluster.json go")
     parser.add_argument("--members", type=int, default=3)
-    parser.add_argument("--base-port", type=int, default=23790)
+    parser.add_argument("--base-port", type=int, default=23790,
+                        help="first port to try; the next free block (steps of 100) is used")
     args = parser.parse_args(argv)
     if args.action == "start":
-        cluster = EtcdCluster(args.dir, args.members, args.base_port).start()
+        cluster = EtcdCluster(args.dir, args.members, free_base_port(args.base_port, args.members)).start()
         print(f"etcd cluster up: {','.join(cluster.endpoints)} (state in {cluster.state_file})")
     else:
         state = os.path.join(args.dir, "cluster.json")

@@ -46,24 +46,6 @@ HINT_FAMILIES = ("hints", "hint-spaces")
 # -- a cluster of our own ---------------------------------------------------------------------------------
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(start: int, members: int) -> int:
-    """The first base port from ``start`` (in steps of 100) whose client and peer ports are all free."""
-    for base in range(start, start + 2000, 100):
-        if all(port_free(base + 10 * i + j) for i in range(members) for j in (0, 1)):
-            return base
-    raise RuntimeError(f"no free ports for {members} etcd members from {start}")
-
-
 def unused_port() -> int:
     """A loopback port with nothing listening on it (bound and released)."""
     with socket.socket() as probe:
@@ -73,7 +55,7 @@ def unused_port() -> int:
 
 @pytest.fixture(scope="module")
 def fault_cluster(tmp_path_factory):
-    from cni_ipam.etcd_cluster import ETCD, EtcdCluster
+    from cni_ipam.etcd_cluster import free_base_port, ETCD, EtcdCluster
 
     if not os.access(ETCD, os.X_OK):
         pytest.skip(f"etcd is not installed ({ETCD}); apt-get install etcd-server")
