@@ -220,8 +220,63 @@ def status(request):
     return None
 
 
+LOG_LEVELS = ("debug", "verbose", "error", "panic")  # whereabouts' levels, most verbose first
+
+
+def _logged(command, function):
+    """One JSON line per call appended to ``log_file`` (whereabouts' key): at ``log_level`` debug or verbose
+    every call, at error only failures, at panic nothing."""
+    def call(request):
+        try:
+            result = function(request)
+        except Exception as exc:
+            _log_call(request, command, None, exc)
+            raise
+        _log_call(request, command, result, None)
+        return result
+    call.__doc__ = function.__doc__
+    return call
+
+
+def _log_call(request, command, result, error) -> None:
+    import os
+    import time
+
+    from ..config.whereabouts import with_flat_file
+    from ..jsonlite import dumps
+
+    try:
+        ipam, _ = with_flat_file(request, _read_json)
+    except Exception:  # a config that does not parse: its own keys may still name the log
+        ipam = request.config.get("ipam") if isinstance(request.config.get("ipam"), dict) else {}
+    path, level = ipam.get("log_file"), ipam.get("log_level") or "debug"
+    if not path or not isinstance(path, str):
+        return
+    level = level if level in LOG_LEVELS else "debug"
+    if level == "panic" or (level == "error" and error is None):
+        return
+    now = time.time()
+    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
+            "level": "error" if error is not None else "verbose", "command": command,
+            "containerID": request.container_id, "ifname": request.ifname, "network": request.name}
+    if error is not None:
+        line["code"] = getattr(error, "code", 999)
+        line["msg"] = getattr(error, "msg", None) or str(error)
+    elif result is not None and getattr(result, "ips", None) is not None:
+        line["ips"] = [str(ip.address) for ip in result.ips]
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (dumps(line) + "\n").encode())  # one write of one line: concurrent calls never interleave
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        request.warnings.append(f"ipam.log_file {path}: cannot write: {exc.strerror or exc}")
+
+
 PLUGIN = Plugin("whereabouts", "cluster-wide unique addresses from ranges (Go whereabouts compatible)",
-                {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status})
+                {name: _logged(name, f) for name, f in
+                 (("ADD", add), ("DEL", delete), ("CHECK", check), ("GC", gc), ("STATUS", status))})
 
 
 def main() -> None:

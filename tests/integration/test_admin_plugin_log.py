@@ -1,0 +1,71 @@
+"""The whereabouts plugin writes one JSON line per call to ``log_file``, filtered by ``log_level``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from cni_ipam.lab import cni_env, run_plugin
+
+
+@pytest.fixture(scope="module")
+def bin_dir(request, tmp_path_factory) -> str:
+    try:
+        return request.getfixturevalue("plugin_bin_dir")
+    except pytest.FixtureLookupError:
+        from cni_ipam.install import install
+
+        directory = str(tmp_path_factory.mktemp("cni-bin-admin-log"))
+        install(directory, names=["whereabouts"])
+        return directory
+
+
+def call(bin_dir, command, cid, ipam, tmp_path, rng="192.0.2.0/30"):
+    config = {"cniVersion": "1.0.0", "name": "net-log", "type": "macvlan",
+              "ipam": dict({"type": "whereabouts", "range": rng, "sqlite_path": str(tmp_path / "w.db"),
+                            "configuration_path": str(tmp_path / "none.conf")}, **ipam)}
+    env = cni_env(command, cid, f"/run/netns/{cid}", "net1", "", bin_dir)
+    return run_plugin(os.path.join(bin_dir, "whereabouts"), env, config)
+
+
+def lines(path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_debug_logs_every_call_with_its_addresses_and_errors(bin_dir, tmp_path):
+    log = tmp_path / "whereabouts.log"
+    ipam = {"log_file": str(log)}  # log_level defaults to debug, as in whereabouts
+    assert call(bin_dir, "ADD", "c1", ipam, tmp_path).ok
+    assert call(bin_dir, "ADD", "c2", ipam, tmp_path).ok
+    full = call(bin_dir, "ADD", "c3", ipam, tmp_path)  # a /30 has two addresses
+    assert not full.ok
+    assert call(bin_dir, "DEL", "c1", ipam, tmp_path).ok
+    got = lines(log)
+    assert [(g["command"], g["containerID"], g["ifname"], g["level"]) for g in got] == [
+        ("ADD", "c1", "net1", "verbose"), ("ADD", "c2", "net1", "verbose"), ("ADD", "c3", "net1", "error"),
+        ("DEL", "c1", "net1", "verbose")]
+    assert got[0]["ips"] == ["192.0.2.1/30"] and got[1]["ips"] == ["192.0.2.2/30"]
+    assert got[2]["code"] == 102 and "no free address" in got[2]["msg"]
+    assert all(g["time"].endswith("Z") and g["network"] == "net-log" for g in got)
+
+
+def test_error_level_logs_only_failures_and_panic_nothing(bin_dir, tmp_path):
+    log = tmp_path / "errors.log"
+    assert call(bin_dir, "ADD", "c1", {"log_file": str(log), "log_level": "error"}, tmp_path).ok
+    bad = call(bin_dir, "ADD", "c2", {"log_file": str(log), "log_level": "error"}, tmp_path, rng="192.0.2.0/33")
+    assert not bad.ok
+    got = lines(log)
+    assert [(g["command"], g["containerID"], g["code"]) for g in got] == [("ADD", "c2", bad.output["code"])]
+    quiet = tmp_path / "panic.log"
+    call(bin_dir, "ADD", "c3", {"log_file": str(quiet), "log_level": "panic"}, tmp_path, rng="192.0.2.0/33")
+    assert not quiet.exists()
+
+
+def test_no_log_file_writes_nothing_and_an_unwritable_one_only_warns(bin_dir, tmp_path):
+    assert call(bin_dir, "ADD", "c1", {}, tmp_path).ok
+    assert not any(p.suffix == ".log" for p in tmp_path.iterdir())
+    done = call(bin_dir, "ADD", "c2", {"log_file": str(tmp_path / "no-such-dir" / "w.log")}, tmp_path)
+    assert done.ok  # the address is still handed out
+    assert "ipam.log_file" in done.stderr and "cannot write" in done.stderr
