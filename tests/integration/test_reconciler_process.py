@@ -102,6 +102,8 @@ def test_daemon_runs_each_tick_and_takes_a_rewritten_schedule_without_restart(bi
     netns = tmp_path / "netns"
     netns.mkdir()
     leaked = add(bin_dir, flat, "leaked", str(netns / "gone"))  # its namespace never existed here: a leak
+    (netns / "alive").write_text("")  # a plain file standing in for a live pod's namespace
+    add(bin_dir, flat, "alive", str(netns / "alive"))
     schedule_dir = tmp_path / "cron-schedule"
     schedule_dir.mkdir()
     swap(str(schedule_dir), "* * * * *", 1)
@@ -123,6 +125,10 @@ def test_daemon_runs_each_tick_and_takes_a_rewritten_schedule_without_restart(bi
         assert metric(port, 'cni_ipam_reconciler_runs_total{outcome="success"}') >= 2
         assert metric(port, "cni_ipam_reconciler_freed_addresses_total") == 1
         assert metric(port, "cni_ipam_reconciler_last_success_timestamp_seconds") > 0
+        pool = 'network_name="",pool="/192.0.2.0/24"'
+        assert metric(port, f"cni_ipam_reconciler_pool_size{{{pool}}}") == 254
+        assert metric(port, f"cni_ipam_reconciler_pool_held{{{pool}}}") == 1  # the leaked one is gone
+        assert metric(port, f"cni_ipam_reconciler_pool_free{{{pool}}}") == 253
 
         swap(str(schedule_dir), "*/5 * * * *", 2)  # the ConfigMap changes while the daemon runs
         changed = lines.wait_for(lambda r: r["event"] == "schedule-changed")

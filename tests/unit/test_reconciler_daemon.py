@@ -197,3 +197,21 @@ def test_a_real_flat_file_schedule_is_used_when_nothing_is_mounted(tmp_path):
     watcher = ScheduleWatcher(ScheduleSources(os.path.join(str(tmp_path), "none", "config"), str(config)), log)
     Daemon(watcher, run_pass, clock, log).run(max_runs=2)
     assert [hhmm(t) for t in ran] == ["23:30:00", "00:00:00"]
+
+
+def test_pool_gauges_follow_the_pools_and_forget_gone_ones():
+    from cni_ipam.reconciler.daemon import Metrics
+
+    metrics = Metrics()
+    metrics.observe_pools([
+        {"pool": "blue/192.0.2.0/24", "network_name": "blue", "size": 254, "held": 10, "free": 244},
+        {"pool": "/10.0.0.0/30", "network_name": "", "size": 2, "held": 2, "free": 0},
+    ])
+    text = metrics.text()
+    assert 'cni_ipam_reconciler_pool_size{network_name="blue",pool="blue/192.0.2.0/24"} 254.0' in text
+    assert 'cni_ipam_reconciler_pool_held{network_name="blue",pool="blue/192.0.2.0/24"} 10.0' in text
+    assert 'cni_ipam_reconciler_pool_free{network_name="",pool="/10.0.0.0/30"} 0.0' in text
+    metrics.observe_pools([{"pool": "/10.0.0.0/30", "network_name": "", "size": 2, "held": 1, "free": 1}])
+    text = metrics.text()
+    assert "blue/192.0.2.0/24" not in text
+    assert 'cni_ipam_reconciler_pool_free{network_name="",pool="/10.0.0.0/30"} 1.0' in text

@@ -211,6 +211,20 @@ def _opener(args, log):
     return open_store
 
 
+def _observe_pools(metrics, open_store, log) -> None:
+    """Refresh the per-pool gauges after a run; a store that cannot be read only costs this refresh."""
+    from ..admin.state import pool_stats
+
+    try:
+        store = open_store()
+        try:
+            metrics.observe_pools(pool_stats(store.allocations(), store.list_hints()))
+        finally:
+            store.close()
+    except Exception as exc:  # metrics must never stop the reconciler
+        log("metrics-error", f"could not count the pools for the metrics: {exc}", error=str(exc))
+
+
 def _check_config(args) -> None:
     """Fail at start, not at the first run, when --config cannot be read or names no usable store."""
     from ..cni.errors import CNIError
@@ -284,7 +298,10 @@ def cmd_reconciler(args) -> int:
         signal.signal(signum, lambda *_: stop.set())
 
     def run_pass():
-        return reconcile(_opener(args, log), sources, log, args.grace, dry_run=args.dry_run, clock=clock.now)
+        report = reconcile(_opener(args, log), sources, log, args.grace, dry_run=args.dry_run, clock=clock.now)
+        if metrics is not None:
+            _observe_pools(metrics, _opener(args, log), log)
+        return report
 
     daemon = Daemon(watcher, run_pass, clock, log, metrics, poll=args.poll or DEFAULT_POLL)
     daemon.run(stop, max_runs=args.max_runs)

@@ -67,6 +67,11 @@ class Metrics:
         self.duration = Gauge(p + "last_run_duration_seconds", "How long the last run took", registry=self.registry)
         self.examined = Gauge(p + "allocations", "Allocations examined by the last run", registry=self.registry)
         self.next_run = Gauge(p + "next_run_timestamp_seconds", "When the next run is due", registry=self.registry)
+        labels = ["pool", "network_name"]
+        self.pool_size = Gauge(p + "pool_size", "Allocatable addresses of a pool (range)", labels, registry=self.registry)
+        self.pool_held = Gauge(p + "pool_held", "Held addresses of a pool, its address space included", labels,
+                               registry=self.registry)
+        self.pool_free = Gauge(p + "pool_free", "Free addresses of a pool", labels, registry=self.registry)
         for outcome in ("success", "failure"):
             self.runs.labels(outcome)  # both series exist from the start, at 0
 
@@ -79,6 +84,16 @@ class Metrics:
         self.examined.set(report.examined)
         if report.ok:
             self.last_success.set(now)
+
+    def observe_pools(self, rows: list) -> None:
+        """Per-pool size, held and free, as ``cni-ipam pools`` computes them (admin.state.pool_stats)."""
+        for gauge in (self.pool_size, self.pool_held, self.pool_free):
+            gauge.clear()  # a pool that went away must not linger
+        for row in rows:
+            labels = (row["pool"], row["network_name"] or "")
+            self.pool_size.labels(*labels).set(row["size"])
+            self.pool_held.labels(*labels).set(row["held"])
+            self.pool_free.labels(*labels).set(row["free"])
 
     def serve(self, port: int, address: str = "0.0.0.0"):
         """Start the HTTP endpoint; returns (server, the port it listens on)."""
