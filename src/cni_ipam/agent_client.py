@@ -50,23 +50,45 @@ def ask_agent(plugin: str, env: dict, stdin: bytes):
         sock.close()
 
 
-def main_via_agent(plugin) -> None:
-    """A plugin executable's main: through the agent when it answers, else in this process."""
+FORWARDED = ("ADD", "DEL", "CHECK", "GC", "STATUS")
+
+
+def _environment() -> dict:
+    import posix
+
+    return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+            for k, v in posix.environ.items()}
+
+
+def _forwarded(name: str):
+    """Ask the agent; print its answer and exit if it gave one, else return stdin (None: not read)."""
     import sys
 
-    from .cni.skel import environment, main
+    env = _environment()
+    if env.get("CNI_COMMAND", "") not in FORWARDED:
+        return None
+    stdin = sys.stdin.buffer.read()
+    answer = ask_agent(name, env, stdin)
+    if answer is not None:
+        stdout, stderr, code = answer
+        sys.stdout.write(stdout)
+        sys.stdout.flush()
+        sys.stderr.write(stderr)
+        sys.exit(code)
+    return stdin
 
-    env = environment()
-    command = env.get("CNI_COMMAND", "")
-    if command in ("ADD", "DEL", "CHECK", "GC", "STATUS"):
-        stdin = sys.stdin.buffer.read()
-        answer = ask_agent(plugin.name, env, stdin)
-        if answer is not None:
-            stdout, stderr, code = answer
-            sys.stdout.write(stdout)
-            sys.stdout.flush()
-            sys.stderr.write(stderr)
-            sys.exit(code)
-        main(plugin, stdin=stdin)
-        return
-    main(plugin)
+
+def whereabouts_main() -> None:
+    """The whereabouts executable: the agent first, before anything of the plugin is imported."""
+    stdin = _forwarded("whereabouts")
+    from .cni.skel import main
+    from .plugins.whereabouts import PLUGIN
+
+    main(PLUGIN, stdin=stdin)
+
+
+def main_via_agent(plugin) -> None:
+    """A plugin's main: through the agent when it answers, else in this process."""
+    from .cni.skel import main
+
+    main(plugin, stdin=_forwarded(plugin.name))

@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import sys
 
+# Each executable's entry point.  whereabouts starts in agent_client, which
+# tries the node agent before it imports any of the plugin.
 PLUGINS = {
-    "static": "cni_ipam.plugins.static",
-    "whereabouts": "cni_ipam.plugins.whereabouts",
-    "dhcp": "cni_ipam.plugins.dhcp",
+    "static": "cni_ipam.plugins.static:main",
+    "whereabouts": "cni_ipam.agent_client:whereabouts_main",
+    "dhcp": "cni_ipam.plugins.dhcp:main",
 }
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 
@@ -27,13 +29,14 @@ def package_parent() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(cni_ipam.__file__)))
 
 
-def launcher_text(python: str, parent: str, module: str) -> str:
+def launcher_text(python: str, parent: str, entry: str) -> str:
+    module, function = entry.split(":")
     return (f"#!{python} -IS\n"
             f"# cni-ipam launcher, written by 'cni-ipam install'; do not edit.\n"
             f"import sys\n"
             f"sys.path.insert(0, {parent!r})\n"
-            f"from {module} import main\n"
-            f"main()\n")
+            f"from {module} import {function}\n"
+            f"{function}()\n")
 
 
 def compile_package(parent: str) -> None:
