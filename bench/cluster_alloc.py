@@ -45,15 +45,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from cni_ipam.etcd_cluster import ETCD, EtcdCluster, free_base_port  # noqa: E402
 from cni_ipam.install import install  # noqa: E402
 from cni_ipam.store.etcd_client import EtcdClient, prefix_end  # noqa: E402
+from _measure import percentile, start_agent  # noqa: E402  (bench/ is the script's directory)
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
 RANGE = "10.128.0.0/16"  # never fills: 65534 addresses
 GOAL_RATE, GOAL_P99_MS = 100.0, 500.0
-
-
-def percentile(values: list, q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def etcd_counters(cluster: EtcdCluster) -> dict:
@@ -130,18 +126,6 @@ def stored_addresses(cluster: EtcdCluster, prefix: str) -> list:
     finally:
         client.close()
     return [ipaddress.ip_address(int(kv["key"].decode().rsplit("/", 1)[1][1:], 16)) for kv in kvs]
-
-
-def start_agent(socket_path: str):
-    """``cni-ipam agent`` on a socket of the bench's own; returns once it listens."""
-    process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if os.path.exists(socket_path):
-            return process
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the node agent did not start")
 
 
 def run_ours(cluster: EtcdCluster, bin_dir: str, ways: int, adds: int, agent_socket: str = "") -> dict:

@@ -41,16 +41,9 @@ except ImportError:  # run from a checkout without the package installed
 
 from cni_ipam.dhcp.lab import BRIDGE, GO_DHCP, DaemonProcess, Network
 from cni_ipam.lab import GO_PLUGIN_DIR, Lab, can_make_netns, cni_env
+from _measure import percentile  # noqa: E402  (bench/ is the script's directory)
 
 IFNAME = "net1"
-
-
-def percentile(values: list, q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 class Side:

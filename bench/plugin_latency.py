@@ -36,6 +36,8 @@ except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
     from cni_ipam.install import install
 
+from _measure import percentile, spawn_timed, verdict  # noqa: E402  (bench/ is the script's directory)
+
 GO_STATIC = "/usr/lib/cni/static"
 GNU_TIME = "/usr/bin/time"
 P50_GOAL_RATIO = 5.0   # our p50 within 5x of Go's
@@ -78,28 +80,8 @@ class Exec:
 
 
 def exec_once(argv: list, env: dict, stdin: bytes, expect_result: bool = True) -> Exec:
-    """posix_spawn ``argv`` with pipes on 0/1/2, feed stdin, read the answer, reap with wait4."""
-    in_r, in_w = os.pipe()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
-    start = time.perf_counter_ns()
-    try:
-        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
-    finally:
-        for fd in (in_r, out_w, err_w):
-            os.close(fd)
-    try:
-        os.write(in_w, stdin)  # a few hundred bytes: fits in the pipe
-    except BrokenPipeError:
-        pass
-    os.close(in_w)
-    out = _read_all(out_r)
-    err = _read_all(err_r)
-    _, status, usage = os.wait4(pid, 0)
-    wall = time.perf_counter_ns() - start
-    cpu = int((usage.ru_utime + usage.ru_stime) * 1e9)
-    code = os.waitstatus_to_exitcode(status)
+    """One timed exec; with ``expect_result`` the answer must list addresses."""
+    wall, cpu, code, out, err, usage = spawn_timed(argv, env, stdin)
     ok = code == 0
     why = ""
     if ok and expect_result:
@@ -110,17 +92,6 @@ def exec_once(argv: list, env: dict, stdin: bytes, expect_result: bool = True) -
     else:
         why = f"exit {code}: {out[:300]!r} {err[:300]!r}"
     return Exec(wall, cpu, usage.ru_maxrss, ok, why)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(fd)
-    return b"".join(chunks)
 
 
 def run_mode(argv: list, bin_dir: str, count: int, concurrency: int, first_call: int) -> tuple:
@@ -134,16 +105,6 @@ def run_mode(argv: list, bin_dir: str, count: int, concurrency: int, first_call:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             execs = list(pool.map(lambda i: exec_once(argv, env_for(i, bin_dir), STDIN, expect_result), calls))
     return execs, time.perf_counter() - start
-
-
-def percentile(sorted_values: list, q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not sorted_values:
-        return float("nan")
-    position = (len(sorted_values) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 def summarize(execs: list, batch_seconds: float) -> dict:
@@ -178,10 +139,6 @@ def gnu_time_rss_kib(argv: list, bin_dir: str, samples: int) -> int | None:
                 return None  # not GNU time
             peak = max(peak, int(lines[-1]))
     return peak
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def main(argv=None) -> int:

@@ -45,6 +45,7 @@ except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from cni_ipam.install import install
+from _measure import percentile, spawn_timed, start_agent, verdict  # noqa: E402  (bench/ is the script's directory)
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
 P50_GOAL_RATIO = 3.0  # our ADD p50 within 3x of host-local's
@@ -88,28 +89,8 @@ class Exec:
 
 
 def exec_once(plugin: str, env: dict, stdin: bytes) -> Exec:
-    """posix_spawn the plugin with pipes on 0/1/2, feed stdin, read the answer, reap with wait4."""
-    in_r, in_w = os.pipe()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
-    start = time.perf_counter_ns()
-    try:
-        pid = os.posix_spawn(plugin, [plugin], env, file_actions=actions)
-    finally:
-        for fd in (in_r, out_w, err_w):
-            os.close(fd)
-    try:
-        os.write(in_w, stdin)  # a few hundred bytes: fits in the pipe
-    except BrokenPipeError:
-        pass
-    os.close(in_w)
-    out = _read_all(out_r)
-    err = _read_all(err_r)
-    _, status, usage = os.wait4(pid, 0)
-    wall = time.perf_counter_ns() - start
-    cpu = int((usage.ru_utime + usage.ru_stime) * 1e9)
-    code = os.waitstatus_to_exitcode(status)
+    """One timed ADD; it must answer with exactly one address."""
+    wall, cpu, code, out, err, _usage = spawn_timed([plugin], env, stdin)
     if code != 0:
         return Exec(wall, cpu, why=f"exit {code}: {out[:300]!r} {err[:300]!r}")
     try:
@@ -117,17 +98,6 @@ def exec_once(plugin: str, env: dict, stdin: bytes) -> Exec:
         return Exec(wall, cpu, ipaddress.ip_interface(ip["address"]).ip)
     except (ValueError, KeyError, TypeError):
         return Exec(wall, cpu, why=f"unexpected stdout: {out[:300]!r}")
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(fd)
-    return b"".join(chunks)
 
 
 def run_batch(plugin: str, stdin: bytes, count: int, concurrency: int, tag: str, extra_env=None) -> tuple:
@@ -142,16 +112,6 @@ def run_batch(plugin: str, stdin: bytes, count: int, concurrency: int, tag: str,
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             execs = list(pool.map(one, range(count)))
     return execs, time.perf_counter() - start
-
-
-def percentile(sorted_values: list, q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not sorted_values:
-        return float("nan")
-    position = (len(sorted_values) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 def summarize(execs: list, batch_seconds: float | None) -> dict:
@@ -200,24 +160,6 @@ def prefill(db: str, cidr: str, count: int) -> float:
     finally:
         store.close()
     return time.perf_counter() - start
-
-
-def start_agent(socket_path: str):
-    """``cni-ipam agent`` on a socket of the bench's own; returns once it listens."""
-    import subprocess
-
-    process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if os.path.exists(socket_path):
-            return process
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the node agent did not start")
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,80 @@
+"""What the benchmarks share: exec a plugin and time it, percentiles, the node agent.
+
+Each benchmark script runs from the checkout (``python bench/<name>.py``),
+so this sibling module is on its path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+
+def spawn_timed(argv: list, env: dict, stdin: bytes) -> tuple:
+    """posix_spawn ``argv`` with pipes on 0/1/2, feed stdin, read both outputs, reap with wait4.
+
+    Returns ``(wall ns, CPU ns, exit code, stdout, stderr, rusage)``: wall from
+    spawn to reaped, CPU from the child's own rusage (exact, unlike
+    RUSAGE_CHILDREN when several children run at once).
+    """
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+    start = time.perf_counter_ns()
+    try:
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
+    finally:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+    try:
+        os.write(in_w, stdin)  # a few hundred bytes: fits in the pipe
+    except BrokenPipeError:
+        pass
+    os.close(in_w)
+    out = _read_all(out_r)
+    err = _read_all(err_r)
+    _, status, usage = os.wait4(pid, 0)
+    wall = time.perf_counter_ns() - start
+    cpu = int((usage.ru_utime + usage.ru_stime) * 1e9)
+    return wall, cpu, os.waitstatus_to_exitcode(status), out, err, usage
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def percentile(values, q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); NaN for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def start_agent(socket_path: str) -> subprocess.Popen:
+    """``cni-ipam agent`` on a socket of the benchmark's own; returns once it listens."""
+    process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if os.path.exists(socket_path):
+            return process
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the node agent did not start")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
