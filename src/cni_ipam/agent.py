@@ -42,14 +42,17 @@ class _Handler(socketserver.StreamRequestHandler):
 
         line = self.rfile.readline()
         started = time.monotonic()
+        request = {}
         try:
             request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("expected a JSON object")
             answer = handle(request)
         except ValueError as exc:
             answer = {"stdout": "", "stderr": f"cni-ipam agent: bad request: {exc}\n", "exit": 1}
+            request = request if isinstance(request, dict) else {}
         self.wfile.write(json.dumps(answer).encode() + b"\n")
-        self.server.log(request if isinstance(locals().get("request"), dict) else {}, answer,
-                        time.monotonic() - started)
+        self.server.log(request, answer, time.monotonic() - started)
 
 
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

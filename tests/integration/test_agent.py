@@ -127,3 +127,16 @@ def test_the_plugin_process_imports_no_store_when_the_agent_answers(plugin_bin_d
     imported = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines() if "|" in line}
     assert "cni_ipam.agent_client" in imported
     assert not imported & {"_sqlite3", "sqlite3", "cni_ipam.store.sqlite", "cni_ipam.config.whereabouts"}, imported
+
+
+def test_a_malformed_request_gets_an_error_and_the_agent_keeps_serving(plugin_bin_dir, tmp_path, agent):
+    import socket
+
+    socket_path, _ = agent
+    for garbage in (b"not json\n", b"[1, 2]\n"):
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(socket_path)
+            client.sendall(garbage)
+            answer = json.loads(client.makefile("rb").readline())
+        assert answer["exit"] == 1 and "bad request" in answer["stderr"]
+    assert call(plugin_bin_dir, "ADD", "after", config(tmp_path), socket_path).ok
