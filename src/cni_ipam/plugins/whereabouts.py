@@ -15,9 +15,8 @@ def _read_json(path):
     """A flat file's JSON object; None if no file is there.  A directory means its whereabouts.conf."""
     import os
 
-    from ..jsonlite import loads
-
     from ..cni.errors import invalid_config
+    from ..jsonlite import loads
 
     if os.path.isdir(path):
         path = os.path.join(path, "whereabouts.conf")
@@ -35,6 +34,7 @@ def _read_json(path):
 
 
 def close_store(store):
+    """Close after the call, unless this is the node agent, which keeps its stores open."""
     from ..config.datastore import close_store as close
 
     close(store)
