@@ -29,8 +29,8 @@ def agent(tmp_path):
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
                                    stdout=log, stderr=log)
-    for _ in range(200):
-        if os.path.exists(socket_path):
+    for _ in range(200):  # the agent says so once it listens (the socket file exists a moment before)
+        if '"event": "listening"' in log_path.read_text():
             break
         time.sleep(0.05)
     else:
