@@ -1,0 +1,93 @@
+"""``cni-ipam render``: a Network resource in, the YAML to apply out.
+
+Everything is checked before anything is written, so a refused input leaves
+no half-written output (exit 2, the network's name and the reason on
+stderr).  Notes (warnings from the plugins' parsers) go to stderr too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .manifests import DEFAULT_CNI_BIN_DIR, DEFAULT_IMAGE, DEFAULT_NAMESPACE
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "render", help="turn a Network.operator.openshift.io resource into the objects to apply",
+        description="Reads spec.additionalNetworks (type Raw or SimpleMacvlan) and prints, as multi-document "
+                    "YAML, one NetworkAttachmentDefinition per network, plus the DHCP daemon DaemonSet when a "
+                    "network uses dhcp and the whereabouts-reconciler DaemonSet when one uses whereabouts, as "
+                    "the Cluster Network Operator would.",
+        epilog="example: cni-ipam render network.yaml --image registry.example.com/cni-ipam:0.1.0 | oc apply -f -")
+    p.add_argument("input", nargs="?", default="-", metavar="FILE",
+                   help="the Network resource, YAML or JSON (default: stdin)")
+    p.add_argument("--namespace", default=DEFAULT_NAMESPACE, metavar="NS",
+                   help=f"namespace of the daemon sets (default {DEFAULT_NAMESPACE}; it must exist)")
+    p.add_argument("--image", default=DEFAULT_IMAGE, metavar="IMAGE",
+                   help=f"image holding cni-ipam (default {DEFAULT_IMAGE}, a placeholder: use your own)")
+    p.add_argument("--cni-bin-dir", default=DEFAULT_CNI_BIN_DIR, metavar="DIR",
+                   help=f"the nodes' CNI bin dir, where the plugins are installed (default {DEFAULT_CNI_BIN_DIR}; "
+                        "OpenShift's Multus uses /var/lib/cni/bin)")
+    p.add_argument("--no-kubernetes-source", dest="kubernetes_source", action="store_false",
+                   help="reconciler without the kubernetes liveness source: netns only, and no RBAC at all")
+    p.add_argument("-o", "--output", default="-", metavar="FILE", help="where to write the YAML (default: stdout)")
+    p.set_defaults(func=cmd_render)
+
+
+def read_resource(path: str):
+    """The resource from a file or stdin; YAML is a superset of JSON, so one loader reads both."""
+    import yaml
+
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    if len(documents) != 1:
+        raise ValueError(f"expected one Network resource, found {len(documents)} YAML documents")
+    return documents[0]
+
+
+def render_text(resource, options) -> tuple:
+    """(YAML text, notes); raises RenderError."""
+    from .manifests import render
+    from .networks import additional_networks
+    from .yamlout import dump_all
+
+    networks = additional_networks(resource)
+    notes = [note for n in networks for note in n.notes]
+    used = set().union(*(n.ipam_types for n in networks))
+    if "static" in used and not used & {"dhcp", "whereabouts"}:
+        notes.append("no daemon set is needed, so none installs the plugins: run 'cni-ipam install' on each "
+                     "node for the static plugin")
+    return dump_all(render(networks, options)), notes
+
+
+def cmd_render(args) -> int:
+    from .manifests import Options
+    from .networks import RenderError
+
+    import yaml
+
+    source = "stdin" if args.input == "-" else args.input
+    try:
+        resource = read_resource(args.input)
+    except OSError as exc:
+        print(f"cni-ipam render: cannot read {source}: {exc}", file=sys.stderr)
+        return 2
+    except (yaml.YAMLError, ValueError) as exc:
+        print(f"cni-ipam render: {source} is not one YAML or JSON document: {exc}", file=sys.stderr)
+        return 2
+    options = Options(args.namespace, args.image, args.cni_bin_dir.rstrip("/") or "/", args.kubernetes_source)
+    try:
+        text, notes = render_text(resource, options)
+    except RenderError as exc:
+        for error in getattr(exc, "errors", [exc]):
+            print(f"cni-ipam render: refused, nothing written: {error}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"cni-ipam render: note: {note}", file=sys.stderr)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+    return 0

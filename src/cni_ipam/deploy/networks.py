@@ -1,0 +1,281 @@
+"""``spec.additionalNetworks`` of a ``Network.operator.openshift.io`` resource, checked.
+
+Each network becomes a :class:`Network`: its NetworkAttachmentDefinition's
+config text and the IPAM types it uses (which decide the daemon sets).  An
+IPAM config of ours is checked by the parser the plugin itself runs, so a
+NAD that renders is one the plugin accepts; anything wrong is a
+:class:`RenderError` naming the network and what to change.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+OUR_IPAM = ("static", "dhcp", "whereabouts")
+TYPES = ("Raw", "SimpleMacvlan")
+MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
+# The CNI version the operator writes into SimpleMacvlan configs.
+MACVLAN_CNI_VERSION = "0.3.1"
+# What the API server requires of an object's name (a DNS-1123 subdomain) and of a namespace (a label).
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# A made-up attachment: the parsers need a complete ADD request to check a config.
+CHECK_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "cni-ipam-render", "CNI_NETNS": "/var/run/netns/render",
+             "CNI_IFNAME": "net1", "CNI_PATH": "/opt/cni/bin"}
+
+
+class RenderError(Exception):
+    """A network that cannot be rendered: ``network`` names it (or is empty), ``reason`` says why."""
+
+    def __init__(self, network: str, reason: str) -> None:
+        super().__init__(f"network {network}: {reason}" if network else reason)
+        self.network = network
+        self.reason = reason
+
+
+class RenderErrors(RenderError):
+    """Several networks refused at once, so one run shows everything to fix."""
+
+    def __init__(self, errors: list) -> None:
+        super().__init__("", "; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+class Network:
+    __slots__ = ("name", "namespace", "config", "ipam_types", "notes")
+
+    def __init__(self, name, namespace, config, ipam_types, notes=()):
+        self.name = name
+        self.namespace = namespace
+        self.config = config          # the NAD's spec.config, a JSON string
+        self.ipam_types = ipam_types  # set of ipam.type values found in it
+        self.notes = list(notes)      # warnings worth printing, not errors
+
+
+def additional_networks(resource) -> list:
+    """Every network of the resource, checked, in input order; refuses them all if any is bad."""
+    if not isinstance(resource, dict):
+        raise RenderError("", "the input is not a Network resource (expected a YAML or JSON object)")
+    kind = resource.get("kind")
+    if kind not in (None, "Network"):
+        raise RenderError("", f"kind is {kind!r}; expected a Network (operator.openshift.io/v1)")
+    spec = resource.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
+    items = spec.get("additionalNetworks") or []
+    if not isinstance(items, list):
+        raise RenderError("", "spec.additionalNetworks: expected a list of networks")
+    networks, seen, errors = [], {}, []
+    for i, item in enumerate(items):
+        try:
+            network = one_network(item, f"spec.additionalNetworks[{i}]")
+        except RenderError as exc:
+            errors.append(exc)
+            continue
+        key = (network.namespace, network.name)
+        if key in seen:
+            errors.append(RenderError(network.name, f"defined twice in namespace {network.namespace} "
+                                                    f"(spec.additionalNetworks[{seen[key]}] and [{i}]); "
+                                                    "rename one or put it in another namespace"))
+            continue
+        seen[key] = i
+        networks.append(network)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise RenderErrors(errors)
+    return networks
+
+
+def one_network(item, where: str) -> Network:
+    if not isinstance(item, dict):
+        raise RenderError("", f"{where}: expected an object with name, namespace and type")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise RenderError("", f"{where}.name: missing; every additional network needs a name")
+    if len(name) > 253 or not NAME.match(name):
+        raise RenderError(name, "name: not a valid Kubernetes object name (lower-case letters, digits, '-' "
+                                "and '.', starting and ending with a letter or digit)")
+    namespace = item.get("namespace") or "default"  # the operator's default too
+    if not isinstance(namespace, str) or len(namespace) > 63 or not LABEL.match(namespace):
+        raise RenderError(name, f"namespace: {namespace!r} is not a valid namespace name (lower-case letters, "
+                                "digits and '-', at most 63)")
+    kind = item.get("type")
+    if kind == "Raw":
+        text = item.get("rawCNIConfig")
+        if not isinstance(text, str) or not text.strip():
+            raise RenderError(name, "type Raw needs rawCNIConfig, the CNI config as a JSON string")
+        try:
+            config = json.loads(text)
+        except ValueError as exc:
+            raise RenderError(name, f"rawCNIConfig is not JSON: {exc}") from None
+    elif kind == "SimpleMacvlan":
+        config = macvlan_config(name, item.get("simpleMacvlanConfig"))
+        text = json.dumps(config, indent=2) + "\n"
+    else:
+        raise RenderError(name, f"type {kind!r} is not supported; use one of {', '.join(TYPES)}")
+    if not isinstance(config, dict):
+        raise RenderError(name, "the CNI config must be a JSON object")
+    types, notes = check_ipam(name, config)
+    return Network(name, namespace, text, types, notes)
+
+
+# --- SimpleMacvlan -----------------------------------------------------------------------------------
+
+def _field(obj, key, kind, name, where, default=None):
+    value = obj.get(key, default)
+    if value is not None and not isinstance(value, kind):
+        raise RenderError(name, f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def macvlan_config(name: str, conf) -> dict:
+    """The macvlan config the operator writes for ``simpleMacvlanConfig`` (no ipamConfig: dhcp)."""
+    where = "simpleMacvlanConfig"
+    conf = conf or {}
+    if not isinstance(conf, dict):
+        raise RenderError(name, f"{where}: expected an object")
+    config = {"cniVersion": MACVLAN_CNI_VERSION, "name": name, "type": "macvlan"}
+    master = _field(conf, "master", str, name, where)
+    if master:
+        config["master"] = master
+    mode = _field(conf, "mode", str, name, where)
+    if mode:
+        if mode.lower() not in MACVLAN_MODES:
+            raise RenderError(name, f"{where}.mode: {mode!r} is not a macvlan mode; use Bridge, Private, VEPA "
+                                    "or Passthru")
+        config["mode"] = mode.lower()
+    mtu = conf.get("mtu")
+    if mtu is not None:
+        if isinstance(mtu, bool) or not isinstance(mtu, int) or mtu <= 0:
+            raise RenderError(name, f"{where}.mtu: expected a positive integer, got {mtu!r}")
+        config["mtu"] = mtu
+    config["ipam"] = ipam_config(name, conf.get("ipamConfig"), f"{where}.ipamConfig")
+    return config
+
+
+def ipam_config(name: str, conf, where: str) -> dict:
+    if conf is None:
+        return {"type": "dhcp"}
+    if not isinstance(conf, dict):
+        raise RenderError(name, f"{where}: expected an object with type Static or DHCP")
+    kind = str(conf.get("type", "")).lower()
+    if kind == "dhcp":
+        return {"type": "dhcp"}
+    if kind != "static":
+        raise RenderError(name, f"{where}.type: {conf.get('type')!r} is not an IPAM type here; "
+                                "use Static or DHCP")
+    static = conf.get("staticIPAMConfig") or {}
+    if not isinstance(static, dict):
+        raise RenderError(name, f"{where}.staticIPAMConfig: expected an object")
+    where = f"{where}.staticIPAMConfig"
+    ipam = {"type": "static"}
+    addresses = _list(static, "addresses", name, where)
+    if addresses:
+        ipam["addresses"] = [_pick(a, name, f"{where}.addresses[{i}]", {"address": "address", "gateway": "gateway"})
+                             for i, a in enumerate(addresses)]
+    routes = _list(static, "routes", name, where)
+    if routes:
+        # The operator's names are destination/gateway; dst/gw (the CNI names) are taken too.
+        keys = {"destination": "dst", "dst": "dst", "gateway": "gw", "gw": "gw"}
+        ipam["routes"] = [_pick(r, name, f"{where}.routes[{i}]", keys) for i, r in enumerate(routes)]
+    dns = static.get("dns")
+    if dns:
+        ipam["dns"] = _pick(dns, name, f"{where}.dns",
+                            {"nameservers": "nameservers", "domain": "domain", "search": "search"})
+    return ipam
+
+
+def _list(obj, key, name, where) -> list:
+    value = obj.get(key) or []
+    if not isinstance(value, list):
+        raise RenderError(name, f"{where}.{key}: expected a list")
+    return value
+
+
+def _pick(obj, name, where, keys: dict) -> dict:
+    """``obj`` with its keys renamed by ``keys``; any other key is refused, naming the ones allowed."""
+    if not isinstance(obj, dict):
+        raise RenderError(name, f"{where}: expected an object with {', '.join(keys)}")
+    out = {}
+    for key, value in obj.items():
+        if key not in keys:
+            raise RenderError(name, f"{where}.{key} is not a field here; use {', '.join(keys)}")
+        if value not in (None, "", []):
+            out[keys[key]] = value
+    return out
+
+
+# --- IPAM checks -------------------------------------------------------------------------------------
+
+def plugin_configs(config: dict) -> list:
+    """The single-plugin configs inside a config or conflist, as the runtime hands them to a plugin."""
+    if "plugins" not in config:
+        return [config]
+    plugins = config["plugins"]
+    if not isinstance(plugins, list):
+        raise RenderError(config.get("name", ""), "plugins: expected a list of plugin configs")
+    found = []
+    for plugin in plugins:
+        if isinstance(plugin, dict):
+            found.append({**plugin, "name": config.get("name"), "cniVersion": config.get("cniVersion")})
+    return found
+
+
+def check_ipam(name: str, config: dict):
+    """The IPAM types the config uses, and notes; refuses a config our plugin would refuse."""
+    types, notes = set(), []
+    for plugin in plugin_configs(config):
+        ipam = plugin.get("ipam")
+        if not isinstance(ipam, dict) or not isinstance(ipam.get("type"), str):
+            continue
+        types.add(ipam["type"])
+        if ipam["type"] in OUR_IPAM:
+            notes += check_with_plugin(name, plugin)
+    return types, notes
+
+
+def check_with_plugin(name: str, config: dict) -> list:
+    """Run the plugin's own config parser on an ADD for a made-up attachment; return its warnings."""
+    from ..cni.errors import CNIError
+    from ..cni.request import build_request
+
+    # Multus gives a config without a name the NetworkAttachmentDefinition's name.
+    data = json.dumps({**config, "name": name} if not config.get("name") else config).encode()
+    kind = config["ipam"]["type"]
+    try:
+        request = build_request(dict(CHECK_ENV), lambda: data)
+        if kind == "static":
+            from ..config.static import parse
+
+            parse(request)
+        elif kind == "dhcp":
+            from ..dhcp.config import parse
+
+            parse(request)
+        else:
+            _check_whereabouts(request)
+    except CNIError as exc:
+        reason = exc.msg + (f" ({exc.details})" if exc.details else "")
+        raise RenderError(name, f"the {kind} plugin would refuse this config: {reason}") from None
+    return [f"{name}: {warning}" for warning in request.warnings]
+
+
+def _check_whereabouts(request) -> None:
+    """whereabouts as the plugin loads it, without this machine's flat file.
+
+    A config without any range is the OpenShift "shim" that only makes the
+    operator start the reconciler; on a node its range could still come from
+    the flat file, so that alone is a note, not a refusal.  ``load`` checks
+    every other key before it looks for a range.
+    """
+    from ..cni.errors import CNIError
+    from ..config.whereabouts import load
+
+    try:
+        load(request, lambda path: None)
+    except CNIError as exc:
+        if not exc.msg.startswith("ipam: no range"):
+            raise
+        request.warnings.append("ipam names no range: pods attached to it get an address only if the "
+                                "node's whereabouts.conf flat file gives one (fine for a shim network)")

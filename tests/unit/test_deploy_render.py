@@ -1,0 +1,302 @@
+"""``cni-ipam render``: golden output for each example, configs our plugins accept, bad input refused.
+
+The golden files are the exact expected YAML.  After a deliberate change,
+rewrite them with ``CNI_IPAM_UPDATE_GOLDEN=1 pytest tests/unit/test_deploy_render.py``
+and read the diff before keeping it.
+"""
+
+import io
+import json
+import os
+import pathlib
+
+import pytest
+import yaml
+
+from cni_ipam.cli import main
+from cni_ipam.deploy.manifests import Options, render
+from cni_ipam.deploy.networks import RenderError, additional_networks
+
+FIXTURES = pathlib.Path(__file__).parent.parent / "fixtures" / "deploy"
+EXAMPLES = ("shim-dhcp", "shim-whereabouts", "macvlan-static", "macvlan-dhcp", "mixed")
+UPDATE = os.environ.get("CNI_IPAM_UPDATE_GOLDEN") == "1"
+
+
+def run(argv, stdin="", monkeypatch=None, capsys=None):
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = main(["render", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def rendered(name, monkeypatch, capsys, *extra):
+    code, out, err = run([str(FIXTURES / f"{name}.yaml"), *extra], monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    return out, err
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_golden(name, monkeypatch, capsys):
+    out, _ = rendered(name, monkeypatch, capsys)
+    golden = FIXTURES / f"{name}.golden.yaml"
+    if UPDATE:
+        golden.write_text(out)
+    assert out == golden.read_text()
+
+
+def kinds(text):
+    return [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in yaml.safe_load_all(text)]
+
+
+NADS = "NetworkAttachmentDefinition"
+DHCP = [("ServiceAccount", "openshift-multus", "dhcp-daemon"), ("DaemonSet", "openshift-multus", "dhcp-daemon")]
+RECONCILER = [("ServiceAccount", "openshift-multus", "whereabouts-reconciler"),
+              ("ClusterRole", None, "cni-ipam-whereabouts-reconciler"),
+              ("ClusterRoleBinding", None, "cni-ipam-whereabouts-reconciler"),
+              ("DaemonSet", "openshift-multus", "whereabouts-reconciler")]
+
+
+def test_objects_of_each_example(monkeypatch, capsys):
+    """Exactly these objects, in this order: NADs by namespace and name, then only the daemons needed."""
+    expected = {
+        "shim-dhcp": [(NADS, "default", "dhcp-shim")] + DHCP,
+        "shim-whereabouts": [(NADS, "default", "whereabouts-shim")] + RECONCILER,
+        "macvlan-static": [(NADS, "apps", "storage")],
+        "macvlan-dhcp": [(NADS, "default", "lan"), (NADS, "default", "lan-default-ipam")] + DHCP,
+        "mixed": [(NADS, "team-a", "dual"), (NADS, "team-a", "host-local-net"), (NADS, "team-a", "mgmt"),
+                  (NADS, "team-a", "tenant-a"), (NADS, "team-b", "tenant-a")] + DHCP + RECONCILER,
+    }
+    for name, objects in expected.items():
+        assert kinds(rendered(name, monkeypatch, capsys)[0]) == objects, name
+
+
+def test_input_order_does_not_change_output(monkeypatch, capsys):
+    resource = yaml.safe_load((FIXTURES / "mixed.yaml").read_text())
+    first = render(additional_networks(resource), Options())
+    resource["spec"]["additionalNetworks"].reverse()
+    assert render(additional_networks(resource), Options()) == first
+
+
+def test_shims_keep_the_config_as_written(monkeypatch, capsys):
+    """The operator copies rawCNIConfig verbatim; so do we."""
+    for name in ("shim-dhcp", "shim-whereabouts"):
+        source = yaml.safe_load((FIXTURES / f"{name}.yaml").read_text())
+        raw = source["spec"]["additionalNetworks"][0]["rawCNIConfig"]
+        nad = next(yaml.safe_load_all(rendered(name, monkeypatch, capsys)[0]))
+        assert nad["spec"]["config"] == raw
+
+
+def test_whereabouts_shim_without_range_is_a_note(monkeypatch, capsys):
+    _, err = rendered("shim-whereabouts", monkeypatch, capsys)
+    assert "whereabouts-shim: ipam names no range" in err
+
+
+def test_static_only_says_the_plugin_needs_installing(monkeypatch, capsys):
+    _, err = rendered("macvlan-static", monkeypatch, capsys)
+    assert "cni-ipam install" in err
+
+
+# --- every NAD's config is accepted by our plugin's own parser ----------------------------------------
+
+ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/var/run/netns/p1", "CNI_IFNAME": "net1",
+       "CNI_PATH": "/opt/cni/bin"}
+
+
+def plugin_parse(config: dict):
+    from cni_ipam.cni.request import build_request
+
+    data = json.dumps(config).encode()
+    request = build_request(dict(ENV), lambda: data)
+    kind = config["ipam"]["type"]
+    if kind == "static":
+        from cni_ipam.config.static import parse
+
+        return parse(request)
+    if kind == "dhcp":
+        from cni_ipam.dhcp.config import parse
+
+        return parse(request)
+    from cni_ipam.config.whereabouts import load
+
+    if not (config["ipam"].get("range") or config["ipam"].get("ipRanges")):
+        # A shim: on a node the range comes from the flat file.
+        return load(request, lambda path: {"range": "192.0.2.0/24"} if path.endswith("whereabouts.conf") else None)
+    return load(request, lambda path: None)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_nad_config_is_accepted_by_the_plugin(name, monkeypatch, capsys):
+    checked = 0
+    for doc in yaml.safe_load_all(rendered(name, monkeypatch, capsys)[0]):
+        if doc["kind"] != NADS:
+            continue
+        config = json.loads(doc["spec"]["config"])
+        assert config.get("name") == doc["metadata"]["name"]
+        plugins = [{**p, "name": config["name"], "cniVersion": config["cniVersion"]}
+                   for p in config.get("plugins", [config])]
+        for plugin in plugins:
+            if plugin.get("ipam", {}).get("type") in ("static", "dhcp", "whereabouts"):
+                assert plugin_parse(plugin) is not None
+                checked += 1
+    assert checked >= 1
+
+
+def test_macvlan_static_config_is_what_the_operator_writes(monkeypatch, capsys):
+    nad = next(yaml.safe_load_all(rendered("macvlan-static", monkeypatch, capsys)[0]))
+    config = json.loads(nad["spec"]["config"])
+    assert config == {
+        "cniVersion": "0.3.1", "name": "storage", "type": "macvlan", "master": "eth1", "mode": "bridge", "mtu": 1500,
+        "ipam": {"type": "static",
+                 "addresses": [{"address": "10.10.21.10/24", "gateway": "10.10.21.1"}, {"address": "fd00:21::10/64"}],
+                 "routes": [{"dst": "192.168.17.0/24", "gw": "10.10.21.254"}],
+                 "dns": {"nameservers": ["10.10.21.53"], "domain": "example.com",
+                         "search": ["example.com", "svc.example.com"]}}}
+
+
+# --- options -------------------------------------------------------------------------------------------
+
+def test_namespace_image_and_bin_dir(monkeypatch, capsys):
+    out, _ = rendered("mixed", monkeypatch, capsys, "--namespace", "cni-ipam", "--image", "reg.example/cni:1",
+                      "--cni-bin-dir", "/var/lib/cni/bin/")
+    docs = list(yaml.safe_load_all(out))
+    for doc in docs:
+        if doc["kind"] in ("ServiceAccount", "DaemonSet"):
+            assert doc["metadata"]["namespace"] == "cni-ipam"
+        if doc["kind"] == "ClusterRoleBinding":
+            assert doc["subjects"][0]["namespace"] == "cni-ipam"
+        if doc["kind"] == "DaemonSet":
+            pod = doc["spec"]["template"]["spec"]
+            init = pod["initContainers"][0]
+            assert init["command"] == ["cni-ipam", "install", "--cni-bin-dir", "/host/var/lib/cni/bin"]
+            assert {c["image"] for c in pod["containers"] + pod["initContainers"]} == {"reg.example/cni:1"}
+            assert {"name": "cni-bin-dir", "hostPath": {"path": "/var/lib/cni/bin", "type": "DirectoryOrCreate"}} \
+                in pod["volumes"]
+
+
+def test_reconciler_without_kubernetes_source_has_no_rbac(monkeypatch, capsys):
+    out, _ = rendered("shim-whereabouts", monkeypatch, capsys, "--no-kubernetes-source")
+    docs = list(yaml.safe_load_all(out))
+    assert [d["kind"] for d in docs] == [NADS, "ServiceAccount", "DaemonSet"]
+    assert docs[1]["automountServiceAccountToken"] is False
+    command = docs[2]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command == ["cni-ipam", "reconciler", "--schedule-file", "/cron-schedule/config", "--source", "netns"]
+
+
+def test_reconciler_rbac_is_get_list_pods_only(monkeypatch, capsys):
+    docs = list(yaml.safe_load_all(rendered("shim-whereabouts", monkeypatch, capsys)[0]))
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+    daemon = docs[-1]["spec"]["template"]["spec"]
+    schedule = next(v for v in daemon["volumes"] if v["name"] == "cron-schedule")
+    assert schedule["configMap"]["name"] == "whereabouts-config" and schedule["configMap"]["optional"] is True
+    assert schedule["configMap"]["items"] == [{"key": "reconciler_cron_expression", "path": "config"}]
+
+
+def test_stdin_json_and_output_file(monkeypatch, capsys, tmp_path):
+    resource = yaml.safe_load((FIXTURES / "shim-dhcp.yaml").read_text())
+    target = tmp_path / "out.yaml"
+    code, out, err = run(["-o", str(target)], stdin=json.dumps(resource), monkeypatch=monkeypatch, capsys=capsys)
+    assert (code, out) == (0, "")
+    assert target.read_text() == (FIXTURES / "shim-dhcp.golden.yaml").read_text()
+
+
+def test_no_additional_networks_renders_nothing(monkeypatch, capsys):
+    code, out, _ = run(["-"], stdin="kind: Network\nspec: {}\n", monkeypatch=monkeypatch, capsys=capsys)
+    assert (code, out) == (0, "")
+
+
+# --- refused input: the network's name and the reason, exit 2, nothing written ---------------------------
+
+def raw(name, config, namespace="default"):
+    return {"name": name, "namespace": namespace, "type": "Raw",
+            "rawCNIConfig": config if isinstance(config, str) else json.dumps(config)}
+
+
+def network(*items):
+    return yaml.safe_dump({"apiVersion": "operator.openshift.io/v1", "kind": "Network",
+                           "metadata": {"name": "cluster"}, "spec": {"additionalNetworks": list(items)}})
+
+
+GOOD = raw("good", {"cniVersion": "0.3.1", "name": "good", "type": "bridge", "ipam": {"type": "dhcp"}})
+BAD = [
+    ("not-json", raw("not-json", '{"name": "not-json", "type": "bridge",'), "rawCNIConfig is not JSON"),
+    ("bad-static", raw("bad-static", {"cniVersion": "0.3.1", "name": "bad-static", "type": "bridge",
+                                      "ipam": {"type": "static", "addresses": [{"address": "10.0.0.300/24"}]}}),
+     "the static plugin would refuse this config"),
+    ("bad-range", raw("bad-range", {"cniVersion": "0.3.1", "name": "bad-range", "type": "bridge",
+                                    "ipam": {"type": "whereabouts", "range": "192.0.2.0/24",
+                                             "rangeStart": "192.0.2.10"}}),
+     "did you mean range_start"),
+    ("bad-cidr", raw("bad-cidr", {"cniVersion": "0.3.1", "name": "bad-cidr", "type": "bridge",
+                                      "ipam": {"type": "whereabouts", "range": "192.0.2.0/33"}}),
+     "the whereabouts plugin would refuse this config"),
+    ("bad-dhcp", raw("bad-dhcp", {"cniVersion": "0.3.1", "name": "bad-dhcp", "type": "bridge",
+                                  "ipam": {"type": "dhcp", "request": [{"option": "no-such-option"}]}}),
+     "the dhcp plugin would refuse this config: ipam.request[0].option"),
+    ("bad-version", raw("bad-version", {"cniVersion": "9.9.9", "name": "bad-version", "type": "bridge",
+                                        "ipam": {"type": "dhcp"}}), "incompatible CNI versions"),
+    ("in-list", raw("in-list", {"cniVersion": "1.0.0", "name": "in-list",
+                                "plugins": [{"type": "bridge", "ipam": {"type": "static",
+                                                                         "addresses": [{"address": "x"}]}}]}),
+     "the static plugin would refuse"),
+    ("odd-type", {"name": "odd-type", "namespace": "default", "type": "OVNKubernetes"},
+     "type 'OVNKubernetes' is not supported; use one of Raw, SimpleMacvlan"),
+    ("no-raw", {"name": "no-raw", "type": "Raw"}, "type Raw needs rawCNIConfig"),
+    ("Upper_Case", dict(GOOD, name="Upper_Case"), "name: not a valid Kubernetes object name"),
+    ("bad-ns", dict(GOOD, name="bad-ns", namespace="Team A"), "namespace: 'Team A' is not a valid namespace name"),
+    ("bad-mode", {"name": "bad-mode", "type": "SimpleMacvlan", "simpleMacvlanConfig": {"mode": "Tunnel"}},
+     "simpleMacvlanConfig.mode: 'Tunnel' is not a macvlan mode"),
+    ("bad-ipam-type", {"name": "bad-ipam-type", "type": "SimpleMacvlan",
+                       "simpleMacvlanConfig": {"ipamConfig": {"type": "whereabouts"}}},
+     "ipamConfig.type: 'whereabouts' is not an IPAM type here; use Static or DHCP"),
+    ("bad-static-field", {"name": "bad-static-field", "type": "SimpleMacvlan",
+                          "simpleMacvlanConfig": {"ipamConfig": {"type": "Static", "staticIPAMConfig": {
+                              "addresses": [{"address": "10.0.0.5/24", "gw": "10.0.0.1"}]}}}},
+     "staticIPAMConfig.addresses[0].gw is not a field here; use address, gateway"),
+    ("bad-static-address", {"name": "bad-static-address", "type": "SimpleMacvlan",
+                            "simpleMacvlanConfig": {"ipamConfig": {"type": "Static", "staticIPAMConfig": {
+                                "addresses": [{"address": "10.0.0.5"}]}}}},
+     "the static plugin would refuse this config"),
+]
+
+
+@pytest.mark.parametrize("name,item,reason", BAD, ids=[b[0] for b in BAD])
+def test_invalid_network_is_refused_before_anything_is_written(name, item, reason, monkeypatch, capsys, tmp_path):
+    target = tmp_path / "out.yaml"
+    code, out, err = run(["-o", str(target)], stdin=network(GOOD, item), monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2
+    assert out == "" and not target.exists()
+    assert f"network {name}: " in err and reason in err, err
+
+
+def test_duplicate_name_in_one_namespace_is_refused(monkeypatch, capsys):
+    second = dict(GOOD, rawCNIConfig=GOOD["rawCNIConfig"])
+    code, out, err = run([], stdin=network(GOOD, second), monkeypatch=monkeypatch, capsys=capsys)
+    assert (code, out) == (2, "")
+    assert "network good: defined twice in namespace default" in err
+
+
+def test_same_name_in_two_namespaces_is_fine():
+    other = dict(GOOD, namespace="other")
+    assert [n.namespace for n in additional_networks(yaml.safe_load(network(GOOD, other)))] == ["default", "other"]
+
+
+def test_missing_name_is_refused_with_where():
+    with pytest.raises(RenderError, match=r"spec.additionalNetworks\[0\].name: missing"):
+        additional_networks({"kind": "Network", "spec": {"additionalNetworks": [{"type": "Raw"}]}})
+
+
+def test_unreadable_input(monkeypatch, capsys, tmp_path):
+    code, out, err = run([str(tmp_path / "missing.yaml")], monkeypatch=monkeypatch, capsys=capsys)
+    assert (code, out) == (2, "") and "cannot read" in err
+    code, out, err = run([], stdin="a: [", monkeypatch=monkeypatch, capsys=capsys)
+    assert (code, out) == (2, "") and "is not one YAML or JSON document" in err
+    code, out, err = run([], stdin="kind: ConfigMap\n", monkeypatch=monkeypatch, capsys=capsys)
+    assert (code, out) == (2, "") and "expected a Network" in err
+
+
+def test_every_bad_network_is_named_in_one_run(monkeypatch, capsys):
+    items = [item for _, item, _ in BAD[:3]]
+    code, out, err = run([], stdin=network(GOOD, *items), monkeypatch=monkeypatch, capsys=capsys)
+    assert (code, out) == (2, "")
+    assert [line.split(": ")[2] for line in err.splitlines()] == [f"network {b[0]}" for b in BAD[:3]]
