@@ -11,6 +11,7 @@ APT_PACKAGES=(
   dnsmasq-base                 # the DHCP server in DHCP tests
   etcd-server etcd-client      # the cluster store's tests
   sqlite3                      # to look into the embedded store by hand
+  podman runc conmon busybox-static  # podman e2e tests: CNI backend, runc, busybox image imported without a registry
 )
 
 missing=()

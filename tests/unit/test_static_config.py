@@ -184,9 +184,13 @@ def test_empty_cni_args_values(cni_args):
     assert len(parse(request(cni_args=cni_args)).addresses) == cni_args.count("/")
 
 
-def test_cni_args_ip_needs_a_prefix():
-    text = fails(request(cni_args="IP=10.0.0.7"))
-    assert "CNI_ARGS IP" in text and "'10.0.0.7'" in text
+def test_cni_args_ip_without_a_prefix_takes_a_host_prefix_or_the_configured_subnets():
+    alone = parse(request(cni_args="IP=10.0.0.7,fd00::7")).addresses
+    assert [str(a.address) for a in alone] == ["10.0.0.7/32", "fd00::7/128"]
+    inside = parse(request({"addresses": [{"address": "10.0.0.1/24"}]}, cni_args="IP=10.0.0.7")).addresses
+    assert [str(a.address) for a in inside] == ["10.0.0.1/24", "10.0.0.7/24"]
+    text = fails(request(cni_args="IP=10.0.0.300"))
+    assert "CNI_ARGS IP" in text and "'10.0.0.300'" in text
 
 
 def test_cni_args_bad_gateway_is_named():

@@ -7,7 +7,8 @@ Addresses come from, in order (each later source as Go does it):
 3. ``args.cni.ips``, which replaces the list when not empty;
 4. ``runtimeConfig.ips``, which replaces it again (the runtime wins).
 
-Beyond Go: a gateway of the other family, a route whose ``gw`` is of the
+Beyond Go: a bare ``IP=`` address (podman's ``--ip``) is accepted, with
+the prefix of a configured subnet that holds it, else /32 or /128.  A gateway of the other family, a route whose ``gw`` is of the
 other family than its ``dst``, a nameserver that is not an IP and an
 address listed twice are refused (code 7); a gateway outside its address's
 subnet is a warning (the bridge plugin can still use it as an on-link
@@ -35,11 +36,27 @@ class StaticConfig:
         self.dns = dns
 
 
-def _addresses_from_cni_args(args: dict) -> list:
+def _cni_args_address(text: str, configured: list):
+    """``IP=`` as a CIDR, or (as podman's ``--ip`` sends it) a bare address.
+
+    A bare address takes the prefix of the configured address whose subnet
+    holds it, else a host prefix (/32 or /128).  Go's static refuses a bare
+    address, so ``podman run --ip`` cannot work with it.
+    """
+    if "/" in text:
+        return IPConfig(parse_interface(text, "CNI_ARGS IP"))
+    ip = parse_ip(text, "CNI_ARGS IP")
+    from ..net.addr import Interface
+
+    prefix = next((c.address.network.prefixlen for c in configured if ip in c.address.network), ip.max_prefixlen)
+    return IPConfig(Interface(int(ip), prefix, ip.version))
+
+
+def _addresses_from_cni_args(args: dict, configured: list = ()) -> list:
     found = []
     if args.get("IP"):
         for item in args["IP"].split(","):
-            found.append(IPConfig(parse_interface(item.strip(), "CNI_ARGS IP")))
+            found.append(_cni_args_address(item.strip(), configured))
     if args.get("GATEWAY"):
         for item in args["GATEWAY"].split(","):
             gateway = parse_ip(item.strip(), "CNI_ARGS GATEWAY")
@@ -61,7 +78,7 @@ def parse(request) -> StaticConfig:
         if key not in KNOWN_KEYS:
             request.warnings.append(f"ipam.{key} is not a static IPAM key; it is ignored")
     addresses = parse_addresses(ipam.get("addresses"), "ipam.addresses")
-    addresses += _addresses_from_cni_args(parse_cni_args(request.args, ("IP", "GATEWAY")))
+    addresses += _addresses_from_cni_args(parse_cni_args(request.args, ("IP", "GATEWAY")), addresses)
     cni_args = request.config.get("args")
     if isinstance(cni_args, dict) and isinstance(cni_args.get("cni"), dict) and cni_args["cni"].get("ips"):
         addresses = _addresses_from_list(cni_args["cni"]["ips"], "args.cni.ips")
