@@ -102,6 +102,17 @@ def pool_version(pool: str) -> int:
     return 6 if ":" in pool.rsplit("/", 2)[-2] else 4
 
 
+def merge_unique(iterators):
+    """Ascending addresses from several ascending sources (a pool and its space), each once."""
+    import heapq
+
+    last = None
+    for ip in heapq.merge(*iterators):
+        if ip != last:
+            yield ip
+            last = ip
+
+
 class StoreError(Exception):
     """The store cannot be used (opened, reached, written).  ``retry`` says whether a retry may help."""
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from .. import jsonlite as json  # the json module costs 8 ms per plugin call
 
 from . import etcd_client as ec
-from .base import Allocation, Store, StoreError
+from .base import Allocation, Store, StoreError, merge_unique, pool_version
 
 DEFAULT_PREFIX = "/cni-ipam/"
 PAGE = 256
@@ -115,13 +115,13 @@ class EtcdStore(Store):
 
     def held(self, pool, space, lo, hi):
         """Pool and space addresses in [lo, hi]: the first page of both in one round trip."""
-        version = 6 if ":" in pool.rsplit("/", 2)[-2] else 4
+        version = pool_version(pool)
         lo_k, hi_k = ip_key(lo, version).encode(), ip_key(hi, version).encode()
         bases = [self._k("pools", seg(pool)) + b"/"]
         if space is not None:
             bases.append(self._k("spaces", seg(space)) + b"/")
         pages = self._call(self.client.read, [(b + lo_k, ec.prefix_end(b + hi_k), PAGE, True) for b in bases])
-        return _merge_unique([self._scan(b, lo_k, hi_k, page) for b, page in zip(bases, pages)])
+        return merge_unique([self._scan(b, lo_k, hi_k, page) for b, page in zip(bases, pages)])
 
     def prefetch(self, network, container_id, ifname, pod, hints) -> None:
         """Read what an ADD looks at first, in one round trip: the attachment's and the pod's index
@@ -325,7 +325,7 @@ class EtcdStore(Store):
 
     def _hint_update(self, key, pool, space, value) -> tuple:
         """(compare, operations) that move a hint unless it changed since :meth:`hint` read it."""
-        version = 6 if ":" in pool.rsplit("/", 2)[-2] else 4
+        version = pool_version(pool)
         hint_key = self._hint_key(key, pool, space)
         seen = self._hint_seen.get(hint_key, 0)
         compare = [ec.unchanged(hint_key, seen)] if seen else [ec.absent(hint_key)]
@@ -336,17 +336,6 @@ class EtcdStore(Store):
 
     def close(self) -> None:
         self.client.close()
-
-
-def _merge_unique(iterators):
-    """Ascending merge without repeats (here, not imported from the SQLite store: that loaded sqlite3 per ADD)."""
-    import heapq
-
-    last = None
-    for ip in heapq.merge(*iterators):
-        if ip != last:
-            yield ip
-            last = ip
 
 
 def _decode(value: bytes) -> Allocation:

@@ -19,7 +19,7 @@ try:  # the C module alone: the sqlite3 package adds datetime and its adapters, 
 except ImportError:  # pragma: no cover - an interpreter without the private module
     import sqlite3
 
-from .base import Allocation, Store, StoreError
+from .base import Allocation, Store, StoreError, merge_unique, pool_version
 
 SCHEMA_VERSION = "1"
 PAGE = 256
@@ -166,17 +166,12 @@ class SQLiteStore(Store):
             lo = rows[-1][0] + b"\x00"  # just above the last one: blobs compare bytewise
 
     def held(self, pool, space, lo, hi):
-        version = self._pool_version(pool)
+        version = pool_version(pool)
         lo_b, hi_b = encode_ip(lo, version), encode_ip(hi, version)
         scans = [self._scan("pool", pool, lo_b, hi_b)]
         if space is not None:
             scans.append(self._scan("space", space, lo_b, hi_b))
-        return _merge_unique(scans)
-
-    @staticmethod
-    def _pool_version(pool: str) -> int:
-        """A pool is one range, so one family: read it off the CIDR in its name."""
-        return 6 if ":" in pool.rsplit("/", 2)[-2] else 4
+        return merge_unique(scans)
 
     def claim(self, allocation: Allocation, hint=None) -> bool:
         import time
@@ -230,7 +225,7 @@ class SQLiteStore(Store):
         return decode_ip(row[0])[0] if row else None
 
     def set_hint(self, key, pool, space, value):
-        version = self._pool_version(pool)
+        version = pool_version(pool)
         self._run("INSERT OR REPLACE INTO hints VALUES (?, ?, ?, ?)", (key, pool, space, encode_ip(value, version)))
 
     def list_hints(self):
@@ -246,16 +241,6 @@ def _row(row) -> Allocation:
     address, version = decode_ip(ip)
     return Allocation(pool, address, version, network, container_id, ifname, space=space, pod=pod,
                       netns=netns, node=node, created=created)
-
-
-def _merge_unique(iterators):
-    import heapq
-
-    last = None
-    for ip in heapq.merge(*iterators):
-        if ip != last:
-            yield ip
-            last = ip
 
 
 def _is_busy(exc) -> bool:
