@@ -64,6 +64,21 @@ def percentile(values, q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def summarize(execs: list, batch_seconds: float | None) -> dict:
+    """Wall-time percentiles, median CPU and throughput of timed execs (``wall_ns``, ``cpu_ns``, ``ok``)."""
+    walls = sorted(e.wall_ns / 1e6 for e in execs)
+    cpus = sorted(e.cpu_ns / 1e6 for e in execs)
+    return {
+        "count": len(execs),
+        "failures": sum(not e.ok for e in execs),
+        "p50_ms": percentile(walls, 0.50),
+        "p99_ms": percentile(walls, 0.99),
+        "max_ms": walls[-1] if walls else float("nan"),
+        "ops_per_s": len(execs) / batch_seconds if batch_seconds else float("nan"),
+        "cpu_ms": percentile(cpus, 0.50),
+    }
+
+
 def start_agent(socket_path: str) -> subprocess.Popen:
     """``cni-ipam agent`` on a socket of the benchmark's own; returns once it listens."""
     process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],

@@ -36,7 +36,8 @@ except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
     from cni_ipam.install import install
 
-from _measure import percentile, spawn_timed, verdict  # noqa: E402  (bench/ is the script's directory)
+import _measure  # noqa: E402  (bench/ is the script's directory)
+from _measure import spawn_timed, verdict  # noqa: E402
 
 GO_STATIC = "/usr/lib/cni/static"
 GNU_TIME = "/usr/bin/time"
@@ -108,18 +109,8 @@ def run_mode(argv: list, bin_dir: str, count: int, concurrency: int, first_call:
 
 
 def summarize(execs: list, batch_seconds: float) -> dict:
-    walls = sorted(e.wall_ns / 1e6 for e in execs)
-    cpus = sorted(e.cpu_ns / 1e6 for e in execs)
-    return {
-        "count": len(execs),
-        "failures": sum(not e.ok for e in execs),
-        "p50_ms": percentile(walls, 0.50),
-        "p99_ms": percentile(walls, 0.99),
-        "max_ms": walls[-1] if walls else float("nan"),
-        "ops_per_s": len(execs) / batch_seconds if batch_seconds else float("nan"),
-        "cpu_ms": percentile(cpus, 0.50),
-        "wait4_maxrss_kib": max((e.maxrss_kib for e in execs), default=0),
-    }
+    return dict(_measure.summarize(execs, batch_seconds),
+                wait4_maxrss_kib=max((e.maxrss_kib for e in execs), default=0))
 
 
 def gnu_time_rss_kib(argv: list, bin_dir: str, samples: int) -> int | None:

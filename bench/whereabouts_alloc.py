@@ -45,7 +45,7 @@ except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from cni_ipam.install import install
-from _measure import percentile, spawn_timed, start_agent, verdict  # noqa: E402  (bench/ is the script's directory)
+from _measure import spawn_timed, start_agent, summarize, verdict  # noqa: E402  (bench/ is the script's directory)
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
 P50_GOAL_RATIO = 3.0  # our ADD p50 within 3x of host-local's
@@ -112,20 +112,6 @@ def run_batch(plugin: str, stdin: bytes, count: int, concurrency: int, tag: str,
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             execs = list(pool.map(one, range(count)))
     return execs, time.perf_counter() - start
-
-
-def summarize(execs: list, batch_seconds: float | None) -> dict:
-    walls = sorted(e.wall_ns / 1e6 for e in execs)
-    cpus = sorted(e.cpu_ns / 1e6 for e in execs)
-    return {
-        "count": len(execs),
-        "failures": sum(not e.ok for e in execs),
-        "p50_ms": percentile(walls, 0.50),
-        "p99_ms": percentile(walls, 0.99),
-        "max_ms": walls[-1] if walls else float("nan"),
-        "ops_per_s": len(execs) / batch_seconds if batch_seconds else float("nan"),
-        "cpu_ms": percentile(cpus, 0.50),
-    }
 
 
 def problems(execs: list, what: str) -> list:
