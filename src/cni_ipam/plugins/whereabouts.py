@@ -41,15 +41,10 @@ def close_store(store):
 
 
 def _open_store(settings):
-    """The configured store; a store that cannot be reached is code 11 (try again), else code 5."""
-    from ..cni.errors import CNIError, IO_FAILURE, TRY_AGAIN_LATER
+    """The configured store; its StoreError becomes a CNI code in :func:`_store_errors` (or STATUS's 50)."""
     from ..config.datastore import open_store
-    from ..store.base import StoreError
 
-    try:
-        return open_store(settings)
-    except StoreError as exc:
-        raise CNIError(TRY_AGAIN_LATER if exc.retry else IO_FAILURE, str(exc)) from None
+    return open_store(settings)
 
 
 def _store_errors(function):
@@ -201,19 +196,20 @@ def status(request):
     from ..allocator.engine import has_free
     from ..cni.errors import CNIError, NOT_AVAILABLE
     from ..config.whereabouts import load
+    from ..store.base import StoreError
 
     config = load(request, _read_json)
     try:
         store = _open_store(config.store)
-    except CNIError as exc:
-        raise CNIError(NOT_AVAILABLE, f"whereabouts: store unavailable: {exc.msg}") from None
+    except StoreError as exc:
+        raise CNIError(NOT_AVAILABLE, f"whereabouts: store unavailable: {exc}") from None
     try:
         for spec in config.ranges:
             if not has_free(store, spec):
                 raise CNIError(NOT_AVAILABLE, f"whereabouts: {spec.key} {spec.range.cidr} has no free address")
+    except CNIError:
+        raise
     except Exception as exc:
-        if isinstance(exc, CNIError):
-            raise
         raise CNIError(NOT_AVAILABLE, f"whereabouts: store unavailable: {exc}") from None
     finally:
         close_store(store)
