@@ -53,18 +53,13 @@ def ask_agent(plugin: str, env: dict, stdin: bytes):
 FORWARDED = ("ADD", "DEL", "CHECK", "GC", "STATUS")
 
 
-def _environment() -> dict:
-    import posix
-
-    return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
-            for k, v in posix.environ.items()}
-
-
 def _forwarded(name: str):
     """Ask the agent; print its answer and exit if it gave one, else return stdin (None: not read)."""
     import sys
 
-    env = _environment()
+    from .cni.environ import environment
+
+    env = environment()
     if env.get("CNI_COMMAND", "") not in FORWARDED:
         return None
     stdin = sys.stdin.buffer.read()

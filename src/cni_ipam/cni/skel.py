@@ -98,14 +98,6 @@ def dispatch(plugin: Plugin, env: dict, read_stdin) -> Outcome:
                              traceback.format_exc())
 
 
-def environment() -> dict:
-    """The process environment as str, read from ``posix`` (already loaded): ``import os`` costs 1.5 ms."""
-    import posix
-
-    return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
-            for k, v in posix.environ.items()}
-
-
 def main(plugin: Plugin, stdin: "bytes | None" = None) -> None:
     """Run one CNI call in this process; ``stdin`` when it was read already."""
     import sys
@@ -119,6 +111,8 @@ def main(plugin: Plugin, stdin: "bytes | None" = None) -> None:
             from .errors import IO_FAILURE
 
             raise CNIError(IO_FAILURE, f"error reading from stdin: {exc}") from None
+
+    from .environ import environment
 
     outcome = dispatch(plugin, environment(), read_stdin)
     if outcome.stdout:
