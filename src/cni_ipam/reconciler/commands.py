@@ -195,19 +195,18 @@ def kube_client(args):
 def _opener(args, log):
     """Opens the configured store for one run.  A SQLite store that does not exist yet is not created:
     nothing was ever allocated on this node, so there is nothing to reconcile."""
-    from ..config.admin import open_configured_store, read_config
-    from ..config.datastore import parse
+    from ..config.admin import read_config
+    from ..config.datastore import open_store as open_configured, parse
 
     def open_store():
-        settings = parse(read_config(args.config)[0])
+        settings = parse(read_config(args.config)[0])  # read again each run: the file may have changed
         if settings.datastore == "sqlite" and not os.path.exists(settings.sqlite_path):
             from ..store.memory import MemoryStore
 
             log("no-store", f"no SQLite store at {settings.sqlite_path} yet: nothing to reconcile",
                 path=settings.sqlite_path)
             return MemoryStore()
-        store, _settings, _source = open_configured_store(args.config)
-        return store
+        return open_configured(settings)
     return open_store
 
 
