@@ -4,16 +4,20 @@ podman runs Debian's ``bridge`` plugin, which execs our IPAM plugin (found
 first in ``cni_plugin_dirs``); we look at what a container got with
 ``ip addr`` inside it, and at the whereabouts SQLite store after stop/rm.
 The environment (config, vfs storage, busybox image) is the session's own:
-see ``podman_support.py``.
+see :mod:`cni_ipam.podman_lab`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import ipaddress
 import sqlite3
+import subprocess
+import time
 
 import pytest
 
-from podman_support import IMAGE, PodmanEnv, unavailable
+from cni_ipam.podman_lab import IMAGE, PodmanEnv, unavailable
 
 pytestmark = pytest.mark.root
 
@@ -27,9 +31,9 @@ def podman(plugin_bin_dir, tmp_path_factory):
     env = PodmanEnv(str(tmp_path_factory.mktemp("podman")), plugin_bin_dir)
     try:
         env.import_image()
-        done = env.podman("run", "--rm", "--network", "none", IMAGE, "true")
-        if done.returncode != 0:
-            pytest.skip(f"podman e2e: podman cannot run a container here: {done.stderr.strip()}")
+        why = env.usable()
+        if why:
+            pytest.skip(f"podman e2e: {why}")
         yield env
     finally:
         env.close()
@@ -42,6 +46,17 @@ def whereabouts(db, **ipam) -> dict:
 def held(db) -> list:
     with sqlite3.connect(str(db)) as conn:
         return conn.execute("SELECT container_id FROM allocations").fetchall()
+
+
+def held_addresses(db) -> dict:
+    """``{address: (container id, ifname)}`` from the whereabouts SQLite store."""
+    with sqlite3.connect(str(db)) as conn:
+        rows = conn.execute("SELECT ip, container_id, ifname FROM allocations").fetchall()
+    return {str(ipaddress.ip_address(bytes(ip[1:]))): (cid, ifname) for ip, cid, ifname in rows}  # family byte first
+
+
+def container_id(podman, name: str) -> str:
+    return podman.ok("inspect", "--format", "{{.Id}}", name).strip()
 
 
 # -- static -------------------------------------------------------------------
@@ -132,3 +147,151 @@ def test_failed_add_on_a_full_range_holds_nothing_more(podman, tmp_path):
     podman.ok("rm", "-f", "-t", "0", one, two)
     assert held(db) == []
 
+
+
+def test_restart_keeps_the_address(podman, tmp_path):
+    """restart is DEL then ADD: the container comes back with its address, and holds only that one."""
+    db = tmp_path / "wb.db"
+    net = podman.network("pm-restart", whereabouts(db, range="10.89.8.0/29"))
+    one, two = podman.start("rs1", net), podman.start("rs2", net)
+    assert podman.addresses(two) == ["10.89.8.2/29"]
+    podman.ok("restart", "-t", "0", two)
+    assert podman.addresses(two) == ["10.89.8.2/29"]
+    assert sorted(held_addresses(db)) == ["10.89.8.1", "10.89.8.2"]
+    podman.ok("rm", "-f", "-t", "0", one, two)
+    assert held(db) == []
+
+
+# -- whereabouts and the addresses podman asks for (issue #111 of Go whereabouts) ----------------
+
+def test_whereabouts_grants_the_address_asked_for_with_ip(podman, tmp_path):
+    """--ip A inside the range is a request for exactly A: granted when free, code 101 when held."""
+    db = tmp_path / "wb.db"
+    net = podman.network("pm-ipreq", whereabouts(db, range="10.89.6.0/24"))
+    asked = podman.start("ipreq1", net, "--ip", "10.89.6.50")
+    assert podman.addresses(asked) == ["10.89.6.50/24"]  # exactly the address, not .1 plus a static .50
+    assert podman.run_addresses(net) == ["10.89.6.1/24"]  # the others still get the lowest free one
+    done = podman.podman("run", "--rm", "--network", net, "--ip", "10.89.6.50", IMAGE, "true")
+    assert done.returncode != 0
+    assert "10.89.6.50" in done.stderr and "held by" in done.stderr, done.stderr
+    assert list(held_addresses(db)) == ["10.89.6.50"]  # the refused ADD took nothing
+    podman.ok("rm", "-f", "-t", "0", asked)
+    assert held(db) == []
+
+
+def test_whereabouts_grants_both_addresses_asked_for_with_runtime_config_ips(podman, tmp_path):
+    """Two --network ...:ip= addresses arrive as runtimeConfig.ips: one per range of the dual stack."""
+    db = tmp_path / "wb.db"
+    net = podman.network("pm-ips", whereabouts(db, ipRanges=[{"range": "192.168.11.0/24"}, {"range": "fd00:11::/64"}]))
+    got = podman.run_addresses(f"{net}:ip=192.168.11.77,ip=fd00:11::77")
+    assert sorted(got) == ["192.168.11.77/24", "fd00:11::77/64"]
+    assert held(db) == []
+
+
+def test_network_reload_keeps_the_address(podman, tmp_path):
+    """network reload is DEL then ADD with IP=<current address>: same address, held once."""
+    db = tmp_path / "wb.db"
+    net = podman.network("pm-reload", whereabouts(db, range="10.89.9.0/29"))
+    one, two = podman.start("rl1", net), podman.start("rl2", net)
+    podman.ok("rm", "-f", "-t", "0", one)  # .1 is free again: a plain re-ADD of two would take it
+    podman.ok("network", "reload", two)
+    assert podman.addresses(two) == ["10.89.9.2/29"]
+    cid = container_id(podman, two)
+    assert held_addresses(db) == {"10.89.9.2": (cid, "eth0")}
+    podman.ok("rm", "-f", "-t", "0", two)
+    assert held(db) == []
+
+
+def test_network_connect_and_disconnect_add_and_free_a_second_interface(podman, tmp_path):
+    db = tmp_path / "wb.db"
+    first = podman.network("pm-conn1", whereabouts(db, range="10.89.10.0/29"))
+    second = podman.network("pm-conn2", whereabouts(db, range="10.89.11.0/29"))
+    box = podman.start("conn", first)
+    podman.ok("network", "connect", second, box)
+    assert podman.addresses(box, "eth0") == ["10.89.10.1/29"]
+    assert podman.addresses(box, "eth1") == ["10.89.11.1/29"]
+    cid = container_id(podman, box)
+    assert held_addresses(db) == {"10.89.10.1": (cid, "eth0"), "10.89.11.1": (cid, "eth1")}
+    podman.ok("network", "disconnect", second, box)
+    assert held_addresses(db) == {"10.89.10.1": (cid, "eth0")}
+    assert podman.run_addresses(second) == ["10.89.11.1/29"]  # the freed address is handed out again
+    podman.ok("rm", "-f", "-t", "0", box)
+    assert held(db) == []
+
+
+def test_thirty_containers_started_at_once_get_distinct_addresses_and_all_are_released(podman, tmp_path):
+    db = tmp_path / "wb.db"
+    net = podman.network("pm-thirty", whereabouts(db, range="10.89.12.0/26"))
+    names = [f"many{i}" for i in range(30)]
+    with concurrent.futures.ThreadPoolExecutor(30) as pool:
+        started = list(pool.map(lambda n: podman.start(n, net, timeout=240), names))
+    got = [podman.addresses(c) for c in started]
+    assert all(len(a) == 1 for a in got), got
+    ips = sorted(a[0] for a in got)
+    assert len(set(ips)) == 30, f"an address was handed out twice: {ips}"
+    assert {ipaddress.ip_interface(i).ip for i in ips} == {ipaddress.ip_address(f"10.89.12.{n}") for n in range(1, 31)}
+    assert len(held(db)) == 30
+    podman.ok("rm", "-f", "-t", "0", *started, timeout=240)
+    assert held(db) == []
+
+
+# -- dhcp: dnsmasq in a server namespace on the network's bridge ------------------------------------
+
+DHCP_SERVER = "10.89.13.1"
+
+
+@pytest.fixture
+def dhcp_network(podman, tmp_path):
+    """A podman network using our ``dhcp``; dnsmasq serves it from a namespace wired to its bridge.
+
+    The bridge is made here, before podman's ``bridge`` plugin finds and uses
+    it; our daemon runs in the host namespace, like the DHCP daemon set.
+    """
+    from cni_ipam.dhcp.lab import DaemonProcess, Dnsmasq
+    from cni_ipam.lab import Lab
+
+    daemon = DaemonProcess(None, str(tmp_path), timeout="10s")
+    net = podman.network("pm-dhcp", {"type": "dhcp", "daemonSocketPath": daemon.socket_path})
+    bridge, port = podman.bridge_of[net], f"pmsrv{podman.tag}"
+    lab = Lab("pm")
+    server = lab.netns("srv")
+    dnsmasq = Dnsmasq(server, "srv0", str(tmp_path), first="10.89.13.100", last="10.89.13.199", lease_time="2m")
+    try:
+        subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+        subprocess.run(["ip", "link", "add", port, "type", "veth", "peer", "name", "srv0", "netns", server], check=True)
+        subprocess.run(["ip", "link", "set", port, "master", bridge, "up"], check=True)
+        lab.ip(server, "addr", "add", f"{DHCP_SERVER}/24", "dev", "srv0")
+        lab.ip(server, "link", "set", "srv0", "up")
+        dnsmasq.start()
+        daemon.start()
+        yield net, dnsmasq, daemon
+    finally:
+        daemon.stop()
+        dnsmasq.stop()
+        lab.close()  # the server namespace, and with it the veth pair
+
+
+def test_dhcp_container_gets_a_lease_from_dnsmasq_and_rm_ends_it(podman, dhcp_network):
+    net, dnsmasq, daemon = dhcp_network
+    box = podman.start("dhcp1", net)
+    [address] = podman.addresses(box)
+    ip = ipaddress.ip_interface(address)
+    assert ip.network == ipaddress.ip_network("10.89.13.0/24")
+    assert ipaddress.ip_address("10.89.13.100") <= ip.ip <= ipaddress.ip_address("10.89.13.199"), address
+    assert [lease["ip"] for lease in dnsmasq.leases()] == [str(ip.ip)]
+    assert podman.podman("exec", box, "ping", "-c", "1", "-W", "2", DHCP_SERVER).returncode == 0
+    assert [lease["address"] for lease in daemon.leases()] == [str(ip.ip)]
+    podman.ok("rm", "-f", "-t", "0", box)  # DEL from conmon, with its minimal environment
+    # The daemon ends the lease (no more renewals).  Debian's bridge deletes the
+    # veth before it calls IPAM DEL, so no DHCPRELEASE can leave the container:
+    # dnsmasq frees the address when the lease expires (docs/dhcp.md).
+    daemon.wait_for("lease.released", timeout=10)
+    assert daemon.leases() == []
+    other = podman.start("dhcp2", net)
+    [again] = podman.addresses(other)
+    assert again != address, "dnsmasq gave the still-leased address to another client"
+    assert [lease["address"] for lease in daemon.leases()] == [again.split("/")[0]]
+    podman.ok("rm", "-f", "-t", "0", other)
+    daemon.wait_for("lease.released", count=2, timeout=10)
+    assert daemon.leases() == []

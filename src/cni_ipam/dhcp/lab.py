@@ -145,7 +145,7 @@ class Network:
 class DaemonProcess:
     """A DHCP daemon process (ours by default, or Go's with ``go=True``) run inside ``netns``."""
 
-    def __init__(self, netns: str, workdir: str, timeout: str = "10s", extra=(), go: bool = False,
+    def __init__(self, netns: str | None, workdir: str, timeout: str = "10s", extra=(), go: bool = False,
                  name: str = "daemon", command=None):
         self.netns = netns
         self.socket_path = os.path.join(workdir, f"{name}.sock")
@@ -160,7 +160,8 @@ class DaemonProcess:
         else:
             command = [sys.executable, "-m", "cni_ipam.dhcp.daemon", "-socketpath", self.socket_path,
                        "-timeout", timeout, "--lease-dir", self.lease_dir]
-        self.argv = ["ip", "netns", "exec", netns, *command, *extra]
+        wrap = ["ip", "netns", "exec", netns] if netns else []  # None: the namespace we are in
+        self.argv = [*wrap, *command, *extra]
         self.process = None
         self.go = go
 

@@ -1,4 +1,4 @@
-"""A podman (CNI backend) environment of the test session's own, in a tmp dir.
+"""A podman (CNI backend) environment of our own, in a tmp dir: for the e2e tests and ``make demo``.
 
 Debian 12's podman 4.3 with ``network_backend = "cni"`` drives our IPAM
 plugins through Debian's ``bridge`` plugin.  The sandbox fixes come from
@@ -31,7 +31,7 @@ IMAGE = "localhost/cni-ipam-bb:latest"
 GO_PLUGIN_DIR = "/usr/lib/cni"
 CNI_STATE = "/var/lib/cni"
 BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "ip", "sleep", "cat", "ls", "true", "echo")
+APPLETS = ("sh", "ip", "sleep", "cat", "ls", "true", "echo", "ping")
 
 
 def unavailable() -> str | None:
@@ -65,6 +65,7 @@ class PodmanEnv:
         self.conf_dir = os.path.join(workdir, "cni.d")
         self.networks: list = []
         self.bridges: list = []
+        self.bridge_of: dict = {}  # network name -> its Linux bridge (in the host namespace)
         os.makedirs(self.conf_dir)
         os.makedirs(self.runroot)
         with open(os.path.join(workdir, "containers.conf"), "w") as f:
@@ -125,6 +126,7 @@ class PodmanEnv:
             json.dump(conflist, f)
         self.networks.append(name)
         self.bridges.append(bridge)
+        self.bridge_of[name] = bridge
         return name
 
     # -- containers -----------------------------------------------------------
@@ -132,13 +134,18 @@ class PodmanEnv:
         """``podman run --rm --network <network> ... ip -o addr show eth0``: the global addresses."""
         return parse_addresses(self.ok("run", "--rm", "--network", network, *options, IMAGE, "ip", "-o", "addr", "show", "eth0"))
 
-    def start(self, name: str, network: str, *options) -> str:
+    def start(self, name: str, network: str, *options, timeout: float = 60) -> str:
         full = f"{name}-{self.tag}"
-        self.ok("run", "-d", "--name", full, "--network", network, *options, IMAGE, "sleep", "300")
+        self.ok("run", "-d", "--name", full, "--network", network, *options, IMAGE, "sleep", "300", timeout=timeout)
         return full
 
-    def addresses(self, container: str) -> list:
-        return parse_addresses(self.ok("exec", container, "ip", "-o", "addr", "show", "eth0"))
+    def addresses(self, container: str, ifname: str = "eth0") -> list:
+        return parse_addresses(self.ok("exec", container, "ip", "-o", "addr", "show", ifname))
+
+    def usable(self) -> str | None:
+        """Why podman cannot run a container here after all (with our config), or None."""
+        done = self.podman("run", "--rm", "--network", "none", IMAGE, "true")
+        return None if done.returncode == 0 else f"podman cannot run a container here: {done.stderr.strip()}"
 
     # -- cleanup --------------------------------------------------------------
     def close(self) -> None:
