@@ -3,10 +3,15 @@
 The whereabouts part runs the examples of MISSION.md section 1.3 on the
 embedded SQLite store.
 
-As root: pods (network namespaces) on a Linux bridge made by Debian's
-``bridge`` plugin, which calls our IPAM plugins; we print what each pod got
-(``ip addr`` inside it), ping between pods, then CHECK and DEL.  Without
-root: the IPAM plugins are called directly and their results printed.
+Three ways, the first that works here:
+
+1. podman (Debian's, CNI backend): real containers on networks whose
+   ``bridge`` calls our IPAM plugins; we print ``ip addr`` from inside each
+   container, ping between them, remove them and show the store is empty.
+2. As root without podman: pods (network namespaces) on a Linux bridge made
+   by Debian's ``bridge`` plugin; the same prints, then CHECK and DEL.
+3. Without root: the IPAM plugins are called directly and their results
+   printed.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import tempfile
 
 from .lab import GO_PLUGIN_DIR, Attachment, Lab, can_make_netns, cni_env, run_plugin
+from .podman_lab import IMAGE as IMAGE_FOR_DEMO
 
 STATIC_PODS = (
     ("pod-a", [{"address": "10.10.21.10/24", "gateway": "10.10.21.1"}, {"address": "fd00:21::10/64"}]),
@@ -167,6 +173,78 @@ def demo_whereabouts_plugin_only(bin_dir: str, db: str) -> int:
     return failures
 
 
+def demo_in_podman(env, db: str) -> int:
+    """The static example and the whereabouts examples as podman containers."""
+    failures = 0
+    say("== static: a container on a podman network whose IPAM is our static plugin")
+    static = env.network("demo-static", static_config(STATIC_PODS[0][1])["ipam"])
+    box = env.start("pod-a", static)
+    say(f"   pod-a: ip addr eth0 -> {', '.join(env.addresses(box))}")
+    routes = env.ok("exec", box, "ip", "route", "show", "192.168.17.0/24").strip()
+    say(f"   pod-a: route from the config -> {routes or 'MISSING'}")
+    failures += not routes
+    env.ok("rm", "-f", "-t", "0", box)
+    for title, pods in whereabouts_networks(db):
+        say(f"== whereabouts: {title}")
+        networks: dict = {}  # our network name -> podman's
+        started = []
+        for name, config in pods:
+            if config["name"] not in networks:
+                networks[config["name"]] = env.network(config["name"], config["ipam"], config["cniVersion"])
+            done = env.podman("run", "-d", "--name", f"{name}-{env.tag}", "--network", networks[config["name"]],
+                              IMAGE_FOR_DEMO, "sleep", "300")
+            if done.returncode != 0:
+                say(f"   {name} ({config['name']}): podman run failed: {done.stderr.strip()}")
+                failures += 1
+                continue
+            started.append((name, config, f"{name}-{env.tag}"))
+            say(f"   {name} ({config['name']}): ip addr eth0 -> {', '.join(env.addresses(f'{name}-{env.tag}'))}")
+        failures += _ping_same_podman_network(env, started)
+        removed = env.podman("rm", "-f", "-t", "0", *(c for _, _, c in started)) if started else None
+        failures += removed is not None and removed.returncode != 0
+        say(f"   removed {len(started)} containers; addresses held in the store now: {_held(db)}")
+    return failures
+
+
+def _ping_same_podman_network(env, started: list) -> int:
+    """Ping from the first container to the next one on the same network, every family."""
+    if not started:
+        return 0
+    first_name, first_config, first = started[0]
+    peer = next(((n, c) for n, cfg, c in started[1:] if cfg is first_config), None)
+    if peer is None:
+        return 0
+    failures = 0
+    for address in env.addresses(peer[1]):
+        target = address.split("/")[0]
+        ping = env.podman("exec", first, "ping", "-c", "1", "-W", "2", target)
+        say(f"   {first_name} pings {peer[0]} at {target}: {'ok' if ping.returncode == 0 else 'FAILED'}")
+        failures += ping.returncode != 0
+    return failures
+
+
+def podman_demo(bin_dir: str, db: str, workdir: str) -> int | None:
+    """Run the podman demo; None (after saying why) when podman cannot run containers here."""
+    from .podman_lab import PodmanEnv, unavailable
+
+    why = unavailable()
+    if why:
+        say(f"(podman: {why}; using plain network namespaces)")
+        return None
+    env = PodmanEnv(workdir, bin_dir)
+    try:
+        env.import_image()
+        why = env.usable()
+        if why:
+            say(f"({why}; using plain network namespaces)")
+            return None
+        say(f"podman {env.ok('version', '--format', '{{.Client.Version}}').strip()} (CNI backend) "
+            f"runs busybox containers; our plugin dir is first in its CNI path")
+        return demo_in_podman(env, db)
+    finally:
+        env.close()
+
+
 def run_demo(bin_dir: str | None = None) -> int:
     from .install import install
 
@@ -175,15 +253,21 @@ def run_demo(bin_dir: str | None = None) -> int:
             bin_dir = os.path.join(tmp, "bin")
             install(bin_dir)
             say(f"installed our plugins into {bin_dir}")
-        ok, why = can_make_netns()
         db = os.path.join(tmp, "whereabouts.db")
         say(f"whereabouts uses the embedded SQLite store at {db}")
-        if ok and os.access(os.path.join(GO_PLUGIN_DIR, "bridge"), os.X_OK):
-            failures = demo_static_in_namespaces(bin_dir)
-            failures += demo_whereabouts_in_namespaces(bin_dir, db)
-        else:
-            say(f"(namespaces unavailable: {why or 'Debian bridge plugin missing'}; showing IPAM only)")
-            failures = demo_static_plugin_only(bin_dir)
-            failures += demo_whereabouts_plugin_only(bin_dir, db)
+        failures = _run_best_demo(bin_dir, db, tmp)
     say("demo finished: all steps ok" if failures == 0 else f"demo finished with {failures} failure(s)")
     return 0 if failures == 0 else 1
+
+
+def _run_best_demo(bin_dir: str, db: str, tmp: str) -> int:
+    """podman containers, else namespaces, else the IPAM plugins alone: the first that runs here."""
+    ok, why = can_make_netns()
+    if ok:
+        failures = podman_demo(bin_dir, db, os.path.join(tmp, "podman"))
+        if failures is not None:
+            return failures
+    if ok and os.access(os.path.join(GO_PLUGIN_DIR, "bridge"), os.X_OK):
+        return demo_static_in_namespaces(bin_dir) + demo_whereabouts_in_namespaces(bin_dir, db)
+    say(f"(namespaces unavailable: {why or 'Debian bridge plugin missing'}; showing IPAM only)")
+    return demo_static_plugin_only(bin_dir) + demo_whereabouts_plugin_only(bin_dir, db)

@@ -66,7 +66,7 @@ class PodmanEnv:
         self.networks: list = []
         self.bridges: list = []
         self.bridge_of: dict = {}  # network name -> its Linux bridge (in the host namespace)
-        os.makedirs(self.conf_dir)
+        os.makedirs(self.conf_dir)  # and workdir with it
         os.makedirs(self.runroot)
         with open(os.path.join(workdir, "containers.conf"), "w") as f:
             f.write(
