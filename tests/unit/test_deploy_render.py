@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pathlib
+import re
 
 import pytest
 import yaml
@@ -131,7 +132,9 @@ def test_every_nad_config_is_accepted_by_the_plugin(name, monkeypatch, capsys):
         if doc["kind"] != NADS:
             continue
         config = json.loads(doc["spec"]["config"])
-        assert config.get("name") == doc["metadata"]["name"]
+        # Multus gives a config without a name the NAD's name (the operator's macvlan configs have none).
+        config.setdefault("name", doc["metadata"]["name"])
+        assert config["name"] == doc["metadata"]["name"]
         plugins = [{**p, "name": config["name"], "cniVersion": config["cniVersion"]}
                    for p in config.get("plugins", [config])]
         for plugin in plugins:
@@ -145,12 +148,62 @@ def test_macvlan_static_config_is_what_the_operator_writes(monkeypatch, capsys):
     nad = next(yaml.safe_load_all(rendered("macvlan-static", monkeypatch, capsys)[0]))
     config = json.loads(nad["spec"]["config"])
     assert config == {
-        "cniVersion": "0.3.1", "name": "storage", "type": "macvlan", "master": "eth1", "mode": "bridge", "mtu": 1500,
+        "cniVersion": "0.3.1", "type": "macvlan", "master": "eth1", "mode": "bridge", "mtu": 1500,
         "ipam": {"type": "static",
-                 "addresses": [{"address": "10.10.21.10/24", "gateway": "10.10.21.1"}, {"address": "fd00:21::10/64"}],
                  "routes": [{"dst": "192.168.17.0/24", "gw": "10.10.21.254"}],
+                 "addresses": [{"address": "10.10.21.10/24", "gateway": "10.10.21.1"}, {"address": "fd00:21::10/64"}],
                  "dns": {"nameservers": ["10.10.21.53"], "domain": "example.com",
                          "search": ["example.com", "svc.example.com"]}}}
+    # The operator's key order (its template and Go structs), and no "name": Multus adds the NAD's.
+    assert list(config) == ["cniVersion", "type", "master", "mode", "mtu", "ipam"]
+    assert list(config["ipam"]) == ["type", "routes", "addresses", "dns"]
+
+
+def macvlan(conf):
+    """The config render writes for one SimpleMacvlan network."""
+    item = {"name": "m", "type": "SimpleMacvlan", "simpleMacvlanConfig": conf}
+    return json.loads(additional_networks({"kind": "Network", "spec": {"additionalNetworks": [item]}})[0].config)
+
+
+def test_macvlan_defaults_as_the_operator_has_them():
+    """No simpleMacvlanConfig: dhcp; mtu 0 is unset; static without addresses takes them from the runtime."""
+    assert macvlan(None) == {"cniVersion": "0.3.1", "type": "macvlan", "ipam": {"type": "dhcp"}}
+    assert macvlan({"master": "eth1", "mtu": 0}) == {"cniVersion": "0.3.1", "type": "macvlan", "master": "eth1",
+                                                     "ipam": {"type": "dhcp"}}
+    assert macvlan({"ipamConfig": {"type": "Static"}})["ipam"] == {"type": "static", "capabilities": ["ips"]}
+    assert macvlan({"ipamConfig": {"type": "Static", "staticIPAMConfig": {"dns": {"domain": "example.com"}}}})[
+        "ipam"] == {"type": "static", "dns": {"domain": "example.com"}, "capabilities": ["ips"]}
+
+
+def test_macvlan_routes_and_gateways_as_go_parses_them():
+    """Go's ParseCIDR writes a route's destination as its network; ParseIP then String() normalises gateways."""
+    static = {"addresses": [{"address": "fd00::5/64", "gateway": "FD00:0::1"}],
+              "routes": [{"destination": "192.168.17.5/24"}, {"destination": "::/0", "gateway": "fd00::1"}]}
+    ipam = macvlan({"ipamConfig": {"type": "Static", "staticIPAMConfig": static}})["ipam"]
+    assert ipam["routes"] == [{"dst": "192.168.17.0/24"}, {"dst": "::/0", "gw": "fd00::1"}]
+    assert ipam["addresses"] == [{"address": "fd00::5/64", "gateway": "fd00::1"}]
+
+
+@pytest.mark.parametrize("conf,reason", [
+    ({"mode": "bridge"}, "simpleMacvlanConfig.mode: 'bridge' is not a macvlan mode the operator accepts "
+                         "(the API spells it Bridge)"),
+    ({"ipamConfig": {"type": "static"}}, "ipamConfig.type: 'static' is not an IPAM type the operator accepts "
+                                         "(the API spells it Static)"),
+    ({"ipamConfig": {"type": "Static", "staticIPAMConfig": {"routes": [{"dst": "10.0.0.0/8"}]}}},
+     "routes[0].dst is not a field here (the API calls it destination)"),
+    ({"ipamConfig": {"type": "Static", "staticIPAMConfig": {"routes": [{"destination": "10.0.0.0/33"}]}}},
+     "routes[0].destination: '10.0.0.0/33' is not a CIDR"),
+    ({"ipamConfig": {"type": "Static", "staticIPAMConfig": {"addresses": [{"gateway": "10.0.0.1"}]}}},
+     "addresses[0].address: missing"),
+    ({"ipamConfig": {"type": "Static", "staticIPAMConfig": {"addresses": [{"address": "10.0.0.5/24",
+                                                                           "gateway": "10.0.0"}]}}},
+     "addresses[0].gateway: '10.0.0' is not an IP address"),
+    ({"master": "eth1", "vlan": 5}, "simpleMacvlanConfig.vlan is not a field here"),
+    ({"mtu": -1}, "simpleMacvlanConfig.mtu: expected a whole number"),
+])
+def test_macvlan_refuses_what_the_operator_refuses(conf, reason):
+    with pytest.raises(RenderError, match=re.escape(reason)):
+        macvlan(conf)
 
 
 # --- options -------------------------------------------------------------------------------------------
@@ -248,7 +301,7 @@ BAD = [
      "simpleMacvlanConfig.mode: 'Tunnel' is not a macvlan mode"),
     ("bad-ipam-type", {"name": "bad-ipam-type", "type": "SimpleMacvlan",
                        "simpleMacvlanConfig": {"ipamConfig": {"type": "whereabouts"}}},
-     "ipamConfig.type: 'whereabouts' is not an IPAM type here; use Static or DHCP"),
+     "ipamConfig.type: 'whereabouts' is not an IPAM type the operator accepts; use Static or DHCP"),
     ("bad-static-field", {"name": "bad-static-field", "type": "SimpleMacvlan",
                           "simpleMacvlanConfig": {"ipamConfig": {"type": "Static", "staticIPAMConfig": {
                               "addresses": [{"address": "10.0.0.5/24", "gw": "10.0.0.1"}]}}}},

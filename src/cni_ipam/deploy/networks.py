@@ -14,7 +14,8 @@ import re
 
 OUR_IPAM = ("static", "dhcp", "whereabouts")
 TYPES = ("Raw", "SimpleMacvlan")
-MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
+# Spelt as the API spells them; the operator refuses any other spelling.
+MACVLAN_MODES = ("Bridge", "Private", "VEPA", "Passthru")
 # The CNI version the operator writes into SimpleMacvlan configs.
 MACVLAN_CNI_VERSION = "0.3.1"
 # What the API server requires of an object's name (a DNS-1123 subdomain) and of a namespace (a label).
@@ -121,6 +122,16 @@ def one_network(item, where: str) -> Network:
 
 
 # --- SimpleMacvlan -----------------------------------------------------------------------------------
+#
+# As the Cluster Network Operator does it, checked against its source:
+# openshift/cluster-network-operator pkg/network/additional_networks.go (renderSimpleMacvlanConfig,
+# getIPAMConfigJSON, getStaticIPAMConfigJSON, validateSimpleMacvlanConfig) and
+# bindata/network/additional-networks/simplemacvlan/simplemacvlan.yaml at commit
+# 2a6a57fef3ac1c8fde00e85b603e9f73ef29b75c, and the field names in openshift/api
+# operator/v1/types_network.go at commit 2a3d73913b5a7caec4c57d5c3d04f51106ec4da3:
+# the modes and IPAM types are spelt exactly (Bridge, not bridge; Static, not static), the
+# config has no "name" (Multus gives it the NAD's name), a 0 mtu means unset, and a static
+# config without addresses gets "capabilities": ["ips"] (addresses from the runtime).
 
 def _field(obj, key, kind, name, where, default=None):
     value = obj.get(key, default)
@@ -132,26 +143,40 @@ def _field(obj, key, kind, name, where, default=None):
 def macvlan_config(name: str, conf) -> dict:
     """The macvlan config the operator writes for ``simpleMacvlanConfig`` (no ipamConfig: dhcp)."""
     where = "simpleMacvlanConfig"
-    conf = conf or {}
+    conf = {} if conf is None else conf
     if not isinstance(conf, dict):
         raise RenderError(name, f"{where}: expected an object")
-    config = {"cniVersion": MACVLAN_CNI_VERSION, "name": name, "type": "macvlan"}
+    _only(conf, ("master", "ipamConfig", "mode", "mtu"), name, where)
+    config = {"cniVersion": MACVLAN_CNI_VERSION, "type": "macvlan"}
     master = _field(conf, "master", str, name, where)
     if master:
         config["master"] = master
     mode = _field(conf, "mode", str, name, where)
     if mode:
-        if mode.lower() not in MACVLAN_MODES:
-            raise RenderError(name, f"{where}.mode: {mode!r} is not a macvlan mode; use Bridge, Private, VEPA "
-                                    "or Passthru")
-        config["mode"] = mode.lower()
+        config["mode"] = _macvlan_mode(name, mode, where)
     mtu = conf.get("mtu")
     if mtu is not None:
-        if isinstance(mtu, bool) or not isinstance(mtu, int) or mtu <= 0:
-            raise RenderError(name, f"{where}.mtu: expected a positive integer, got {mtu!r}")
-        config["mtu"] = mtu
+        if isinstance(mtu, bool) or not isinstance(mtu, int) or not 0 <= mtu < 2 ** 32:
+            raise RenderError(name, f"{where}.mtu: expected a whole number, 0 or more, got {mtu!r}")
+        if mtu:  # 0 is the API's "unset": the kernel picks
+            config["mtu"] = mtu
     config["ipam"] = ipam_config(name, conf.get("ipamConfig"), f"{where}.ipamConfig")
     return config
+
+
+def _macvlan_mode(name: str, mode: str, where: str) -> str:
+    """The operator accepts the API's spelling only, and writes it in lower case for the macvlan plugin."""
+    if mode not in MACVLAN_MODES:
+        spelt = _spelt(mode, MACVLAN_MODES)
+        hint = f" (the API spells it {spelt})" if spelt else ""
+        raise RenderError(name, f"{where}.mode: {mode!r} is not a macvlan mode the operator accepts{hint}; use "
+                                "Bridge, Private, VEPA or Passthru")
+    return mode.lower()
+
+
+def _spelt(value: str, allowed) -> str:
+    """The allowed value that ``value`` is a mis-cased spelling of, or ''."""
+    return next((a for a in allowed if a.lower() == value.lower()), "")
 
 
 def ipam_config(name: str, conf, where: str) -> dict:
@@ -159,31 +184,87 @@ def ipam_config(name: str, conf, where: str) -> dict:
         return {"type": "dhcp"}
     if not isinstance(conf, dict):
         raise RenderError(name, f"{where}: expected an object with type Static or DHCP")
-    kind = str(conf.get("type", "")).lower()
-    if kind == "dhcp":
+    _only(conf, ("type", "staticIPAMConfig"), name, where)
+    kind = conf.get("type")
+    if kind == "DHCP":
         return {"type": "dhcp"}
-    if kind != "static":
-        raise RenderError(name, f"{where}.type: {conf.get('type')!r} is not an IPAM type here; "
+    if kind != "Static":
+        spelt = _spelt(kind, ("Static", "DHCP")) if isinstance(kind, str) else ""
+        hint = f" (the API spells it {spelt})" if spelt else ""
+        raise RenderError(name, f"{where}.type: {kind!r} is not an IPAM type the operator accepts{hint}; "
                                 "use Static or DHCP")
-    static = conf.get("staticIPAMConfig") or {}
+    return static_config(name, conf.get("staticIPAMConfig"), f"{where}.staticIPAMConfig")
+
+
+def static_config(name: str, static, where: str) -> dict:
+    """The operator's static IPAM config: keys in its order, routes as networks, gateways as parsed IPs."""
+    static = {} if static is None else static
     if not isinstance(static, dict):
-        raise RenderError(name, f"{where}.staticIPAMConfig: expected an object")
-    where = f"{where}.staticIPAMConfig"
+        raise RenderError(name, f"{where}: expected an object")
+    _only(static, ("addresses", "routes", "dns"), name, where)
     ipam = {"type": "static"}
-    addresses = _list(static, "addresses", name, where)
-    if addresses:
-        ipam["addresses"] = [_pick(a, name, f"{where}.addresses[{i}]", {"address": "address", "gateway": "gateway"})
-                             for i, a in enumerate(addresses)]
-    routes = _list(static, "routes", name, where)
+    routes = [_route(r, name, f"{where}.routes[{i}]") for i, r in enumerate(_list(static, "routes", name, where))]
     if routes:
-        # The operator's names are destination/gateway; dst/gw (the CNI names) are taken too.
-        keys = {"destination": "dst", "dst": "dst", "gateway": "gw", "gw": "gw"}
-        ipam["routes"] = [_pick(r, name, f"{where}.routes[{i}]", keys) for i, r in enumerate(routes)]
+        ipam["routes"] = routes
+    addresses = [_address(a, name, f"{where}.addresses[{i}]")
+                 for i, a in enumerate(_list(static, "addresses", name, where))]
+    if addresses:
+        ipam["addresses"] = addresses
     dns = static.get("dns")
-    if dns:
-        ipam["dns"] = _pick(dns, name, f"{where}.dns",
-                            {"nameservers": "nameservers", "domain": "domain", "search": "search"})
+    if dns is not None:
+        ipam["dns"] = _pick(dns, name, f"{where}.dns", {"nameservers": "nameservers", "domain": "domain",
+                                                          "search": "search"})
+    if not addresses:  # the addresses come from the runtime (runtimeConfig.ips)
+        ipam["capabilities"] = ["ips"]
     return ipam
+
+
+def _address(obj, name, where) -> dict:
+    address = _pick(obj, name, where, {"address": "address", "gateway": "gateway"})
+    if "address" not in address:
+        raise RenderError(name, f"{where}.address: missing; give the address with its prefix, e.g. 10.0.0.5/24")
+    if "gateway" in address:
+        address["gateway"] = _ip(address["gateway"], name, f"{where}.gateway")
+    return address
+
+
+def _route(obj, name, where) -> dict:
+    """Go's ParseCIDR: the destination becomes its network (10.1.2.3/24 is written 10.1.2.0/24)."""
+    import ipaddress
+
+    route = _pick(obj, name, where, {"destination": "dst", "gateway": "gw"},
+                  hints={"dst": "destination", "gw": "gateway"})
+    if not isinstance(route.get("dst"), str):
+        raise RenderError(name, f"{where}.destination: missing; give a CIDR, e.g. 192.168.17.0/24")
+    try:
+        route["dst"] = ipaddress.ip_network(route["dst"], strict=False).compressed
+    except ValueError:
+        raise RenderError(name, f"{where}.destination: {route['dst']!r} is not a CIDR "
+                                "(e.g. 192.168.17.0/24)") from None
+    if "gw" in route:
+        route["gw"] = _ip(route["gw"], name, f"{where}.gateway")
+    return route
+
+
+def _ip(value, name, where) -> str:
+    """An IP as Go's net.ParseIP then String() writes it (an IPv4-mapped IPv6 address as IPv4)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(value) if isinstance(value, str) else None
+    except ValueError:
+        ip = None
+    if ip is None:
+        raise RenderError(name, f"{where}: {value!r} is not an IP address")
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
+
+
+def _only(obj: dict, keys, name, where) -> None:
+    """Refuse a key the API does not have: the API server would drop it, and the network be wrong."""
+    for key in obj:
+        if key not in keys:
+            raise RenderError(name, f"{where}.{key} is not a field here; use {', '.join(keys)}")
 
 
 def _list(obj, key, name, where) -> list:
@@ -193,14 +274,15 @@ def _list(obj, key, name, where) -> list:
     return value
 
 
-def _pick(obj, name, where, keys: dict) -> dict:
+def _pick(obj, name, where, keys: dict, hints=None) -> dict:
     """``obj`` with its keys renamed by ``keys``; any other key is refused, naming the ones allowed."""
     if not isinstance(obj, dict):
         raise RenderError(name, f"{where}: expected an object with {', '.join(keys)}")
     out = {}
     for key, value in obj.items():
         if key not in keys:
-            raise RenderError(name, f"{where}.{key} is not a field here; use {', '.join(keys)}")
+            hint = f" (the API calls it {hints[key]})" if hints and key in hints else ""
+            raise RenderError(name, f"{where}.{key} is not a field here{hint}; use {', '.join(keys)}")
         if value not in (None, "", []):
             out[keys[key]] = value
     return out
