@@ -36,10 +36,15 @@ def rendered(name, monkeypatch, capsys, *extra):
     return out, err
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
-def test_golden(name, monkeypatch, capsys):
-    out, _ = rendered(name, monkeypatch, capsys)
-    golden = FIXTURES / f"{name}.golden.yaml"
+# (example, golden file, extra flags): each example as is, and the whereabouts shim with the node agent.
+GOLDEN = [(name, f"{name}.golden.yaml", ()) for name in EXAMPLES] + [
+    ("shim-whereabouts", "shim-whereabouts.agent.golden.yaml", ("--agent",))]
+
+
+@pytest.mark.parametrize("name,golden,flags", GOLDEN, ids=[g[1] for g in GOLDEN])
+def test_golden(name, golden, flags, monkeypatch, capsys):
+    out, _ = rendered(name, monkeypatch, capsys, *flags)
+    golden = FIXTURES / golden
     if UPDATE:
         golden.write_text(out)
     assert out == golden.read_text()
@@ -210,7 +215,7 @@ def test_macvlan_refuses_what_the_operator_refuses(conf, reason):
 
 def test_namespace_image_and_bin_dir(monkeypatch, capsys):
     out, _ = rendered("mixed", monkeypatch, capsys, "--namespace", "cni-ipam", "--image", "reg.example/cni:1",
-                      "--cni-bin-dir", "/var/lib/cni/bin/")
+                      "--cni-bin-dir", "/var/lib/cni/bin/", "--runtime-dir", "/usr/local/cni-ipam/", "--agent")
     docs = list(yaml.safe_load_all(out))
     for doc in docs:
         if doc["kind"] in ("ServiceAccount", "DaemonSet"):
@@ -220,10 +225,45 @@ def test_namespace_image_and_bin_dir(monkeypatch, capsys):
         if doc["kind"] == "DaemonSet":
             pod = doc["spec"]["template"]["spec"]
             init = pod["initContainers"][0]
-            assert init["command"] == ["cni-ipam", "install", "--cni-bin-dir", "/host/var/lib/cni/bin"]
+            assert init["command"] == ["cni-ipam", "install", "--cni-bin-dir", "/host/var/lib/cni/bin",
+                                       "--runtime-dir", "/host/usr/local/cni-ipam", "--host-root", "/host"]
+            assert init["volumeMounts"] == [{"name": "cni-bin-dir", "mountPath": "/host/var/lib/cni/bin"},
+                                            {"name": "runtime-dir", "mountPath": "/host/usr/local/cni-ipam"}]
             assert {c["image"] for c in pod["containers"] + pod["initContainers"]} == {"reg.example/cni:1"}
-            assert {"name": "cni-bin-dir", "hostPath": {"path": "/var/lib/cni/bin", "type": "DirectoryOrCreate"}} \
-                in pod["volumes"]
+            assert pod["volumes"][:2] == [
+                {"name": "cni-bin-dir", "hostPath": {"path": "/var/lib/cni/bin", "type": "DirectoryOrCreate"}},
+                {"name": "runtime-dir", "hostPath": {"path": "/usr/local/cni-ipam", "type": "DirectoryOrCreate"}}]
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "DaemonSet"] == [
+        "dhcp-daemon", "whereabouts-reconciler", "cni-ipam-agent"]
+
+
+# --- the node agent ------------------------------------------------------------------------------------
+
+AGENT = [("ServiceAccount", "openshift-multus", "cni-ipam-agent"), ("DaemonSet", "openshift-multus", "cni-ipam-agent")]
+
+
+def test_agent_only_with_the_flag_and_whereabouts(monkeypatch, capsys):
+    """Off by default; with --agent, only when a network uses whereabouts (the agent answers only those)."""
+    assert kinds(rendered("shim-whereabouts", monkeypatch, capsys, "--agent")[0])[-2:] == AGENT
+    assert not set(AGENT) & set(kinds(rendered("shim-whereabouts", monkeypatch, capsys)[0]))
+    assert not set(AGENT) & set(kinds(rendered("shim-dhcp", monkeypatch, capsys, "--agent")[0]))
+
+
+def test_agent_listens_on_the_hosts_socket_with_host_paths(monkeypatch, capsys):
+    """Plugins on the host connect to its socket and name files by host paths: all mounted at the same paths."""
+    docs = list(yaml.safe_load_all(rendered("shim-whereabouts", monkeypatch, capsys, "--agent")[0]))
+    account, daemon = docs[-2:]
+    assert account["automountServiceAccountToken"] is False
+    pod = daemon["spec"]["template"]["spec"]
+    agent = pod["containers"][0]
+    assert agent["command"] == ["cni-ipam", "agent", "--socket", "/run/cni-ipam/agent.sock"]
+    assert agent["securityContext"] == {"runAsUser": 0}
+    volumes = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in agent["volumeMounts"]}
+    assert {volumes[name]: (m["mountPath"], m.get("readOnly", False)) for name, m in mounts.items()} == {
+        "/run/cni-ipam": ("/run/cni-ipam", False), "/var/lib/cni/whereabouts": ("/var/lib/cni/whereabouts", False),
+        "/etc/cni/net.d": ("/etc/cni/net.d", True), "/etc/kubernetes/cni/net.d": ("/etc/kubernetes/cni/net.d", True)}
+    assert pod["initContainers"][0]["name"] == "install-cni-ipam"
 
 
 def test_reconciler_without_kubernetes_source_has_no_rbac(monkeypatch, capsys):

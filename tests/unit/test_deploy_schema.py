@@ -47,7 +47,7 @@ def check_nad(doc):
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_rendered_objects_are_valid(name, version):
     kinds = set()
-    for doc in objects(name) + objects(name, kubernetes_source=False, namespace="cni-ipam"):
+    for doc in objects(name) + objects(name, kubernetes_source=False, namespace="cni-ipam", agent=True):
         kinds.add(doc["kind"])
         if doc["kind"] == "NetworkAttachmentDefinition":
             check_nad(doc)
@@ -57,7 +57,9 @@ def test_rendered_objects_are_valid(name, version):
 
 
 def test_every_kind_rendered_is_covered():
-    kinds = {doc["kind"] for doc in objects("mixed")}
+    docs = objects("mixed", agent=True)
+    assert "cni-ipam-agent" in {doc["metadata"]["name"] for doc in docs if doc["kind"] == "DaemonSet"}
+    kinds = {doc["kind"] for doc in docs}
     assert kinds == {"NetworkAttachmentDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                      "DaemonSet"}
 

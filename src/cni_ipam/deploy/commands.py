@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from .manifests import DEFAULT_CNI_BIN_DIR, DEFAULT_IMAGE, DEFAULT_NAMESPACE
+from .manifests import DEFAULT_CNI_BIN_DIR, DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_RUNTIME_DIR
 
 
 def register(subparsers) -> None:
@@ -29,6 +29,12 @@ def register(subparsers) -> None:
     p.add_argument("--cni-bin-dir", default=DEFAULT_CNI_BIN_DIR, metavar="DIR",
                    help=f"the nodes' CNI bin dir, where the plugins are installed (default {DEFAULT_CNI_BIN_DIR}; "
                         "OpenShift's Multus uses /var/lib/cni/bin)")
+    p.add_argument("--runtime-dir", default=DEFAULT_RUNTIME_DIR, metavar="DIR",
+                   help=f"where the install step puts the Python runtime the launchers run on each node "
+                        f"(default {DEFAULT_RUNTIME_DIR})")
+    p.add_argument("--agent", action="store_true",
+                   help="also the node agent DaemonSet cni-ipam-agent, when a network uses whereabouts "
+                        "(docs/agent.md)")
     p.add_argument("--no-kubernetes-source", dest="kubernetes_source", action="store_false",
                    help="reconciler without the kubernetes liveness source: netns only, and no RBAC at all")
     p.add_argument("-o", "--output", default="-", metavar="FILE", help="where to write the YAML (default: stdout)")
@@ -61,8 +67,18 @@ def render_text(resource, options) -> tuple:
     return dump_all(render(networks, options)), notes
 
 
-def cmd_render(args) -> int:
+def _dir(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+def options_from(args):
     from .manifests import Options
+
+    return Options(namespace=args.namespace, image=args.image, cni_bin_dir=_dir(args.cni_bin_dir),
+                   kubernetes_source=args.kubernetes_source, runtime_dir=_dir(args.runtime_dir), agent=args.agent)
+
+
+def cmd_render(args) -> int:
     from .networks import RenderError
 
     import yaml
@@ -76,7 +92,7 @@ def cmd_render(args) -> int:
     except (yaml.YAMLError, ValueError) as exc:
         print(f"cni-ipam render: {source} is not one YAML or JSON document: {exc}", file=sys.stderr)
         return 2
-    options = Options(args.namespace, args.image, args.cni_bin_dir.rstrip("/") or "/", args.kubernetes_source)
+    options = options_from(args)
     try:
         text, notes = render_text(resource, options)
     except RenderError as exc:

@@ -15,6 +15,11 @@ Privileges, and why:
   ``list`` on ``pods`` in every namespace: ``list`` for its snapshot, ``get``
   for the fresh look before each release.  Nothing else, and nothing at all
   without that source.
+* Node agent (``--agent``): root (it writes the SQLite store the plugins
+  share), not privileged, no API token.  It listens on the host's
+  ``/run/cni-ipam/agent.sock`` and reads flat files and the store at the
+  paths the plugins name, so those directories are mounted at the same
+  paths as on the host (the CNI config dirs read-only).
 * Host namespaces' directory ``/var/run/netns`` is mounted
   ``HostToContainer``, so netns mounts made after the pod started are seen;
   neither daemon makes mounts the host must see, so none is ``Bidirectional``.
@@ -25,8 +30,13 @@ from __future__ import annotations
 DEFAULT_IMAGE = "quay.io/example/cni-ipam:latest"  # a placeholder: build and push your own image
 DEFAULT_NAMESPACE = "openshift-multus"
 DEFAULT_CNI_BIN_DIR = "/opt/cni/bin"
+DEFAULT_RUNTIME_DIR = "/opt/cni-ipam"
 DHCP_NAME = "dhcp-daemon"
 RECONCILER_NAME = "whereabouts-reconciler"
+AGENT_NAME = "cni-ipam-agent"
+AGENT_SOCKET_DIR = "/run/cni-ipam"
+STORE_DIR = "/var/lib/cni/whereabouts"
+CNI_CONF_DIRS = (("cni-net-dir", "/etc/kubernetes/cni/net.d"), ("cni-net-dir-upstream", "/etc/cni/net.d"))
 CONFIGMAP = "whereabouts-config"
 HOST = "/host"
 
@@ -34,14 +44,19 @@ HOST = "/host"
 class Options:
     """What the command line can change."""
 
-    __slots__ = ("namespace", "image", "cni_bin_dir", "kubernetes_source")
+    __slots__ = ("namespace", "image", "cni_bin_dir", "kubernetes_source", "runtime_dir", "agent",
+                 "install_in_daemons")
 
     def __init__(self, namespace=DEFAULT_NAMESPACE, image=DEFAULT_IMAGE, cni_bin_dir=DEFAULT_CNI_BIN_DIR,
-                 kubernetes_source=True):
+                 kubernetes_source=True, runtime_dir=DEFAULT_RUNTIME_DIR, agent=False, install_in_daemons=True):
         self.namespace = namespace
         self.image = image
         self.cni_bin_dir = cni_bin_dir
         self.kubernetes_source = kubernetes_source
+        self.runtime_dir = runtime_dir
+        self.agent = agent  # the optional node agent, when a network uses whereabouts
+        # Each daemon set installs the plugins first (render); the plain set has an installer of its own.
+        self.install_in_daemons = install_in_daemons
 
 
 def render(networks: list, options: Options) -> list:
@@ -51,6 +66,8 @@ def render(networks: list, options: Options) -> list:
         objects += dhcp_objects(options)
     if "whereabouts" in used:
         objects += reconciler_objects(options)
+        if options.agent:
+            objects += agent_objects(options)
     return objects
 
 
@@ -81,18 +98,35 @@ def host_path(name: str, path: str, kind: str) -> dict:
 
 
 def install_container(options: Options) -> dict:
-    """Puts our launchers (static, whereabouts, dhcp) into the node's CNI bin dir before the daemon starts."""
+    """Puts our launchers and the Python runtime they run on the node, which may have no Python of its own.
+
+    ``cni-ipam install --runtime-dir`` copies the image's interpreter, its
+    libraries and our package to the runtime dir; the launchers in the CNI
+    bin dir name it by its path on the node (``--host-root`` stripped).
+    """
     return {
         "name": "install-cni-ipam",
         "image": options.image,
-        "command": ["cni-ipam", "install", "--cni-bin-dir", HOST + options.cni_bin_dir],
+        "command": ["cni-ipam", "install", "--cni-bin-dir", HOST + options.cni_bin_dir,
+                    "--runtime-dir", HOST + options.runtime_dir, "--host-root", HOST],
         "securityContext": {"runAsUser": 0},
-        "volumeMounts": [{"name": "cni-bin-dir", "mountPath": HOST + options.cni_bin_dir}],
+        "volumeMounts": [{"name": "cni-bin-dir", "mountPath": HOST + options.cni_bin_dir},
+                         {"name": "runtime-dir", "mountPath": HOST + options.runtime_dir}],
     }
 
 
+def install_volumes(options: Options) -> list:
+    """The host dirs the install container writes."""
+    return [host_path("cni-bin-dir", options.cni_bin_dir, "DirectoryOrCreate"),
+            host_path("runtime-dir", options.runtime_dir, "DirectoryOrCreate")]
+
+
 def daemon_set(name: str, options: Options, pod_spec: dict) -> dict:
+    """One pod on every Linux node, whatever its taints; with the install step first unless told otherwise."""
     labels = {"app": name}
+    if options.install_in_daemons:
+        pod_spec = {"initContainers": [install_container(options)], **pod_spec,
+                    "volumes": install_volumes(options) + pod_spec["volumes"]}
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
@@ -108,7 +142,6 @@ def daemon_set(name: str, options: Options, pod_spec: dict) -> dict:
                     "priorityClassName": "system-node-critical",
                     "tolerations": [{"operator": "Exists"}],
                     "nodeSelector": {"kubernetes.io/os": "linux"},
-                    "initContainers": [install_container(options)],
                     **pod_spec,
                 },
             },
@@ -134,7 +167,6 @@ def dhcp_objects(options: Options) -> list:
         "volumeMounts": mounts,
     }
     volumes = [
-        host_path("cni-bin-dir", options.cni_bin_dir, "DirectoryOrCreate"),
         host_path("socket-dir", "/run/cni", "DirectoryOrCreate"),
         host_path("netns", "/var/run/netns", "DirectoryOrCreate"),
         host_path("proc", "/proc", "Directory"),
@@ -151,9 +183,8 @@ def reconciler_objects(options: Options) -> list:
         command += ["--source", source]
     mounts = [
         {"name": "cron-schedule", "mountPath": "/cron-schedule", "readOnly": True},
-        {"name": "cni-net-dir", "mountPath": "/etc/kubernetes/cni/net.d", "readOnly": True},
-        {"name": "cni-net-dir-upstream", "mountPath": "/etc/cni/net.d", "readOnly": True},
-        {"name": "store", "mountPath": "/var/lib/cni/whereabouts"},
+        *({"name": name, "mountPath": path, "readOnly": True} for name, path in CNI_CONF_DIRS),
+        {"name": "store", "mountPath": STORE_DIR},
         {"name": "netns", "mountPath": "/var/run/netns", "mountPropagation": "HostToContainer", "readOnly": True},
         {"name": "run-netns", "mountPath": "/run/netns", "mountPropagation": "HostToContainer", "readOnly": True},
     ]
@@ -167,14 +198,12 @@ def reconciler_objects(options: Options) -> list:
         "volumeMounts": mounts,
     }
     volumes = [
-        host_path("cni-bin-dir", options.cni_bin_dir, "DirectoryOrCreate"),
         # Optional: without the ConfigMap the default schedule (daily) applies.
         {"name": "cron-schedule", "configMap": {"name": CONFIGMAP, "optional": True, "defaultMode": 0o644,
                                                 "items": [{"key": "reconciler_cron_expression",
                                                            "path": "config"}]}},
-        host_path("cni-net-dir", "/etc/kubernetes/cni/net.d", "DirectoryOrCreate"),
-        host_path("cni-net-dir-upstream", "/etc/cni/net.d", "DirectoryOrCreate"),
-        host_path("store", "/var/lib/cni/whereabouts", "DirectoryOrCreate"),
+        *(host_path(name, path, "DirectoryOrCreate") for name, path in CNI_CONF_DIRS),
+        host_path("store", STORE_DIR, "DirectoryOrCreate"),
         host_path("netns", "/var/run/netns", "DirectoryOrCreate"),
         host_path("run-netns", "/run/netns", "DirectoryOrCreate"),
     ]
@@ -196,3 +225,30 @@ def pod_reader(options: Options) -> list:
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
                "subjects": [{"kind": "ServiceAccount", "name": RECONCILER_NAME, "namespace": options.namespace}]}
     return [role, binding]
+
+
+def agent_objects(options: Options) -> list:
+    """The node agent: answers the node's whereabouts calls on the host's socket (docs/agent.md).
+
+    ``hostNetwork`` (as every daemon here) also gives it the node's host
+    name, which the etcd store records with each allocation.
+    """
+    socket = f"{AGENT_SOCKET_DIR}/agent.sock"
+    mounts = [{"name": "socket-dir", "mountPath": AGENT_SOCKET_DIR},
+              {"name": "store", "mountPath": STORE_DIR}]
+    mounts += [{"name": name, "mountPath": path, "readOnly": True} for name, path in CNI_CONF_DIRS]
+    container = {
+        "name": "agent",
+        "image": options.image,
+        "command": ["cni-ipam", "agent", "--socket", socket],
+        "securityContext": {"runAsUser": 0},
+        "resources": {"requests": {"cpu": "10m", "memory": "50Mi"}},
+        "volumeMounts": mounts,
+    }
+    # Same paths as on the host: plugins on the host connect to this socket, and name
+    # flat files, TLS files and the store by their host paths.
+    volumes = [host_path("socket-dir", AGENT_SOCKET_DIR, "DirectoryOrCreate"),
+               host_path("store", STORE_DIR, "DirectoryOrCreate")]
+    volumes += [host_path(name, path, "DirectoryOrCreate") for name, path in CNI_CONF_DIRS]
+    return [service_account(AGENT_NAME, options, token=False),
+            daemon_set(AGENT_NAME, options, {"containers": [container], "volumes": volumes})]
