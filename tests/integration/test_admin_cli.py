@@ -16,18 +16,6 @@ RANGE = "192.0.2.0/28"  # 14 usable; 192.0.2.1 excluded: 13 allocatable
 STORES = ("sqlite", "etcd")
 
 
-@pytest.fixture(scope="module")
-def bin_dir(request, tmp_path_factory) -> str:
-    try:
-        return request.getfixturevalue("plugin_bin_dir")
-    except pytest.FixtureLookupError:
-        from cni_ipam.install import install
-
-        directory = str(tmp_path_factory.mktemp("cni-bin-admin"))
-        install(directory, names=["whereabouts"])
-        return directory
-
-
 @pytest.fixture(params=STORES)
 def flat(request, tmp_path) -> str:
     """A flat file naming a fresh store of each kind."""

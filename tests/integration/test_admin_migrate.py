@@ -5,22 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 from cni_ipam.cli import main
 from cni_ipam.lab import cni_env, run_plugin
-
-
-@pytest.fixture(scope="module")
-def bin_dir(request, tmp_path_factory) -> str:
-    try:
-        return request.getfixturevalue("plugin_bin_dir")
-    except pytest.FixtureLookupError:
-        from cni_ipam.install import install
-
-        directory = str(tmp_path_factory.mktemp("cni-bin-admin-migrate"))
-        install(directory, names=["whereabouts"])
-        return directory
 
 
 def add(bin_dir, flat, pod, rng="192.0.2.0/28", network_name=""):

@@ -5,21 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 from cni_ipam.lab import cni_env, run_plugin
-
-
-@pytest.fixture(scope="module")
-def bin_dir(request, tmp_path_factory) -> str:
-    try:
-        return request.getfixturevalue("plugin_bin_dir")
-    except pytest.FixtureLookupError:
-        from cni_ipam.install import install
-
-        directory = str(tmp_path_factory.mktemp("cni-bin-admin-log"))
-        install(directory, names=["whereabouts"])
-        return directory
 
 
 def call(bin_dir, command, cid, ipam, tmp_path, rng="192.0.2.0/30"):

@@ -12,23 +12,11 @@ from cni_ipam.cli import main
 from cni_ipam.lab import cni_env, run_plugin
 from cni_ipam.store.base import Allocation
 from cni_ipam.store.etcd import ip_key, seg
-from cni_ipam.store.etcd_client import EtcdClient, delete, put
+from cni_ipam.store.etcd_client import delete, put
 from cni_ipam.store.sqlite import encode_ip
 
 POOL = "/192.0.2.0/28"  # network_name "" and its range: the pool the plugin fills
 WIDE = "/192.0.2.0/24"  # another range of the same address space ""
-
-
-@pytest.fixture(scope="module")
-def bin_dir(request, tmp_path_factory) -> str:
-    try:
-        return request.getfixturevalue("plugin_bin_dir")
-    except pytest.FixtureLookupError:
-        from cni_ipam.install import install
-
-        directory = str(tmp_path_factory.mktemp("cni-bin-admin-verify"))
-        install(directory, names=["whereabouts"])
-        return directory
 
 
 def add(bin_dir, flat, pod) -> str:
@@ -127,19 +115,9 @@ def test_sqlite_verify_text_output_names_the_problem_and_the_fix(sqlite_flat, ca
 # --- etcd ----------------------------------------------------------------------------------
 
 @pytest.fixture
-def etcd_flat(bin_dir, etcd_cluster, etcd_prefix, tmp_path) -> str:
-    path = tmp_path / "whereabouts.conf"
-    path.write_text(json.dumps({"datastore": "etcd", "etcd_endpoints": etcd_cluster.endpoints,
-                                "etcd_prefix": etcd_prefix}))
-    add(bin_dir, str(path), "p0")  # 192.0.2.1
-    return str(path)
-
-
-@pytest.fixture
-def client(etcd_cluster):
-    opened = EtcdClient(etcd_cluster.endpoints)
-    yield opened
-    opened.close()
+def etcd_flat(bin_dir, etcd_flat_file) -> str:
+    add(bin_dir, etcd_flat_file, "p0")  # 192.0.2.1
+    return etcd_flat_file
 
 
 def record(pool, ip, cid="cid-planted", space="") -> bytes:

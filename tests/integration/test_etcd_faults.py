@@ -27,7 +27,6 @@ import random
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ from collections import Counter
 import pytest
 
 from cni_ipam.lab import cni_env, run_plugin
+from plugin_procs import finish, start_add
 
 NETWORK = "fault-net"
 IFNAME = "net1"
@@ -109,23 +109,6 @@ def call(bin_dir: str, command: str, container_id: str, config: dict, timeout: f
 
 def returned(result: dict) -> set:
     return {ipaddress.ip_interface(ip["address"]).ip for ip in result["ips"]}
-
-
-def start_add(bin_dir: str, container_id: str, config: dict) -> subprocess.Popen:
-    """Exec an ADD with its config already on stdin (the pipe holds it even if the process dies early)."""
-    proc = subprocess.Popen([os.path.join(bin_dir, "whereabouts")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env_for("ADD", bin_dir, container_id))
-    proc.stdin.write(json.dumps(config).encode())
-    proc.stdin.close()
-    return proc
-
-
-def finish(proc: subprocess.Popen) -> tuple:
-    """(exit code, stdout, stderr) of a process that ended or was killed."""
-    out, err = proc.stdout.read(), proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
-    return proc.wait(), out.decode(errors="replace"), err.decode(errors="replace")
 
 
 # -- the store, read directly ---------------------------------------------------------------------------------
@@ -458,7 +441,8 @@ def test_sigkill_mid_add_leaves_only_what_gc_finds(plugin_bin_dir, healthy, etcd
     # 1. Deterministic: killed after its first claim (the IPv4 range) is committed, before it is answered.
     proxy = HoldingProxy(cluster.members[0].client_port)
     try:
-        proc = start_add(plugin_bin_dir, "claimed-then-killed", netconf([proxy.url], etcd_prefix))
+        proc = start_add(plugin_bin_dir, env_for("ADD", plugin_bin_dir, "claimed-then-killed"),
+                         netconf([proxy.url], etcd_prefix))
         got_there = proxy.withheld.wait(60)
         proc.send_signal(signal.SIGKILL)
         code, out, err = finish(proc)
@@ -494,7 +478,7 @@ def test_sigkill_mid_add_leaves_only_what_gc_finds(plugin_bin_dir, healthy, etcd
     try:
         for i in range(16):
             cid = f"killed-{i:02d}"
-            proc = start_add(plugin_bin_dir, cid, config)
+            proc = start_add(plugin_bin_dir, env_for("ADD", plugin_bin_dir, cid), config)
             with lock:
                 recent = sorted(durations[-9:])
             window = max(0.04, recent[len(recent) // 2] if recent else 0)

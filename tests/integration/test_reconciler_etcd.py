@@ -23,31 +23,9 @@ from cni_ipam.store.etcd import EtcdStore, ip_key, seg
 from cni_ipam.store.etcd_client import EtcdClient, delete, put
 
 
-@pytest.fixture(scope="module")
-def bin_dir(request, tmp_path_factory) -> str:
-    try:
-        return request.getfixturevalue("plugin_bin_dir")
-    except pytest.FixtureLookupError:
-        from cni_ipam.install import install
-
-        directory = str(tmp_path_factory.mktemp("cni-bin-reconciler-etcd"))
-        install(directory, names=["whereabouts"])
-        return directory
-
-
 @pytest.fixture
-def flat(etcd_cluster, etcd_prefix, tmp_path) -> str:
-    path = tmp_path / "whereabouts.conf"
-    path.write_text(json.dumps({"datastore": "etcd", "etcd_endpoints": etcd_cluster.endpoints,
-                                "etcd_prefix": etcd_prefix}))
-    return str(path)
-
-
-@pytest.fixture
-def client(etcd_cluster):
-    opened = EtcdClient(etcd_cluster.endpoints)
-    yield opened
-    opened.close()
+def flat(etcd_flat_file) -> str:
+    return etcd_flat_file
 
 
 def add(bin_dir, flat, pod) -> str:

@@ -27,18 +27,6 @@ NETWORK = "leaknet"
 IFNAME = "net1"
 
 
-@pytest.fixture(scope="module")
-def bin_dir(request, tmp_path_factory) -> str:
-    try:
-        return request.getfixturevalue("plugin_bin_dir")
-    except pytest.FixtureLookupError:
-        from cni_ipam.install import install
-
-        directory = str(tmp_path_factory.mktemp("cni-bin-reconciler"))
-        install(directory, names=["whereabouts"])
-        return directory
-
-
 class Namespaces:
     """Network namespace paths for pods: plain files, or real namespaces from ``ip netns add``."""
 

@@ -18,24 +18,10 @@ import sys
 import threading
 from urllib.request import urlopen
 
-import pytest
-
 from cni_ipam.lab import cni_env, run_plugin
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "k8s")
 PATIENCE = 120.0  # seconds to wait for a line before giving up (a failure, not a measurement)
-
-
-@pytest.fixture(scope="module")
-def bin_dir(request, tmp_path_factory) -> str:
-    try:
-        return request.getfixturevalue("plugin_bin_dir")
-    except pytest.FixtureLookupError:
-        from cni_ipam.install import install
-
-        directory = str(tmp_path_factory.mktemp("cni-bin-reconciler-daemon"))
-        install(directory, names=["whereabouts"])
-        return directory
 
 
 def add(bin_dir, flat, pod, netns, ip="", namespace="apps") -> str:

@@ -22,26 +22,12 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from cni_ipam.lab import cni_env, run_plugin
+from plugin_procs import sqlite_rows
 
 WORKERS = 16
 PER_WORKER = 50  # 16 x 50 = 800 ADDs on one range
 SUBNET = "10.2.0.0/16"
-
-
-@pytest.fixture(scope="module")
-def bin_dir(request, tmp_path_factory) -> str:
-    """``plugin_bin_dir`` from tests/conftest.py if it is there, else our own install."""
-    try:
-        return request.getfixturevalue("plugin_bin_dir")
-    except pytest.FixtureLookupError:
-        from cni_ipam.install import install
-
-        path = tmp_path_factory.mktemp("cni-bin-concurrency")
-        install(str(path), names=["whereabouts"])
-        return str(path)
 
 
 def netconf(db: str, network_name: str = "", net: str = "wb-net") -> dict:
@@ -90,17 +76,6 @@ def returned_ip(call) -> ipaddress.IPv4Address:
     return interface.ip
 
 
-def stored(db: str) -> list:
-    """(pool, space, network, container_id, ifname, ip) rows, read with plain sqlite3."""
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute("SELECT pool, space, network, container_id, ifname, ip FROM allocations").fetchall()
-    finally:
-        con.close()
-    # ip is a family byte then the big-endian address
-    return [(p, s, n, c, i, ipaddress.ip_address(int.from_bytes(ip[1:], "big"))) for p, s, n, c, i, ip in rows]
-
-
 def first_addresses(count: int) -> set:
     """The ``count`` lowest usable addresses of SUBNET: what lowest-free gives with no DELs in between."""
     hosts = ipaddress.ip_network(SUBNET).hosts()
@@ -122,7 +97,7 @@ def test_16_processes_one_range_no_duplicates_then_all_released(bin_dir, tmp_pat
     # Every ADD was serialized and took the lowest free address, so together they are the lowest 800.
     assert set(addresses) == first_addresses(WORKERS * PER_WORKER)
 
-    rows = stored(db)
+    rows = sqlite_rows(db)
     assert len(rows) == WORKERS * PER_WORKER
     assert len({row[5] for row in rows}) == len(rows)
     assert {(row[3], row[4]): row[5] for row in rows} == {(cid, "net1"): ip for cid, ip in by_container.items()}
@@ -131,7 +106,7 @@ def test_16_processes_one_range_no_duplicates_then_all_released(bin_dir, tmp_pat
     deleted = run_all(bin_dir, [[("DEL", cid, conf) for cid in reversed(mine)] for mine in ids])
     assert len(deleted) == WORKERS * PER_WORKER
     assert failures(deleted) == [], f"{len(failures(deleted))} DELs failed, first: {failures(deleted)[:3]}"
-    assert stored(db) == []
+    assert sqlite_rows(db) == []
 
     # The store is still healthy: a fresh ADD gets the lowest address again (hint lowered by the DELs).
     again = run_plugin(os.path.join(bin_dir, "whereabouts"),
@@ -172,7 +147,7 @@ def test_two_network_names_share_one_cidr_concurrently(bin_dir, tmp_path):
         assert len(set(got.values())) == half, f"{name}: an address was handed out twice within the name"
         assert set(got.values()) == first_addresses(half), f"{name} was not served from its own lowest addresses"
 
-    rows = stored(db)
+    rows = sqlite_rows(db)
     assert len(rows) == WORKERS * per_worker
     for name, got in per_name.items():
         mine = [row for row in rows if row[1] == name]
@@ -181,7 +156,7 @@ def test_two_network_names_share_one_cidr_concurrently(bin_dir, tmp_path):
 
     deleted = run_all(bin_dir, [[("DEL", cid, conf) for _, cid, conf in mine] for mine in jobs])
     assert failures(deleted) == [], f"{len(failures(deleted))} DELs failed, first: {failures(deleted)[:3]}"
-    assert stored(db) == []
+    assert sqlite_rows(db) == []
 
 
 def test_second_process_creating_the_store_waits_for_the_first(bin_dir, tmp_path):
@@ -214,4 +189,4 @@ def test_second_process_creating_the_store_waits_for_the_first(bin_dir, tmp_path
         out, err = second.stdout.read(), second.stderr.read()
     assert second.returncode == 0, (out, err)
     assert json.loads(out)["ips"] == [{"address": "10.2.0.1/16"}]
-    assert [row[3] for row in stored(db)] == ["second"]
+    assert [row[3] for row in sqlite_rows(db)] == ["second"]

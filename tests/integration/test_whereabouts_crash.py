@@ -19,13 +19,13 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 
 import pytest
 
 from cni_ipam.lab import cni_env, run_plugin
+from plugin_procs import finish, sqlite_rows, start_add
 
 SUBNET = "10.3.0.0/16"
 NETWORK = "crash-net"
@@ -36,19 +36,6 @@ KILLS = 40
 # still land inside the store transaction and after the commit, not only during interpreter start-up.
 KILL_WINDOW = 0.040
 BACKGROUND_WORKERS = 3  # ADDs that run to completion alongside the killed ones
-
-
-@pytest.fixture(scope="module")
-def bin_dir(request, tmp_path_factory) -> str:
-    """``plugin_bin_dir`` from tests/conftest.py if it is there, else our own install."""
-    try:
-        return request.getfixturevalue("plugin_bin_dir")
-    except pytest.FixtureLookupError:
-        from cni_ipam.install import install
-
-        path = tmp_path_factory.mktemp("cni-bin-crash")
-        install(str(path), names=["whereabouts"])
-        return str(path)
 
 
 @pytest.fixture
@@ -81,33 +68,6 @@ def address_of(call) -> ipaddress.IPv4Address:
 def address_in(result: dict) -> ipaddress.IPv4Address:
     (ip,) = result["ips"]
     return ipaddress.ip_interface(ip["address"]).ip
-
-
-def start_add(bin_dir: str, db: str, container_id: str) -> subprocess.Popen:
-    """Exec an ADD with its config already on stdin (the pipe holds it even if the process dies early)."""
-    proc = subprocess.Popen([os.path.join(bin_dir, "whereabouts")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env_for("ADD", bin_dir, container_id))
-    proc.stdin.write(json.dumps(netconf(db)).encode())
-    proc.stdin.close()
-    return proc
-
-
-def finish(proc: subprocess.Popen) -> tuple:
-    """(exit code, stdout, stderr) of a process that ended or was killed."""
-    out, err = proc.stdout.read(), proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
-    return proc.wait(), out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def store_rows(db: str) -> list:
-    """(pool, space, network, container_id, ifname, ip) from the store file, with plain sqlite3."""
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute("SELECT pool, space, network, container_id, ifname, ip FROM allocations").fetchall()
-    finally:
-        con.close()
-    return [(p, s, n, c, i, ipaddress.ip_address(int.from_bytes(ip[1:], "big"))) for p, s, n, c, i, ip in rows]
 
 
 def check_store_whole(db: str, why: str) -> None:
@@ -162,7 +122,7 @@ def test_sigkill_during_add_keeps_store_whole_and_gc_frees_orphans(bin_dir, tmp_
     try:
         for i in range(KILLS):
             cid = f"killed-{i:03d}"
-            proc = start_add(bin_dir, db, cid)
+            proc = start_add(bin_dir, env_for("ADD", bin_dir, cid), netconf(db))
             with lock:
                 recent = sorted(durations[-9:])
             window = max(KILL_WINDOW, recent[len(recent) // 2] if recent else 0)
@@ -187,7 +147,7 @@ def test_sigkill_during_add_keeps_store_whole_and_gc_frees_orphans(bin_dir, tmp_
     assert len(set(succeeded.values())) == len(succeeded), f"{why}: two successful ADDs got one address"
 
     check_store_whole(db, why)
-    rows = store_rows(db)
+    rows = sqlite_rows(db)
     held = {(cid, ifname): ip for _, _, network, cid, ifname, ip in rows if network == NETWORK}
     assert len(held) == len(rows), why
     for cid, ip in succeeded.items():
@@ -203,7 +163,7 @@ def test_sigkill_during_add_keeps_store_whole_and_gc_frees_orphans(bin_dir, tmp_
     assert gc.ok, f"{why}: {gc}"
 
     check_store_whole(db, why)
-    after_gc = {(cid, ifname): ip for _, _, _, cid, ifname, ip in store_rows(db)}
+    after_gc = {(cid, ifname): ip for _, _, _, cid, ifname, ip in sqlite_rows(db)}
     assert after_gc == {(cid, IFNAME): ip for cid, ip in succeeded.items()}, why
 
     # The hint survived the kills and the GC: the next ADD gets the lowest free address.
@@ -223,7 +183,7 @@ def test_sigkill_while_the_store_is_being_created(bin_dir, tmp_path, seed):
     for round_ in range(30):
         why = f"seed {seed}, round {round_}"
         db = str(tmp_path / f"round{round_}" / "whereabouts.db")
-        proc = start_add(bin_dir, db, "first")
+        proc = start_add(bin_dir, env_for("ADD", bin_dir, "first"), netconf(db))
         deadline = time.monotonic() + 30
         while not os.path.exists(db) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.0002)
@@ -235,7 +195,7 @@ def test_sigkill_while_the_store_is_being_created(bin_dir, tmp_path, seed):
         call = add(bin_dir, db, "second")
         assert call.ok, f"{why}: the store is unusable after a kill during its creation: {call}"
         check_store_whole(db, why)
-        held = {cid: ip for _, _, _, cid, _, ip in store_rows(db)}
+        held = {cid: ip for _, _, _, cid, _, ip in sqlite_rows(db)}
         assert held["second"] == address_of(call), why
         assert set(held) <= {"first", "second"}, why
 

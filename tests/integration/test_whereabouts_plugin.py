@@ -18,19 +18,6 @@ from cni_ipam.lab import cni_env, run_plugin
 NETNS = "/run/netns/wb-test-pod"  # an IPAM plugin never enters it
 
 
-@pytest.fixture(scope="module")
-def bin_dir(request, tmp_path_factory) -> str:
-    """Our launchers: tests/conftest.py's session fixture if there is one, else installed here."""
-    try:
-        return request.getfixturevalue("plugin_bin_dir")
-    except pytest.FixtureLookupError:
-        from cni_ipam.install import install
-
-        directory = str(tmp_path_factory.mktemp("cni-bin"))
-        install(directory)
-        return directory
-
-
 class Whereabouts:
     """Runs the installed ``whereabouts`` executable against one store."""
 
