@@ -13,7 +13,6 @@ import concurrent.futures
 import ipaddress
 import sqlite3
 import subprocess
-import time
 
 import pytest
 
