@@ -217,6 +217,33 @@ def test_an_opened_store_is_closed_after_the_run():
     assert closed == [True]
 
 
+def test_after_sees_the_pass_result_on_the_same_open_store_once():
+    """The daemon's pool gauges are counted on the run's own store, after the stale ones are freed."""
+    store = MemoryStore()
+    fill(store, alloc(1), alloc(2))
+    opened, seen = [], []
+    store.close = lambda: seen.append("closed")
+
+    def opener():
+        opened.append(True)
+        return store
+
+    report = reconcile(opener, [Fixed({"192.0.2.1": gone(), "192.0.2.2": here()})], new_log(), GRACE,
+                       clock=lambda: NOW, after=lambda s: seen.append((s is store, addresses(s))))
+    assert report.ok and opened == [True]
+    assert seen == [(True, ["192.0.2.2"]), "closed"]
+
+
+def test_after_is_not_called_when_the_pass_failed():
+    seen = []
+
+    def opener():
+        raise ConnectionError("etcd unreachable")
+
+    report = reconcile(opener, [], new_log(), GRACE, clock=lambda: NOW, after=seen.append)
+    assert not report.ok and seen == []
+
+
 # --- a run that fails halfway ---
 
 def test_a_failure_halfway_leaves_the_sqlite_store_whole_and_the_next_run_finishes(tmp_path):

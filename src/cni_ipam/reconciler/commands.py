@@ -210,18 +210,16 @@ def _opener(args, log):
     return open_store
 
 
-def _observe_pools(metrics, open_store, log) -> None:
-    """Refresh the per-pool gauges after a run; a store that cannot be read only costs this refresh."""
+def _pool_observer(metrics, log):
+    """Refreshes the per-pool gauges from the run's open store; a failure only costs this refresh."""
     from ..admin.state import pool_stats
 
-    try:
-        store = open_store()
+    def observe(store) -> None:
         try:
             metrics.observe_pools(pool_stats(store.allocations(), store.list_hints()))
-        finally:
-            store.close()
-    except Exception as exc:  # metrics must never stop the reconciler
-        log("metrics-error", f"could not count the pools for the metrics: {exc}", error=str(exc))
+        except Exception as exc:  # metrics must never fail a run
+            log("metrics-error", f"could not count the pools for the metrics: {exc}", error=str(exc))
+    return observe
 
 
 def _check_config(args) -> None:
@@ -296,11 +294,11 @@ def cmd_reconciler(args) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
 
+    observe = _pool_observer(metrics, log) if metrics is not None else None
+
     def run_pass():
-        report = reconcile(_opener(args, log), sources, log, args.grace, dry_run=args.dry_run, clock=clock.now)
-        if metrics is not None:
-            _observe_pools(metrics, _opener(args, log), log)
-        return report
+        return reconcile(_opener(args, log), sources, log, args.grace, dry_run=args.dry_run, clock=clock.now,
+                         after=observe)
 
     daemon = Daemon(watcher, run_pass, clock, log, metrics, poll=args.poll or DEFAULT_POLL)
     daemon.run(stop, max_runs=args.max_runs)

@@ -105,10 +105,11 @@ class Report:
 
 
 def reconcile(store, sources, log, grace: float, dry_run: bool = False, clock=time.time,
-              monotonic=time.monotonic) -> Report:
+              monotonic=time.monotonic, after=None) -> Report:
     """One pass over ``store`` (a Store, or a function that opens one: it is then opened inside the run
     and closed after it, so a store that cannot be opened is a failed run).  Exceptions are logged and
-    reported, never raised."""
+    reported, never raised.  ``after(store)``, if given, runs once the pass is done, on the same open
+    store (the daemon counts the pools for its metrics there, without opening the store again)."""
     report = Report(dry_run)
     started, start_mono = clock(), monotonic()
     log("run-start", f"reconcile run started{' (dry run: nothing will be freed)' if dry_run else ''}",
@@ -119,6 +120,8 @@ def reconcile(store, sources, log, grace: float, dry_run: bool = False, clock=ti
             store = opened = store()
         _run(store, sources, log, grace, dry_run, clock, report)
         report.ok = True
+        if after is not None:
+            after(store)
     except Exception as exc:  # noqa: BLE001 -- the daemon must outlive any one run
         report.errors.append(str(exc))
         log("run-error", f"reconcile run failed: {exc}; what was freed before stays freed, nothing else changed",
