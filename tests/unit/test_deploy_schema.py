@@ -43,16 +43,24 @@ def check_nad(doc):
     json.loads(doc["spec"]["config"])
 
 
+def validate_object(doc, version):
+    """One object against its kind's schema: the CRD's for a NAD, Kubernetes' (strict) for the rest.
+
+    Shared with test_deploy_plain.py, which checks the shipped manifests the same way.
+    """
+    if doc["kind"] == "NetworkAttachmentDefinition":
+        check_nad(doc)
+    else:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_rendered_objects_are_valid(name, version):
     kinds = set()
     for doc in objects(name) + objects(name, kubernetes_source=False, namespace="cni-ipam", agent=True):
         kinds.add(doc["kind"])
-        if doc["kind"] == "NetworkAttachmentDefinition":
-            check_nad(doc)
-        else:
-            kubernetes_validate.validate(doc, version, strict=True)
+        validate_object(doc, version)
     assert "NetworkAttachmentDefinition" in kinds
 
 

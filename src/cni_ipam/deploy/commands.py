@@ -3,6 +3,10 @@
 Everything is checked before anything is written, so a refused input leaves
 no half-written output (exit 2, the network's name and the reason on
 stderr).  Notes (warnings from the plugins' parsers) go to stderr too.
+
+``--plain --output-dir DIR`` writes the plain manifest set (``deploy/``)
+instead, from the same functions (:mod:`.plain`).  This module also
+registers ``cni-ipam sync-files`` (:mod:`.syncfiles`), which that set runs.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import sys
 
 from .manifests import DEFAULT_CNI_BIN_DIR, DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_RUNTIME_DIR
+
+PLAIN_NAMESPACE = "cni-ipam"  # plain.NAMESPACE; repeated so --help does not import the builders
 
 
 def register(subparsers) -> None:
@@ -19,11 +25,13 @@ def register(subparsers) -> None:
                     "YAML, one NetworkAttachmentDefinition per network, plus the DHCP daemon DaemonSet when a "
                     "network uses dhcp and the whereabouts-reconciler DaemonSet when one uses whereabouts, as "
                     "the Cluster Network Operator would.",
-        epilog="example: cni-ipam render network.yaml --image registry.example.com/cni-ipam:0.1.0 | oc apply -f -")
-    p.add_argument("input", nargs="?", default="-", metavar="FILE",
+        epilog="example: cni-ipam render network.yaml --image registry.example.com/cni-ipam:0.1.0 | oc apply -f -\n"
+               "         cni-ipam render --plain --output-dir deploy")
+    p.add_argument("input", nargs="?", default=None, metavar="FILE",
                    help="the Network resource, YAML or JSON (default: stdin)")
-    p.add_argument("--namespace", default=DEFAULT_NAMESPACE, metavar="NS",
-                   help=f"namespace of the daemon sets (default {DEFAULT_NAMESPACE}; it must exist)")
+    p.add_argument("--namespace", default=None, metavar="NS",
+                   help=f"namespace of the daemon sets (default {DEFAULT_NAMESPACE}, with --plain "
+                        f"{PLAIN_NAMESPACE}; it must exist, except with --plain, which creates it)")
     p.add_argument("--image", default=DEFAULT_IMAGE, metavar="IMAGE",
                    help=f"image holding cni-ipam (default {DEFAULT_IMAGE}, a placeholder: use your own)")
     p.add_argument("--cni-bin-dir", default=DEFAULT_CNI_BIN_DIR, metavar="DIR",
@@ -38,7 +46,15 @@ def register(subparsers) -> None:
     p.add_argument("--no-kubernetes-source", dest="kubernetes_source", action="store_false",
                    help="reconciler without the kubernetes liveness source: netns only, and no RBAC at all")
     p.add_argument("-o", "--output", default="-", metavar="FILE", help="where to write the YAML (default: stdout)")
+    p.add_argument("--plain", action="store_true",
+                   help="write the plain manifest set for clusters without the OpenShift operator (no FILE), "
+                        "one kustomization per directory, into --output-dir")
+    p.add_argument("--output-dir", metavar="DIR", help="with --plain: where to write it (e.g. deploy)")
     p.set_defaults(func=cmd_render)
+
+    from .syncfiles import register as register_sync_files
+
+    register_sync_files(subparsers)
 
 
 def read_resource(path: str):
@@ -74,8 +90,23 @@ def _dir(path: str) -> str:
 def options_from(args):
     from .manifests import Options
 
-    return Options(namespace=args.namespace, image=args.image, cni_bin_dir=_dir(args.cni_bin_dir),
+    return Options(namespace=args.namespace or DEFAULT_NAMESPACE, image=args.image, cni_bin_dir=_dir(args.cni_bin_dir),
                    kubernetes_source=args.kubernetes_source, runtime_dir=_dir(args.runtime_dir), agent=args.agent)
+
+
+def cmd_plain(args) -> int:
+    """The plain set: no input; refuses the flags that only make sense for a Network resource."""
+    from .plain import plain_files, plain_options, write_plain
+
+    if args.input is not None or args.output != "-" or not args.output_dir:
+        print("cni-ipam render: --plain reads no FILE and writes no -o; give --output-dir DIR", file=sys.stderr)
+        return 2
+    options = plain_options(namespace=args.namespace or PLAIN_NAMESPACE, image=args.image,
+                            cni_bin_dir=_dir(args.cni_bin_dir), runtime_dir=_dir(args.runtime_dir),
+                            kubernetes_source=args.kubernetes_source)
+    for path in write_plain(args.output_dir, plain_files(options)):
+        print(f"wrote {path}")
+    return 0
 
 
 def cmd_render(args) -> int:
@@ -83,6 +114,13 @@ def cmd_render(args) -> int:
 
     import yaml
 
+    if args.plain:
+        return cmd_plain(args)
+    if args.output_dir:
+        print("cni-ipam render: --output-dir goes with --plain; use -o FILE for a Network's objects",
+              file=sys.stderr)
+        return 2
+    args.input = args.input or "-"
     source = "stdin" if args.input == "-" else args.input
     try:
         resource = read_resource(args.input)

@@ -80,7 +80,7 @@ def nad(network) -> dict:
     }
 
 
-def _meta(name: str, options: Options, namespaced=True) -> dict:
+def object_meta(name: str, options: Options, namespaced=True) -> dict:
     meta = {"name": name}
     if namespaced:
         meta["namespace"] = options.namespace
@@ -89,7 +89,7 @@ def _meta(name: str, options: Options, namespaced=True) -> dict:
 
 
 def service_account(name: str, options: Options, token: bool) -> dict:
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, options),
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": object_meta(name, options),
             "automountServiceAccountToken": token}
 
 
@@ -130,7 +130,7 @@ def daemon_set(name: str, options: Options, pod_spec: dict) -> dict:
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": _meta(name, options),
+        "metadata": object_meta(name, options),
         "spec": {
             "selector": {"matchLabels": labels},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
@@ -218,10 +218,10 @@ def pod_reader(options: Options) -> list:
     """get and list pods, cluster-wide: all the kubernetes liveness source asks the API server."""
     name = f"cni-ipam-{RECONCILER_NAME}"
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": _meta(name, options, namespaced=False),
+            "metadata": object_meta(name, options, namespaced=False),
             "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": _meta(name, options, namespaced=False),
+               "metadata": object_meta(name, options, namespaced=False),
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
                "subjects": [{"kind": "ServiceAccount", "name": RECONCILER_NAME, "namespace": options.namespace}]}
     return [role, binding]

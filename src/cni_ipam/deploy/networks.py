@@ -304,8 +304,12 @@ def plugin_configs(config: dict) -> list:
     return found
 
 
-def check_ipam(name: str, config: dict):
-    """The IPAM types the config uses, and notes; refuses a config our plugin would refuse."""
+def check_ipam(name: str, config: dict, flat_file=None):
+    """The IPAM types the config uses, and notes; refuses a config our plugin would refuse.
+
+    ``flat_file``: the whereabouts.conf the nodes will have (a dict), for a
+    config that relies on it (``deploy/``'s etcd example); render has none.
+    """
     types, notes = set(), []
     for plugin in plugin_configs(config):
         ipam = plugin.get("ipam")
@@ -313,11 +317,11 @@ def check_ipam(name: str, config: dict):
             continue
         types.add(ipam["type"])
         if ipam["type"] in OUR_IPAM:
-            notes += check_with_plugin(name, plugin)
+            notes += check_with_plugin(name, plugin, flat_file)
     return types, notes
 
 
-def check_with_plugin(name: str, config: dict) -> list:
+def check_with_plugin(name: str, config: dict, flat_file=None) -> list:
     """Run the plugin's own config parser on an ADD for a made-up attachment; return its warnings."""
     from ..cni.errors import CNIError
     from ..cni.request import build_request
@@ -336,15 +340,15 @@ def check_with_plugin(name: str, config: dict) -> list:
 
             parse(request)
         else:
-            _check_whereabouts(request)
+            _check_whereabouts(request, flat_file)
     except CNIError as exc:
         reason = exc.msg + (f" ({exc.details})" if exc.details else "")
         raise RenderError(name, f"the {kind} plugin would refuse this config: {reason}") from None
     return [f"{name}: {warning}" for warning in request.warnings]
 
 
-def _check_whereabouts(request) -> None:
-    """whereabouts as the plugin loads it, without this machine's flat file.
+def _check_whereabouts(request, flat_file=None) -> None:
+    """whereabouts as the plugin loads it, with the given flat file (never this machine's).
 
     A config without any range is the OpenShift "shim" that only makes the
     operator start the reconciler; on a node its range could still come from
@@ -352,10 +356,10 @@ def _check_whereabouts(request) -> None:
     every other key before it looks for a range.
     """
     from ..cni.errors import CNIError
-    from ..config.whereabouts import load
+    from ..config.whereabouts import FLAT_FILE_NAME, load
 
     try:
-        load(request, lambda path: None)
+        load(request, lambda path: flat_file if path.endswith("/" + FLAT_FILE_NAME) else None)
     except CNIError as exc:
         if not exc.msg.startswith("ipam: no range"):
             raise

@@ -1,0 +1,206 @@
+"""The plain manifest set in ``deploy/``: generated, complete, valid, and what our plugins accept.
+
+``deploy/`` is written by ``cni-ipam render --plain --output-dir deploy``; after
+a deliberate change to src/cni_ipam/deploy/, run that and read the diff.
+"""
+
+import json
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from cni_ipam.cli import main
+from cni_ipam.deploy.networks import RenderError, check_ipam
+from cni_ipam.deploy.plain import NAMESPACE, plain_files, plain_options
+
+ROOT = pathlib.Path(__file__).parent.parent.parent
+DEPLOY = ROOT / "deploy"
+REGENERATE = "run: cni-ipam render --plain --output-dir deploy (then read the diff)"
+
+
+def shipped_files() -> dict:
+    return {str(p.relative_to(DEPLOY)): p.read_text() for p in sorted(DEPLOY.rglob("*")) if p.is_file()}
+
+
+def manifests():
+    """Every shipped YAML file but the kustomizations, as (path, documents)."""
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            yield path, [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def shipped_documents() -> list:
+    return [(path, doc) for path, docs in manifests() for doc in docs]
+
+
+# --- one definition: deploy/ is what the code writes ---------------------------------------------------
+
+def test_deploy_is_byte_identical_to_what_render_plain_writes():
+    expected, shipped = plain_files(plain_options()), shipped_files()
+    assert sorted(shipped) == sorted(expected), REGENERATE
+    for name, text in expected.items():
+        assert shipped[name] == text, f"deploy/{name} differs; {REGENERATE}"
+
+
+def test_the_command_writes_the_same_files(tmp_path, capsys):
+    assert main(["render", "--plain", "--output-dir", str(tmp_path)]) == 0
+    written = {str(p.relative_to(tmp_path)): p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == shipped_files()
+    assert capsys.readouterr().out.count("wrote ") == len(written)
+
+
+@pytest.mark.parametrize("argv", [["render", "--plain", "x.yaml", "--output-dir", "d"],
+                                  ["render", "--plain"],
+                                  ["render", "--plain", "-o", "x", "--output-dir", "d"],
+                                  ["render", "--output-dir", "d"]])
+def test_plain_flags_are_not_mixed_with_a_network_resources(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert "--output-dir" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- kustomize: every kustomization lists exactly its directory's files ---------------------------------
+
+def kustomizations():
+    return sorted(DEPLOY.rglob("kustomization.yaml"))
+
+
+def test_every_directory_is_a_kustomization_listing_exactly_its_files():
+    directories = {p.parent for p in DEPLOY.rglob("*.yaml")}
+    assert {k.parent for k in kustomizations()} == directories
+    for kustomization in kustomizations():
+        listed = yaml.safe_load(kustomization.read_text())["resources"]
+        here = sorted(p.name for p in kustomization.parent.glob("*.yaml") if p.name != "kustomization.yaml")
+        assert sorted(listed) == here, kustomization
+        assert all((kustomization.parent / name).is_file() for name in listed)
+
+
+def built(directory) -> list:
+    kubectl = shutil.which("kubectl")
+    out = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return list(yaml.safe_load_all(out.stdout))
+
+
+def key(doc):
+    return doc["kind"], doc["metadata"].get("namespace", ""), doc["metadata"]["name"]
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl (with its built-in kustomize) is not installed")
+@pytest.mark.parametrize("kustomization", kustomizations(), ids=lambda p: str(p.parent.relative_to(DEPLOY)) or ".")
+def test_kustomize_builds_each_directory_unchanged(kustomization):
+    """kustomize accepts the layout, and adds or changes nothing: what it builds is what the files hold."""
+    files = [doc for path, doc in shipped_documents() if path.parent == kustomization.parent]
+    assert sorted(built(kustomization.parent), key=key) == sorted(files, key=key)
+
+
+# --- every shipped manifest valid, as test_deploy_schema checks the rendered ones -----------------------
+
+def _validation():
+    return pytest.importorskip("test_deploy_schema", reason="pip install -e '.[test]' (kubernetes-validate)")
+
+
+DOCUMENTS = shipped_documents()
+
+
+@pytest.mark.parametrize("path,doc", DOCUMENTS, ids=[f"{p.relative_to(DEPLOY)}:{d['kind']}" for p, d in DOCUMENTS])
+def test_every_shipped_manifest_is_valid(path, doc):
+    schema = _validation()
+    for version in schema.VERSIONS:
+        schema.validate_object(doc, version)
+
+
+def test_the_kinds_shipped():
+    assert {d["kind"] for _, d in DOCUMENTS} == {
+        "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Secret",
+        "NetworkAttachmentDefinition"}
+
+
+# --- every NAD accepted by our plugin's parser (render's check), with the flat file the nodes get --------
+
+def secret_beside(path):
+    """The etcd Secret in the same directory as ``path``, if there is one."""
+    secret = path.parent / "etcd-secret.yaml"
+    return next(d for d in yaml.safe_load_all(secret.read_text()) if d) if secret.exists() else None
+
+
+def flat_file_beside(path):
+    """The whereabouts.conf that a Secret in the same directory puts on every node, if there is one."""
+    secret = secret_beside(path)
+    return json.loads(secret["stringData"]["whereabouts.conf"]) if secret else None
+
+
+NADS = [(p, d) for p, d in DOCUMENTS if d["kind"] == "NetworkAttachmentDefinition"]
+
+
+@pytest.mark.parametrize("path,doc", NADS, ids=[d["metadata"]["name"] for _, d in NADS])
+def test_every_shipped_nad_is_accepted_by_the_plugin(path, doc):
+    config = json.loads(doc["spec"]["config"])
+    types, notes = check_ipam(doc["metadata"]["name"], config, flat_file_beside(path))
+    assert types & {"static", "dhcp", "whereabouts"} and notes == []
+
+
+def test_the_etcd_example_needs_the_secrets_flat_file():
+    """The example names its datastore, so a node without the flat file refuses instead of allocating alone."""
+    path, doc = next((p, d) for p, d in NADS if d["metadata"]["name"] == "whereabouts-etcd")
+    config = json.loads(doc["spec"]["config"])
+    assert config["ipam"]["datastore"] == "etcd"
+    with pytest.raises(RenderError, match="needs ipam.etcd_host or ipam.etcd_endpoints"):
+        check_ipam("whereabouts-etcd", config)
+    flat, secret = flat_file_beside(path), secret_beside(path)
+    for key in ("etcd_ca_cert_file", "etcd_cert_file", "etcd_key_file"):
+        # The TLS files are keys of the same Secret, copied beside the flat file.
+        directory, name = flat[key].rsplit("/", 1)
+        assert directory == "/etc/cni/net.d/whereabouts.d" and name in secret["stringData"]
+
+
+# --- what the plain set deploys ----------------------------------------------------------------------------
+
+def daemon_sets() -> dict:
+    return {d["metadata"]["name"]: d["spec"]["template"]["spec"] for _, d in DOCUMENTS if d["kind"] == "DaemonSet"}
+
+
+def test_one_installer_installs_the_plugins_and_the_others_do_not():
+    pods = daemon_sets()
+    assert sorted(pods) == ["cni-ipam-agent", "cni-ipam-installer", "dhcp-daemon", "whereabouts-reconciler"]
+    installer = pods.pop("cni-ipam-installer")
+    assert installer["initContainers"][0]["command"] == [
+        "cni-ipam", "install", "--cni-bin-dir", "/host/opt/cni/bin", "--runtime-dir", "/host/opt/cni-ipam",
+        "--host-root", "/host"]
+    assert installer["containers"][0]["command"][:2] == ["cni-ipam", "sync-files"]
+    for name, pod in pods.items():
+        assert "initContainers" not in pod, name
+        assert not {"cni-bin-dir", "runtime-dir"} & {v["name"] for v in pod["volumes"]}, name
+
+
+def test_installer_copies_the_optional_etcd_secret_to_the_flat_file_dir():
+    pod = daemon_sets()["cni-ipam-installer"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["etcd-secret"]["secret"] == {"secretName": "cni-ipam-etcd", "optional": True, "defaultMode": 0o400}
+    assert volumes["flat-file-dir"]["hostPath"]["path"] == "/etc/cni/net.d/whereabouts.d"
+    command = pod["containers"][0]["command"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert command[command.index("--from") + 1] == mounts["etcd-secret"]
+    assert command[command.index("--to") + 1] == mounts["flat-file-dir"] == "/host/etc/cni/net.d/whereabouts.d"
+
+
+def test_everything_in_the_cni_ipam_namespace_with_the_schedule_config_map():
+    for path, doc in DOCUMENTS:
+        if doc["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "NetworkAttachmentDefinition"):
+            assert doc["metadata"]["namespace"] == NAMESPACE, path
+    config_map = next(d for _, d in DOCUMENTS if d["kind"] == "ConfigMap")
+    assert (config_map["metadata"]["name"], config_map["data"]) == (
+        "whereabouts-config", {"reconciler_cron_expression": "30 4 * * *"})
+    namespace = next(d for _, d in DOCUMENTS if d["kind"] == "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def test_the_reconciler_schedule_is_one_the_reconciler_accepts():
+    from cni_ipam.reconciler.cron import parse
+
+    config_map = next(d for _, d in DOCUMENTS if d["kind"] == "ConfigMap")
+    parse(config_map["data"]["reconciler_cron_expression"])
