@@ -25,8 +25,8 @@ def register(subparsers) -> None:
                     "YAML, one NetworkAttachmentDefinition per network, plus the DHCP daemon DaemonSet when a "
                     "network uses dhcp and the whereabouts-reconciler DaemonSet when one uses whereabouts, as "
                     "the Cluster Network Operator would.",
-        epilog="example: cni-ipam render network.yaml --image registry.example.com/cni-ipam:0.1.0 | oc apply -f -\n"
-               "         cni-ipam render --plain --output-dir deploy")
+        epilog="examples: 'cni-ipam render network.yaml --image registry.example.com/cni-ipam:0.1.0 | oc apply "
+               "-f -'; 'cni-ipam render --plain --output-dir deploy' (docs/deploying.md)")
     p.add_argument("input", nargs="?", default=None, metavar="FILE",
                    help="the Network resource, YAML or JSON (default: stdin)")
     p.add_argument("--namespace", default=None, metavar="NS",

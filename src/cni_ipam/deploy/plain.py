@@ -85,9 +85,11 @@ def kustomization(resources: list) -> dict:
 
 
 def namespace(options: Options) -> dict:
-    """Pod Security "privileged": the daemons use host paths and the host network, the DHCP daemon privileges."""
+    """Pod Security "privileged" (as openshift-multus has it): the daemons use host paths and the host
+    network, and the DHCP daemon is privileged."""
     meta = object_meta(options.namespace, options, namespaced=False)
-    meta["labels"] = {**meta["labels"], "pod-security.kubernetes.io/enforce": "privileged"}
+    meta["labels"] = {**meta["labels"], **{f"pod-security.kubernetes.io/{mode}": "privileged"
+                                           for mode in ("enforce", "audit", "warn")}}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
