@@ -12,6 +12,7 @@ APT_PACKAGES=(
   etcd-server etcd-client      # the cluster store's tests
   sqlite3                      # to look into the embedded store by hand
   podman runc conmon busybox-static  # podman e2e tests: CNI backend, runc, busybox image imported without a registry
+  patchelf                     # cni-ipam install --runtime-dir: the copied runtime loads only its own libraries
 )
 
 missing=()

@@ -8,8 +8,14 @@ import sys
 
 def cmd_install(args) -> int:
     from .install import install
+    from .runtime_bundle import BundleError
 
-    for path in install(args.cni_bin_dir, args.python):
+    try:
+        written = install(args.cni_bin_dir, args.python, runtime_dir=args.runtime_dir, host_root=args.host_root)
+    except (BundleError, ValueError) as e:
+        print(f"cni-ipam install: {e}", file=sys.stderr)
+        return 2
+    for path in written:
         print(f"installed {path}")
     return 0
 
@@ -38,7 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cni-bin-dir", default=DEFAULT_BIN_DIR, metavar="DIR",
                    help=f"where the runtime looks for CNI plugins (default {DEFAULT_BIN_DIR})")
     p.add_argument("--python", default=None, metavar="PATH",
-                   help="interpreter for the launchers (default: this one)")
+                   help="interpreter for the launchers (default: this one; not with --runtime-dir)")
+    p.add_argument("--runtime-dir", default=None, metavar="PATH",
+                   help="copy a self-contained Python runtime and this package into PATH and make the "
+                        "launchers use it, so the node needs no Python (for an installer in a container "
+                        "image; PATH as the installer sees it, e.g. /host/var/lib/cni-ipam); see docs/install.md")
+    p.add_argument("--host-root", default="", metavar="ROOT",
+                   help="where the node's root is mounted in the installer, e.g. /host: stripped from "
+                        "--runtime-dir for the paths written into the runtime and launchers "
+                        "(default: \"\", the installer runs on the node)")
     p.set_defaults(func=cmd_install)
 
     p = sub.add_parser("demo", help="show the plugins at work in throw-away network namespaces",

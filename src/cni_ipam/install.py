@@ -5,6 +5,10 @@ with ``-IS`` (isolated, no ``site``): no ``.pth`` hooks, no user site, no
 ``PYTHON*`` variables, so a CNI call pays for Python start-up and the
 modules its command needs, nothing more.  The absolute interpreter path
 matters because runtimes (conmon's DEL) call plugins with almost no PATH.
+
+An installer in a container image passes ``runtime_dir`` (and the node's
+root, ``host_root``): the launchers then run a copy of the interpreter,
+its libraries and this package on the node (docs/install.md).
 """
 
 from __future__ import annotations
@@ -46,10 +50,41 @@ def compile_package(parent: str) -> None:
     compileall.compile_dir(os.path.join(parent, "cni_ipam"), quiet=1)
 
 
-def install(bin_dir: str = DEFAULT_BIN_DIR, python: str | None = None, names=None) -> list:
+def install(bin_dir: str = DEFAULT_BIN_DIR, python: str | None = None, names=None,
+            runtime_dir: str | None = None, host_root: str = "") -> list:
+    """Write the launchers; with ``runtime_dir``, first copy a runtime for them onto the node.
+
+    Without ``runtime_dir`` the launchers run this environment's interpreter
+    and package in place.  With it (an installer in a container image),
+    they run a copy the node can run by itself: see :mod:`cni_ipam.runtime_bundle`.
+    """
+    if runtime_dir is None:
+        if host_root:
+            raise ValueError("host_root only applies with runtime_dir (--host-root needs --runtime-dir)")
+        parent = package_parent()
+        written = write_launchers(bin_dir, python or sys.executable, parent, names)
+        compile_package(parent)
+        return written
+    if python:
+        raise ValueError("python and runtime_dir exclude each other: the runtime brings its own interpreter")
+    return install_with_runtime(bin_dir, runtime_dir, host_root, names)
+
+
+def install_with_runtime(bin_dir: str, runtime_dir: str, host_root: str, names=None) -> list:
+    """Copy a new runtime version, switch to it, then drop the old one (under a lock, so one installer at a time)."""
+    from . import runtime_bundle
+
+    runtime_bundle.preflight(runtime_dir, host_root)
+    with runtime_bundle.locked(runtime_dir):
+        version = runtime_bundle.build(runtime_dir, host_root, package_parent())
+        runtime_bundle.switch(runtime_dir, version)
+        written = write_launchers(bin_dir, version.python, version.package_parent, names)
+        runtime_bundle.remove_old(runtime_dir, keep=version)
+    return written
+
+
+def write_launchers(bin_dir: str, python: str, parent: str, names=None) -> list:
     """Write the launchers atomically (a running plugin never sees half a file)."""
-    python = python or sys.executable
-    parent = package_parent()
     os.makedirs(bin_dir, exist_ok=True)
     written = []
     for name in names or PLUGINS:
@@ -60,5 +95,4 @@ def install(bin_dir: str = DEFAULT_BIN_DIR, python: str | None = None, names=Non
         os.chmod(tmp, 0o755)
         os.replace(tmp, path)
         written.append(path)
-    compile_package(parent)
     return written

@@ -1,0 +1,314 @@
+"""``cni-ipam install --runtime-dir``: plugins that run on a node without Python.
+
+The node is a directory holding only Debian's static busybox (no libc, no
+Python, no /lib); the installer writes into it through ``--host-root``, as
+an init container writes into ``/host``, and the plugins are then run
+inside it with ``chroot`` (root only).  /proc is not mounted there: the
+plugins do not need it, and the interpreter must not need it either.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cni_ipam.install import PLUGINS, install
+from cni_ipam.runtime_bundle import CURRENT, MARKER, PYTHON_NAME, BundleError
+
+NODE_RUNTIME = "/opt/cni-ipam"  # --runtime-dir as the node sees it
+NODE_BIN = "/opt/cni/bin"
+BUSYBOX = "/bin/busybox"  # Debian's busybox-static
+APPLETS = ("sh", "env", "cat", "ls")
+CHROOT = shutil.which("chroot")
+
+STATIC_NET = {
+    "cniVersion": "1.0.0", "name": "bundle", "type": "bridge",
+    "ipam": {"type": "static",
+             "addresses": [{"address": "10.1.1.2/24", "gateway": "10.1.1.1"},
+                           {"address": "fd00:1::2/64", "gateway": "fd00:1::1"}],
+             "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.1.1"}, {"dst": "192.168.17.0/24"}],
+             "dns": {"nameservers": ["10.1.1.1"], "domain": "example.com", "search": ["example.com"]}},
+}
+STATIC_RESULT = {
+    "cniVersion": "1.0.0",
+    "ips": [{"address": "10.1.1.2/24", "gateway": "10.1.1.1"}, {"address": "fd00:1::2/64", "gateway": "fd00:1::1"}],
+    "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.1.1"}, {"dst": "192.168.17.0/24"}],
+    "dns": {"nameservers": ["10.1.1.1"], "domain": "example.com", "search": ["example.com"]},
+}
+# sqlite_path inside the chroot: the plugin's _sqlite3 and libsqlite3 can only come from the bundle.
+WHEREABOUTS_NET = {
+    "cniVersion": "1.0.0", "name": "bundle-wb", "type": "bridge",
+    "ipam": {"type": "whereabouts", "range": "192.168.2.224/28", "datastore": "sqlite", "sqlite_path": "/tmp/wb.db"},
+}
+SUPPORTED = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+
+
+def need_patchelf():
+    if shutil.which("patchelf") is None:
+        pytest.skip("patchelf is not installed (apt-get install patchelf)")
+
+
+def need_root():
+    if os.geteuid() != 0:
+        pytest.skip("chroot into the node's root needs root")
+    if CHROOT is None:
+        pytest.skip("chroot is not installed (coreutils)")
+
+
+def is_static(path: str) -> bool:
+    """No PT_INTERP: the binary needs no loader and no libc (patchelf refuses to print one)."""
+    return subprocess.run(["patchelf", "--print-interpreter", path], capture_output=True).returncode != 0
+
+
+def make_node_root(root: str) -> None:
+    """A node with nothing but static busybox: no Python, no libc."""
+    if not os.path.exists(BUSYBOX) or not is_static(BUSYBOX):
+        pytest.skip(f"{BUSYBOX} is missing or not static (apt-get install busybox-static)")
+    for directory in ("bin", "tmp", "proc", "dev"):
+        os.makedirs(os.path.join(root, directory))
+    shutil.copy2(BUSYBOX, os.path.join(root, "bin", "busybox"))
+    for applet in APPLETS:
+        os.symlink("busybox", os.path.join(root, "bin", applet))
+
+
+def version_dirs(runtime_dir: str) -> list:
+    """The version dirs (``current`` links to one of them; it is not one)."""
+    return sorted(name for name in os.listdir(runtime_dir) if not os.path.islink(os.path.join(runtime_dir, name))
+                  and os.path.isfile(os.path.join(runtime_dir, name, MARKER)))
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """The node's root, after ``cni-ipam install`` (the CLI a DaemonSet runs) wrote into it via --host-root."""
+    need_patchelf()
+    root = str(tmp_path_factory.mktemp("node") / "rootfs")
+    make_node_root(root)
+    done = subprocess.run([sys.executable, "-m", "cni_ipam.cli", "install",
+                           "--cni-bin-dir", root + NODE_BIN, "--runtime-dir", root + NODE_RUNTIME,
+                           "--host-root", root], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [w for name in PLUGINS for w in ("installed", f"{root}{NODE_BIN}/{name}")]
+    return root
+
+
+def run_in_node(root: str, plugin: str, command: str, net: dict | None = None, container: str = "c1"):
+    """Call a plugin as a runtime on the node would: exec'd by path, CNI_* in the environment."""
+    env = {"CNI_COMMAND": command, "CNI_PATH": NODE_BIN, "CNI_IPAM_AGENT_SOCKET": ""}
+    if command != "VERSION":
+        env.update(CNI_CONTAINERID=container, CNI_NETNS="/proc/1/ns/net", CNI_IFNAME="eth0",
+                   CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={container}")
+    stdin = json.dumps(net).encode() if net else b""
+    done = subprocess.run([CHROOT, root, f"{NODE_BIN}/{plugin}"], input=stdin, env=env,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, f"{plugin} {command}: {done.stdout!r} {done.stderr!r}"
+    return json.loads(done.stdout) if done.stdout.strip() else None
+
+
+# --- the launchers and the layout -----------------------------------------------------------------
+
+def test_launchers_name_the_version_by_its_node_path(node):
+    runtime = node + NODE_RUNTIME
+    (version,) = version_dirs(runtime)
+    assert os.readlink(os.path.join(runtime, CURRENT)) == version
+    node_version = f"{NODE_RUNTIME}/{version}"
+    for name, entry in PLUGINS.items():
+        with open(f"{node}{NODE_BIN}/{name}") as f:
+            lines = f.read().splitlines()
+        assert lines[0] == f"#!{node_version}/bin/{PYTHON_NAME} -IS"
+        assert f"sys.path.insert(0, '{node_version}/lib/cni-ipam')" in lines
+        assert f"from {entry.replace(':', ' import ')}" in lines
+
+
+# --- plugins on a node without Python (chroot) ----------------------------------------------------
+
+@pytest.mark.root
+def test_static_add_on_a_node_without_python(node):
+    need_root()
+    assert run_in_node(node, "static", "ADD", STATIC_NET) == STATIC_RESULT
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("plugin", sorted(PLUGINS))
+def test_version_on_a_node_without_python(node, plugin):
+    need_root()
+    assert run_in_node(node, plugin, "VERSION") == {"cniVersion": "1.1.0", "supportedVersions": SUPPORTED}
+
+
+@pytest.mark.root
+def test_whereabouts_add_del_with_the_bundled_sqlite(node):
+    need_root()
+    first = run_in_node(node, "whereabouts", "ADD", WHEREABOUTS_NET, "pod-a")
+    assert first == {"cniVersion": "1.0.0", "ips": [{"address": "192.168.2.225/28"}]}
+    assert os.path.exists(os.path.join(node, "tmp", "wb.db"))
+    second = run_in_node(node, "whereabouts", "ADD", WHEREABOUTS_NET, "pod-b")
+    assert second["ips"] == [{"address": "192.168.2.226/28"}]
+    assert run_in_node(node, "whereabouts", "DEL", WHEREABOUTS_NET, "pod-a") is None
+    again = run_in_node(node, "whereabouts", "ADD", WHEREABOUTS_NET, "pod-c")
+    assert again["ips"] == [{"address": "192.168.2.225/28"}], "DEL did not free the first address"
+
+
+# --- what the bundle refers to --------------------------------------------------------------------
+
+def elves(directory: str) -> list:
+    found = []
+    for parent, _, files in os.walk(directory):
+        for name in files:
+            with open(os.path.join(parent, name), "rb") as f:
+                if f.read(4) == b"\x7fELF":
+                    found.append(os.path.join(parent, name))
+    return found
+
+
+def patchelf(option: str, path: str):
+    done = subprocess.run(["patchelf", option, path], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def test_every_elf_refers_only_to_the_runtime(node):
+    """PT_INTERP inside the node's runtime dir; RUNPATH $ORIGIN-relative (staying inside the version) or there too."""
+    runtime = node + NODE_RUNTIME
+    (version,) = version_dirs(runtime)
+    here, node_version = os.path.join(runtime, version), f"{NODE_RUNTIME}/{version}"
+    found = elves(here)
+    python = os.path.join(here, "bin", PYTHON_NAME)
+    assert len(found) > 20 and python in found
+    loader = patchelf("--print-interpreter", python)
+    assert loader.startswith(f"{node_version}/lib/") and node + loader in found
+    for path in found:
+        interpreter = patchelf("--print-interpreter", path)
+        assert interpreter in (None, loader), f"{path}: PT_INTERP {interpreter}"
+        if path == node + loader:
+            continue  # the loader itself loads nothing
+        rpath = patchelf("--print-rpath", path)
+        assert rpath, f"{path} has no RUNPATH: it would load the node's libraries"
+        for entry in rpath.split(":"):
+            if entry.startswith("$ORIGIN"):
+                resolved = os.path.normpath(entry.replace("$ORIGIN", os.path.dirname(path)))
+                assert resolved.startswith(here + "/"), (path, entry)
+            else:
+                assert entry.startswith(f"{node_version}/"), (path, entry)
+
+
+def test_every_needed_library_is_in_the_bundle(node):
+    runtime = node + NODE_RUNTIME
+    (version,) = version_dirs(runtime)
+    lib = os.path.join(runtime, version, "lib")
+    for path in elves(os.path.join(runtime, version)):
+        for needed in (patchelf("--print-needed", path) or "").split():
+            assert os.path.exists(os.path.join(lib, needed)), f"{path} needs {needed}, not in {lib}"
+
+
+def test_launchers_name_no_path_of_the_image(node):
+    for name in PLUGINS:
+        with open(f"{node}{NODE_BIN}/{name}") as f:
+            text = f.read()
+        assert node not in text and sys.prefix not in text and "/usr/" not in text
+
+
+# --- upgrades -------------------------------------------------------------------------------------
+
+def test_upgrade_replaces_the_runtime_and_leaves_one_version(tmp_path):
+    need_patchelf()
+    runtime, bin_dir = str(tmp_path / "rt"), str(tmp_path / "bin")
+    install(bin_dir, runtime_dir=runtime)
+    (first,) = version_dirs(runtime)
+    # What a killed installer leaves (a marked, half-copied version) is removed;
+    # what is not ours is not touched.
+    os.makedirs(os.path.join(runtime, "v0.0.0-crashed"))
+    open(os.path.join(runtime, "v0.0.0-crashed", MARKER), "w").close()
+    os.makedirs(os.path.join(runtime, "not-ours"))
+
+    install(bin_dir, runtime_dir=runtime)
+    (second,) = version_dirs(runtime)
+    assert second != first
+    assert sorted(os.listdir(runtime)) == sorted([".lock", CURRENT, second, "not-ours"])
+    assert os.readlink(os.path.join(runtime, CURRENT)) == second
+    with open(os.path.join(bin_dir, "static")) as f:
+        assert f.readline() == f"#!{runtime}/{second}/bin/{PYTHON_NAME} -IS\n"
+    done = subprocess.run([os.path.join(bin_dir, "static")], env={"CNI_COMMAND": "VERSION"},
+                          capture_output=True, text=True, timeout=60)
+    assert json.loads(done.stdout)["supportedVersions"] == SUPPORTED
+
+
+def test_a_broken_version_is_never_switched_to(tmp_path, monkeypatch):
+    """The smoke check fails (no _sqlite3): the new version is removed, the old one stays in use."""
+    need_patchelf()
+    from cni_ipam import runtime_bundle
+
+    runtime, bin_dir = str(tmp_path / "rt"), str(tmp_path / "bin")
+    install(bin_dir, runtime_dir=runtime)
+    (first,) = version_dirs(runtime)
+    with open(os.path.join(bin_dir, "whereabouts")) as f:
+        launcher = f.read()
+    monkeypatch.setattr(runtime_bundle, "LEFT_OUT_EXTENSIONS", runtime_bundle.LEFT_OUT_EXTENSIONS + ("_sqlite3",))
+    with pytest.raises(BundleError, match="_sqlite3"):
+        install(bin_dir, runtime_dir=runtime)
+    assert version_dirs(runtime) == [first]
+    assert os.readlink(os.path.join(runtime, CURRENT)) == first
+    with open(os.path.join(bin_dir, "whereabouts")) as f:
+        assert f.read() == launcher
+
+
+def test_bad_calls_are_refused_before_anything_is_written(tmp_path):
+    need_patchelf()
+    with pytest.raises(BundleError, match="not inside --host-root"):
+        install(str(tmp_path / "bin"), runtime_dir=str(tmp_path / "rt"), host_root=str(tmp_path / "host"))
+    with pytest.raises(ValueError, match="exclude each other"):
+        install(str(tmp_path / "bin"), python="/usr/bin/python3", runtime_dir=str(tmp_path / "rt"))
+    with pytest.raises(ValueError, match="needs --runtime-dir"):
+        install(str(tmp_path / "bin"), host_root="/host")
+    assert os.listdir(tmp_path) == []
+
+
+# --- imports: the guard of tests/unit/test_plugin_imports.py, run on the bundle ------------------
+
+def _load_import_guard():
+    """tests/unit/test_plugin_imports.py as a module of its own (tests/unit is not a package)."""
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "unit", "test_plugin_imports.py")
+    spec = importlib.util.spec_from_file_location("plugin_import_guard", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+guard = _load_import_guard()
+
+
+@pytest.fixture(scope="module")
+def plugin_bin_dir(tmp_path_factory):
+    """Overrides tests/conftest.py's: launchers of a bundle installed in place (no host root),
+    so the guard's fixture and test below run the bundled interpreter directly."""
+    need_patchelf()
+    directory = tmp_path_factory.mktemp("bundle-in-place")
+    install(str(directory / "bin"), runtime_dir=str(directory / "rt"))
+    return str(directory / "bin")
+
+
+interpreter = guard.interpreter  # the guard's fixture, now over the bundle's launchers
+test_bundled_plugin_imports_only_what_its_command_needs = guard.test_plugin_imports_only_what_its_command_needs
+
+LOADED_FROM = re.compile(r"^# (?:code object from|extension module '[^']+' loaded from) '([^']+)'$", re.M)
+
+
+@pytest.mark.parametrize("plugin", sorted(PLUGINS))
+def test_bundled_plugin_loads_code_only_from_its_version(plugin, plugin_bin_dir, tmp_path):
+    """Every module file a call loads (``python -v``) is inside the launcher's version dir."""
+    launcher = os.path.join(plugin_bin_dir, plugin)
+    python = guard.shebang_python(launcher)
+    version = os.path.dirname(os.path.dirname(python))
+    env, stdin = guard.request_for(plugin, "ADD", "1.0.0", guard.POD_ARGS, str(tmp_path))
+    env["CNI_IPAM_AGENT_SOCKET"] = ""  # whereabouts does the work itself, never hands it to an agent
+    done = subprocess.run([python, "-v", "-IS", launcher], input=stdin, env=env, capture_output=True,
+                          timeout=60)
+    loaded = LOADED_FROM.findall(done.stderr.decode(errors="replace"))
+    assert any(f"/cni_ipam/plugins/__pycache__/{plugin}." in path for path in loaded), loaded
+    assert any("/lib-dynload/" in path for path in loaded), "no extension module was loaded: the check proves little"
+    outside = [path for path in loaded if not path.startswith(version + "/")]
+    assert not outside, f"{plugin} ADD loaded code from outside {version}: {outside}"
