@@ -90,8 +90,9 @@ def _dir(path: str) -> str:
 def options_from(args):
     from .manifests import Options
 
-    return Options(namespace=args.namespace or DEFAULT_NAMESPACE, image=args.image, cni_bin_dir=_dir(args.cni_bin_dir),
-                   kubernetes_source=args.kubernetes_source, runtime_dir=_dir(args.runtime_dir), agent=args.agent)
+    return Options(namespace=args.namespace or DEFAULT_NAMESPACE, image=args.image,
+                   cni_bin_dir=_dir(args.cni_bin_dir), runtime_dir=_dir(args.runtime_dir),
+                   kubernetes_source=args.kubernetes_source, agent=args.agent)
 
 
 def cmd_plain(args) -> int:

@@ -1,8 +1,8 @@
 """The Kubernetes objects to apply: NADs, and the daemon sets only the networks need.
 
 Order is fixed so output diffs well: NetworkAttachmentDefinitions by
-namespace then name, then the DHCP daemon's objects, then the reconciler's;
-each group ServiceAccount, RBAC, DaemonSet.
+namespace then name, then the DHCP daemon's objects, then the reconciler's,
+then the node agent's; each group ServiceAccount, RBAC, DaemonSet.
 
 Privileges, and why:
 
@@ -22,7 +22,7 @@ Privileges, and why:
   paths as on the host (the CNI config dirs read-only).
 * Host namespaces' directory ``/var/run/netns`` is mounted
   ``HostToContainer``, so netns mounts made after the pod started are seen;
-  neither daemon makes mounts the host must see, so none is ``Bidirectional``.
+  no daemon makes mounts the host must see, so none is ``Bidirectional``.
 """
 
 from __future__ import annotations
