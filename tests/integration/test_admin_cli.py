@@ -246,7 +246,7 @@ def test_config_errors_say_what_to_change(capsys, tmp_path):
     bad = tmp_path / "bad.conf"
     bad.write_text(json.dumps({"datastore": "mysql"}))
     code, out, err = cli(capsys, "allocations", "--config", str(bad))
-    assert code == 2 and "'mysql' is not a datastore" in err and "sqlite" in err
+    assert code == 2 and '"mysql" is not a datastore' in err and "sqlite" in err
 
 
 def test_every_admin_command_has_help_with_examples(capsys):

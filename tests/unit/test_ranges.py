@@ -12,14 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cni_ipam.cni.errors import INVALID_CONFIG, CNIError
-from cni_ipam.net.ranges import (
-    AddressRange,
-    parse_cidr,
-    parse_cidr_sloppy,
-    parse_ip,
-    parse_ip_sloppy,
-    parse_range,
-)
+from cni_ipam.net.ip import parse_cidr, parse_cidr_sloppy, parse_ip, parse_ip_sloppy
+from cni_ipam.net.ranges import AddressRange, parse_range
 
 
 def ip(text):

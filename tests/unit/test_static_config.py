@@ -55,20 +55,20 @@ def test_address_keeps_host_bits():
 
 
 @pytest.mark.parametrize("entry, names", [
-    ({"address": "10.0.0.5"}, ["ipam.addresses[0].address", "'10.0.0.5'", "CIDR"]),
-    ({"address": "10.0.0.5/33"}, ["ipam.addresses[0].address", "'10.0.0.5/33'"]),
-    ({"address": "010.0.0.5/24"}, ["ipam.addresses[0].address", "'010.0.0.5/24'"]),
+    ({"address": "10.0.0.5"}, ["ipam.addresses[0].address", '\"10.0.0.5\"', "CIDR"]),
+    ({"address": "10.0.0.5/33"}, ["ipam.addresses[0].address", '\"10.0.0.5/33\"']),
+    ({"address": "010.0.0.5/24"}, ["ipam.addresses[0].address", '\"010.0.0.5/24\"']),
     ({"address": "10.0.0.5/255.255.255.0"}, ["ipam.addresses[0].address", "255.255.255.0"]),
     ({"address": "fe80::1%eth0/64"}, ["ipam.addresses[0].address", "fe80::1%eth0/64"]),
-    ({"address": " 10.0.0.5/24"}, ["ipam.addresses[0].address", "' 10.0.0.5/24'"]),
+    ({"address": " 10.0.0.5/24"}, ["ipam.addresses[0].address", '\" 10.0.0.5/24\"']),
     ({"address": "::ffff:10.0.0.5/120"}, ["ipam.addresses[0].address", "IPv4-mapped", "10.0.0.5/24"]),
     ({"address": 5}, ["ipam.addresses[0].address", "5"]),
     ({}, ["ipam.addresses[0].address", "missing"]),
-    ({"address": "10.0.0.5/24", "gateway": "nope"}, ["ipam.addresses[0].gateway", "'nope'", "not a valid IP"]),
-    ({"address": "10.0.0.5/24", "gateway": "10.0.0.1/24"}, ["ipam.addresses[0].gateway", "'10.0.0.1/24'"]),
+    ({"address": "10.0.0.5/24", "gateway": "nope"}, ["ipam.addresses[0].gateway", '\"nope\"', "not a valid IP"]),
+    ({"address": "10.0.0.5/24", "gateway": "10.0.0.1/24"}, ["ipam.addresses[0].gateway", '\"10.0.0.1/24\"']),
     ({"address": "10.0.0.5/24", "gateway": "2001:db8::1"},
-     ["ipam.addresses[0].gateway", "'2001:db8::1'", "IPv6", "'10.0.0.5/24'", "IPv4"]),
-    ({"address": "2001:db8::5/64", "gateway": "10.0.0.1"}, ["ipam.addresses[0].gateway", "'10.0.0.1'", "IPv4"]),
+     ["ipam.addresses[0].gateway", '\"2001:db8::1\"', "IPv6", '\"10.0.0.5/24\"', "IPv4"]),
+    ({"address": "2001:db8::5/64", "gateway": "10.0.0.1"}, ["ipam.addresses[0].gateway", '\"10.0.0.1\"', "IPv4"]),
 ])
 def test_bad_address_entry_names_field_and_value(entry, names):
     text = fails(request({"addresses": [entry]}))
@@ -190,12 +190,12 @@ def test_cni_args_ip_without_a_prefix_takes_a_host_prefix_or_the_configured_subn
     inside = parse(request({"addresses": [{"address": "10.0.0.1/24"}]}, cni_args="IP=10.0.0.7")).addresses
     assert [str(a.address) for a in inside] == ["10.0.0.1/24", "10.0.0.7/24"]
     text = fails(request(cni_args="IP=10.0.0.300"))
-    assert "CNI_ARGS IP" in text and "'10.0.0.300'" in text
+    assert "CNI_ARGS IP" in text and '\"10.0.0.300\"' in text
 
 
 def test_cni_args_bad_gateway_is_named():
     text = fails(request(cni_args="IP=10.0.0.7/24;GATEWAY=x"))
-    assert "CNI_ARGS GATEWAY" in text and "'x'" in text
+    assert "CNI_ARGS GATEWAY" in text and '\"x\"' in text
 
 
 def test_cni_args_unknown_key_is_code_4_unless_ignored():
@@ -270,14 +270,14 @@ def test_routes():
 
 
 @pytest.mark.parametrize("route, names", [
-    ({"dst": "10.0.0.0"}, ["ipam.routes[0].dst", "'10.0.0.0'", "CIDR"]),
+    ({"dst": "10.0.0.0"}, ["ipam.routes[0].dst", '\"10.0.0.0\"', "CIDR"]),
     ({"gw": "10.0.0.1"}, ["ipam.routes[0].dst", "missing"]),
-    ({"dst": "10.0.0.0/8", "gw": "x"}, ["ipam.routes[0].gw", "'x'"]),
-    ({"dst": "10.0.0.0/8", "gw": "2001:db8::1"}, ["ipam.routes[0].gw", "'2001:db8::1'", "IPv6", "'10.0.0.0/8'"]),
-    ({"dst": "::/0", "gw": "10.0.0.1"}, ["ipam.routes[0].gw", "'10.0.0.1'", "IPv4", "'::/0'"]),
+    ({"dst": "10.0.0.0/8", "gw": "x"}, ["ipam.routes[0].gw", '\"x\"']),
+    ({"dst": "10.0.0.0/8", "gw": "2001:db8::1"}, ["ipam.routes[0].gw", '\"2001:db8::1\"', "IPv6", '\"10.0.0.0/8\"']),
+    ({"dst": "::/0", "gw": "10.0.0.1"}, ["ipam.routes[0].gw", '\"10.0.0.1\"', "IPv4", '\"::/0\"']),
     ({"dst": "10.0.0.0/8", "mtu": -1}, ["ipam.routes[0].mtu", "-1"]),
-    ({"dst": "10.0.0.0/8", "priority": "5"}, ["ipam.routes[0].priority", "'5'"]),
-    ({"dst": "10.0.0.0/8", "table": True}, ["ipam.routes[0].table", "True"]),
+    ({"dst": "10.0.0.0/8", "priority": "5"}, ["ipam.routes[0].priority", '\"5\"']),
+    ({"dst": "10.0.0.0/8", "table": True}, ["ipam.routes[0].table", "true"]),
 ])
 def test_bad_route_names_field_and_value(route, names):
     text = fails(request({"routes": [route]}))
@@ -303,13 +303,13 @@ def test_dns_ignores_unknown_keys():
 
 
 @pytest.mark.parametrize("dns, names", [
-    ({"nameservers": ["dns.example"]}, ["ipam.dns.nameservers[0]", "'dns.example'", "not a valid IP"]),
-    ({"nameservers": ["10.0.0.1", "10.0.0.1/24"]}, ["ipam.dns.nameservers[1]", "'10.0.0.1/24'"]),
-    ({"nameservers": "10.0.0.1"}, ["ipam.dns.nameservers", "'10.0.0.1'"]),
+    ({"nameservers": ["dns.example"]}, ["ipam.dns.nameservers[0]", '\"dns.example\"', "not a valid IP"]),
+    ({"nameservers": ["10.0.0.1", "10.0.0.1/24"]}, ["ipam.dns.nameservers[1]", '\"10.0.0.1/24\"']),
+    ({"nameservers": "10.0.0.1"}, ["ipam.dns.nameservers", '\"10.0.0.1\"']),
     ({"domain": 5}, ["ipam.dns.domain", "5"]),
-    ({"search": "a.test"}, ["ipam.dns.search", "'a.test'"]),
+    ({"search": "a.test"}, ["ipam.dns.search", '\"a.test\"']),
     ({"options": ["ndots:2", 3]}, ["ipam.dns.options[1]", "3"]),
-    ("x", ["ipam.dns", "'x'"]),
+    ("x", ["ipam.dns", '\"x\"']),
 ])
 def test_bad_dns_names_field_and_value(dns, names):
     text = fails(request({"dns": dns}))

@@ -43,3 +43,14 @@ class CNIError(Exception):
 def invalid_config(msg: str, details: str = "") -> CNIError:
     """Code 7, the error for anything wrong in the network configuration."""
     return CNIError(INVALID_CONFIG, msg, details)
+
+
+def quote(value) -> str:
+    """A value as it looked in the JSON config (``"10.0.0.1"``, ``true``), so the user can find it in an error."""
+    from ..jsonlite import dumps  # error paths only
+
+    try:
+        return dumps(value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value),
+                     ascii=True)
+    except (TypeError, ValueError):
+        return repr(value)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..cni.errors import invalid_config
+from ..cni.errors import invalid_config, quote
 from ..cni.result import ROUTE_EXTRAS_1_1, IPConfig, Route
 from ..net.ip import parse_interface, parse_ip
 
 
 def expect(value, kind, key: str, kind_name: str):
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise invalid_config(f"{key}: expected {kind_name}, got {value!r}")
+        raise invalid_config(f"{key}: expected {kind_name}, got {quote(value)}")
     return value
 
 
@@ -28,8 +28,8 @@ def parse_addresses(value, key: str) -> list:
         if entry.get("gateway") not in (None, ""):
             gateway = parse_ip(entry["gateway"], f"{where}.gateway")
             if gateway.version != address.version:
-                raise invalid_config(f"{where}.gateway: {entry['gateway']!r} is IPv{gateway.version} but the address "
-                                     f"{entry['address']!r} is IPv{address.version}")
+                raise invalid_config(f"{where}.gateway: {quote(entry['gateway'])} is IPv{gateway.version} but the address "
+                                     f"{quote(entry['address'])} is IPv{address.version}")
         found.append(IPConfig(address, gateway))
     return found
 
@@ -49,14 +49,14 @@ def parse_routes(value, key: str) -> list:
         if entry.get("gw") not in (None, ""):
             gw = parse_ip(entry["gw"], f"{where}.gw")
             if gw.version != dst.version:
-                raise invalid_config(f"{where}.gw: {entry['gw']!r} is IPv{gw.version} but dst "
-                                     f"{entry['dst']!r} is IPv{dst.version}")
+                raise invalid_config(f"{where}.gw: {quote(entry['gw'])} is IPv{gw.version} but dst "
+                                     f"{quote(entry['dst'])} is IPv{dst.version}")
         extras = {}
         for field in ROUTE_EXTRAS_1_1:
             if field in entry and entry[field] is not None:
                 number = entry[field]
                 if not isinstance(number, int) or isinstance(number, bool) or number < 0:
-                    raise invalid_config(f"{where}.{field}: expected a non-negative integer, got {number!r}")
+                    raise invalid_config(f"{where}.{field}: expected a non-negative integer, got {quote(number)}")
                 extras[field] = number
         routes.append(Route(dst, gw, extras))
     return routes

@@ -15,7 +15,7 @@ endpoint without a scheme gets ``https://`` when TLS files are given, else
 
 from __future__ import annotations
 
-from ..cni.errors import invalid_config
+from ..cni.errors import invalid_config, quote
 
 DEFAULT_SQLITE_PATH = "/var/lib/cni/whereabouts/whereabouts.db"
 DEFAULT_ETCD_PREFIX = "/cni-ipam/"
@@ -40,7 +40,7 @@ def _string(ipam: dict, key: str, default: str = "") -> str:
     if value is None or value == "":
         return default
     if not isinstance(value, str):
-        raise invalid_config(f"ipam.{key}: expected a string, got {value!r}")
+        raise invalid_config(f"ipam.{key}: expected a string, got {quote(value)}")
     return value
 
 
@@ -51,7 +51,7 @@ def _endpoint(text: str, key: str, tls: bool) -> str:
     scheme, _, rest = text.partition("://")
     host, _, port = rest.rstrip("/").rpartition(":")
     if scheme not in ("http", "https") or not host or not port.isdigit() or "/" in rest.rstrip("/"):
-        raise invalid_config(f"{key}: {text!r} is not an etcd endpoint",
+        raise invalid_config(f"{key}: {quote(text)} is not an etcd endpoint",
                              "expected host:port, http://host:port or https://host:port")
     return f"{scheme}://{host}:{port}"
 
@@ -60,14 +60,14 @@ def parse(ipam: dict) -> StoreSettings:
     implied = "etcd" if ipam.get("etcd_host") or ipam.get("etcd_endpoints") else "sqlite"
     datastore = _string(ipam, "datastore", implied)
     if datastore in LATER_DATASTORES:
-        raise invalid_config(f"ipam.datastore: {datastore!r} is not available yet in this cni-ipam build",
+        raise invalid_config(f"ipam.datastore: {quote(datastore)} is not available yet in this cni-ipam build",
                              "use \"sqlite\" (one node) or \"etcd\" (a cluster)")
     if datastore not in DATASTORES:
-        raise invalid_config(f"ipam.datastore: {datastore!r} is not a datastore",
+        raise invalid_config(f"ipam.datastore: {quote(datastore)} is not a datastore",
                              f"choose one of {', '.join(DATASTORES)}")
     given = [k for k in ETCD_KEYS if ipam.get(k) not in (None, "", [])]
     if datastore != "etcd" and given:
-        raise invalid_config(f"ipam.{given[0]} is set but ipam.datastore is {datastore!r}",
+        raise invalid_config(f"ipam.{given[0]} is set but ipam.datastore is {quote(datastore)}",
                              "set \"datastore\": \"etcd\" to use the cluster store, or remove the etcd_* keys")
     settings = StoreSettings(datastore=datastore, sqlite_path=_string(ipam, "sqlite_path", DEFAULT_SQLITE_PATH))
     if datastore == "etcd":
@@ -86,10 +86,10 @@ def _etcd(ipam: dict, settings: StoreSettings) -> None:
     endpoints = [_endpoint(h, "ipam.etcd_host", tls) for h in _string(ipam, "etcd_host").split(",") if h.strip()]
     listed = ipam.get("etcd_endpoints") or []
     if not isinstance(listed, list):
-        raise invalid_config(f"ipam.etcd_endpoints: expected a list of URLs, got {listed!r}")
+        raise invalid_config(f"ipam.etcd_endpoints: expected a list of URLs, got {quote(listed)}")
     for i, item in enumerate(listed):
         if not isinstance(item, str):
-            raise invalid_config(f"ipam.etcd_endpoints[{i}]: expected a URL string, got {item!r}")
+            raise invalid_config(f"ipam.etcd_endpoints[{i}]: expected a URL string, got {quote(item)}")
         endpoints.append(_endpoint(item, f"ipam.etcd_endpoints[{i}]", tls))
     if not endpoints:
         raise invalid_config("ipam.datastore \"etcd\" needs ipam.etcd_host or ipam.etcd_endpoints",
@@ -102,10 +102,10 @@ def _etcd(ipam: dict, settings: StoreSettings) -> None:
         raise invalid_config("ipam.etcd_password is set but ipam.etcd_username is not")
     settings.prefix = _string(ipam, "etcd_prefix", DEFAULT_ETCD_PREFIX)
     if not settings.prefix.startswith("/"):
-        raise invalid_config(f"ipam.etcd_prefix: {settings.prefix!r} must start with /")
+        raise invalid_config(f"ipam.etcd_prefix: {quote(settings.prefix)} must start with /")
     timeout = ipam.get("etcd_timeout", DEFAULT_ETCD_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 300:
-        raise invalid_config(f"ipam.etcd_timeout: {timeout!r} is not a number of seconds between 0 and 300")
+        raise invalid_config(f"ipam.etcd_timeout: {quote(timeout)} is not a number of seconds between 0 and 300")
     settings.timeout = float(timeout)
 
 

@@ -19,7 +19,7 @@ tested with plain values.  Differences from Go whereabouts, on purpose:
 from __future__ import annotations
 
 from ..cni.args import parse_cni_args
-from ..cni.errors import invalid_config
+from ..cni.errors import invalid_config, quote
 from ..cni.result import IPConfig
 from ..net.ip import parse_interface, parse_ip
 from .common import expect, parse_addresses, parse_dns, parse_routes
@@ -75,7 +75,7 @@ def check_keys(obj: dict, where: str, known, warnings: list) -> None:
         intended = _intended(key, known)
         if intended:
             raise invalid_config(f"{where}.{key} is not a whereabouts key; did you mean {intended}?",
-                                 f"Go whereabouts silently ignores {key!r}; rename it to {intended!r}")
+                                 f"Go whereabouts silently ignores {quote(key)}; rename it to {quote(intended)}")
         warnings.append(f"{where}.{key} is not a whereabouts key; it is ignored")
 
 
@@ -176,16 +176,16 @@ def _place_requests(asked: list, specs: list, statics: list) -> dict:
             if ip.version != rng.version or ip not in rng.network:
                 continue
             if not rng.is_allocatable(int(ip)):
-                raise invalid_config(f"{key}: {text!r} is in {spec.key} {rng.cidr} but excluded or outside "
+                raise invalid_config(f"{key}: {quote(text)} is in {spec.key} {rng.cidr} but excluded or outside "
                                      f"range_start..range_end")
             if index in requested:
-                raise invalid_config(f"{key}: {text!r}: a second address asked for in {spec.key}",
+                raise invalid_config(f"{key}: {quote(text)}: a second address asked for in {spec.key}",
                                      "whereabouts gives one address per range")
             requested[index] = int(ip)
             break
         else:
             if address is None:
-                raise invalid_config(f"{key}: {text!r} is in none of the ranges, and as an extra static "
+                raise invalid_config(f"{key}: {quote(text)} is in none of the ranges, and as an extra static "
                                      f"address it needs a prefix length (e.g. {text}/24)")
             statics.append(IPConfig(address))
     return requested
@@ -257,7 +257,7 @@ def load(request, read_json) -> WhereaboutsConfig:
                              "set ipam.range (e.g. 192.0.2.192/27) or ipam.ipRanges")
     log_level = ipam.get("log_level") or "debug"
     if log_level not in LOG_LEVELS:
-        warnings.append(f"ipam.log_level {log_level!r} is not one of {', '.join(LOG_LEVELS)}; using debug")
+        warnings.append(f"ipam.log_level {quote(log_level)} is not one of {', '.join(LOG_LEVELS)}; using debug")
         log_level = "debug"
     pod = ""
     if cni_args.get("K8S_POD_NAME"):
