@@ -13,6 +13,7 @@ APT_PACKAGES=(
   sqlite3                      # to look into the embedded store by hand
   podman runc conmon busybox-static  # podman e2e tests: CNI backend, runc, busybox image imported without a registry
   patchelf                     # cni-ipam install --runtime-dir: the copied runtime loads only its own libraries
+  mmdebstrap                   # tests/integration/test_image.py: the Containerfile's Debian base, made locally (no registry)
 )
 
 missing=()
