@@ -16,6 +16,8 @@ import sys
 from .manifests import DEFAULT_CNI_BIN_DIR, DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_RUNTIME_DIR
 
 PLAIN_NAMESPACE = "cni-ipam"  # plain.NAMESPACE; repeated so --help does not import the builders
+PLAIN_CNI_BIN_DIR = "/opt/cni/bin"  # plain.CNI_BIN_DIR, plain.RUNTIME_DIR: repeated for the same reason
+PLAIN_RUNTIME_DIR = "/opt/cni-ipam"
 
 
 def register(subparsers) -> None:
@@ -34,12 +36,12 @@ def register(subparsers) -> None:
                         f"{PLAIN_NAMESPACE}; it must exist, except with --plain, which creates it)")
     p.add_argument("--image", default=DEFAULT_IMAGE, metavar="IMAGE",
                    help=f"image holding cni-ipam (default {DEFAULT_IMAGE}, a placeholder: use your own)")
-    p.add_argument("--cni-bin-dir", default=DEFAULT_CNI_BIN_DIR, metavar="DIR",
-                   help=f"the nodes' CNI bin dir, where the plugins are installed (default {DEFAULT_CNI_BIN_DIR}; "
-                        "OpenShift's Multus uses /var/lib/cni/bin)")
-    p.add_argument("--runtime-dir", default=DEFAULT_RUNTIME_DIR, metavar="DIR",
+    p.add_argument("--cni-bin-dir", default=None, metavar="DIR",
+                   help=f"the nodes' CNI bin dir, where the plugins are installed (default {DEFAULT_CNI_BIN_DIR}, "
+                        f"OpenShift's; with --plain {PLAIN_CNI_BIN_DIR})")
+    p.add_argument("--runtime-dir", default=None, metavar="DIR",
                    help=f"where the install step puts the Python runtime the launchers run on each node "
-                        f"(default {DEFAULT_RUNTIME_DIR})")
+                        f"(default {DEFAULT_RUNTIME_DIR}; with --plain {PLAIN_RUNTIME_DIR})")
     p.add_argument("--agent", action="store_true",
                    help="also the node agent DaemonSet cni-ipam-agent, when a network uses whereabouts "
                         "(docs/agent.md)")
@@ -91,7 +93,8 @@ def options_from(args):
     from .manifests import Options
 
     return Options(namespace=args.namespace or DEFAULT_NAMESPACE, image=args.image,
-                   cni_bin_dir=_dir(args.cni_bin_dir), runtime_dir=_dir(args.runtime_dir),
+                   cni_bin_dir=_dir(args.cni_bin_dir or DEFAULT_CNI_BIN_DIR),
+                   runtime_dir=_dir(args.runtime_dir or DEFAULT_RUNTIME_DIR),
                    kubernetes_source=args.kubernetes_source, agent=args.agent)
 
 
@@ -103,7 +106,8 @@ def cmd_plain(args) -> int:
         print("cni-ipam render: --plain reads no FILE and writes no -o; give --output-dir DIR", file=sys.stderr)
         return 2
     options = plain_options(namespace=args.namespace or PLAIN_NAMESPACE, image=args.image,
-                            cni_bin_dir=_dir(args.cni_bin_dir), runtime_dir=_dir(args.runtime_dir),
+                            cni_bin_dir=_dir(args.cni_bin_dir or PLAIN_CNI_BIN_DIR),
+                            runtime_dir=_dir(args.runtime_dir or PLAIN_RUNTIME_DIR),
                             kubernetes_source=args.kubernetes_source)
     for path in write_plain(args.output_dir, plain_files(options)):
         print(f"wrote {path}")

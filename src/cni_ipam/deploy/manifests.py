@@ -29,8 +29,8 @@ from __future__ import annotations
 
 DEFAULT_IMAGE = "quay.io/example/cni-ipam:latest"  # a placeholder: build and push your own image
 DEFAULT_NAMESPACE = "openshift-multus"
-DEFAULT_CNI_BIN_DIR = "/opt/cni/bin"
-DEFAULT_RUNTIME_DIR = "/opt/cni-ipam"
+DEFAULT_CNI_BIN_DIR = "/var/lib/cni/bin"  # where OpenShift's Multus runs plugins from
+DEFAULT_RUNTIME_DIR = "/var/lib/cni-ipam"  # writable on RHCOS, beside the bin dir
 DHCP_NAME = "dhcp-daemon"
 RECONCILER_NAME = "whereabouts-reconciler"
 AGENT_NAME = "cni-ipam-agent"

@@ -26,6 +26,8 @@ from .manifests import (CONFIGMAP, HOST, Options, agent_objects, daemon_set, dhc
                         install_container, install_volumes, nad, reconciler_objects, service_account, object_meta)
 
 NAMESPACE = "cni-ipam"
+CNI_BIN_DIR = "/opt/cni/bin"  # the usual CNI bin dir outside OpenShift
+RUNTIME_DIR = "/opt/cni-ipam"
 INSTALLER_NAME = "cni-ipam-installer"
 ETCD_SECRET = "cni-ipam-etcd"
 SECRET_MOUNT = "/etc/cni-ipam/etcd"
@@ -40,7 +42,8 @@ ETCD_ENDPOINTS = ["https://10.0.0.11:2379", "https://10.0.0.12:2379", "https://1
 
 def plain_options(**changes) -> Options:
     """The plain set's options: its own namespace, and the installer DaemonSet does all installing."""
-    return Options(**{"namespace": NAMESPACE, **changes, "install_in_daemons": False})
+    return Options(**{"namespace": NAMESPACE, "cni_bin_dir": CNI_BIN_DIR, "runtime_dir": RUNTIME_DIR, **changes,
+                      "install_in_daemons": False})
 
 
 def plain_files(options: Options) -> dict:
