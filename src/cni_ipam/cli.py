@@ -16,8 +16,42 @@ def cmd_install(args) -> int:
         print(f"cni-ipam install: {e}", file=sys.stderr)
         return 2
     for path in written:
-        print(f"installed {path}")
+        print(f"installed {path}", flush=True)
+    if args.keep is None:
+        return 0
+    return _keep_installed(written, args.keep)
+
+
+def _keep_installed(written: list, every: float) -> int:
+    """--keep: stay and put our launchers back whenever something else replaces them, until SIGTERM."""
+    import signal
+    import threading
+
+    from .install import keep_installed, read_launchers
+
+    def report(path, error=None):
+        if error is None:
+            print(f"cni-ipam install: restored {path}: something else had replaced it", file=sys.stderr, flush=True)
+        else:
+            print(f"cni-ipam install: cannot restore {path}: {error}", file=sys.stderr, flush=True)
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        expected = read_launchers(written)
+    except ValueError as e:
+        print(f"cni-ipam install: {e}", file=sys.stderr)
+        return 1
+    keep_installed(expected, every, stop, report)
     return 0
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 3600")
+    return value
 
 
 def cmd_demo(args) -> int:
@@ -53,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the node's root is mounted in the installer, e.g. /host: stripped from "
                         "--runtime-dir for the paths written into the runtime and launchers "
                         "(default: \"\", the installer runs on the node)")
+    p.add_argument("--keep", type=_seconds, default=None, metavar="SECONDS",
+                   help="after installing, stay and check the launchers every SECONDS, putting ours back when "
+                        "something else replaced them (OpenShift's multus-additional-cni-plugins copies Go's "
+                        "static, dhcp and whereabouts into the same dir); until SIGTERM")
     p.set_defaults(func=cmd_install)
 
     p = sub.add_parser("demo", help="show the plugins at work in throw-away network namespaces",

@@ -24,6 +24,7 @@ PLUGINS = {
     "dhcp": "cni_ipam.plugins.dhcp:main",
 }
 DEFAULT_BIN_DIR = "/opt/cni/bin"
+MARKER = "# cni-ipam launcher, written by 'cni-ipam install'; do not edit."
 
 
 def package_parent() -> str:
@@ -36,7 +37,7 @@ def package_parent() -> str:
 def launcher_text(python: str, parent: str, entry: str) -> str:
     module, function = entry.split(":")
     return (f"#!{python} -IS\n"
-            f"# cni-ipam launcher, written by 'cni-ipam install'; do not edit.\n"
+            f"{MARKER}\n"
             f"import sys\n"
             f"sys.path.insert(0, {parent!r})\n"
             f"from {module} import {function}\n"
@@ -96,3 +97,50 @@ def write_launchers(bin_dir: str, python: str, parent: str, names=None) -> list:
         os.replace(tmp, path)
         written.append(path)
     return written
+
+
+def read_launchers(paths: list) -> dict:
+    """{path: bytes} of launchers just written: what :func:`keep_installed` puts back."""
+    found = {}
+    for path in paths:
+        with open(path, "rb") as f:
+            found[path] = f.read()
+        if MARKER.encode() not in found[path]:  # replaced between our write and this read
+            raise ValueError(f"{path} is not our launcher any more; install again")
+    return found
+
+
+def restore_launchers(expected: dict) -> list:
+    """Write back every launcher whose content is not ours any more (replaced or removed); the paths restored.
+
+    On OpenShift, the operator's ``multus-additional-cni-plugins`` pods copy
+    Go's ``static``, ``dhcp`` and ``whereabouts`` into the same bin dir each
+    time they start; a Go whereabouts then serving some pods next to ours
+    would hand out addresses ours holds.
+    """
+    restored = []
+    for path, data in expected.items():
+        try:
+            with open(path, "rb") as f:
+                if f.read() == data:
+                    continue
+        except FileNotFoundError:
+            pass
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+        restored.append(path)
+    return restored
+
+
+def keep_installed(expected: dict, every: float, stop, report) -> None:
+    """Every ``every`` seconds until ``stop`` (a threading.Event) is set, restore what was replaced;
+    ``report(path)`` is told each restore, and ``report(path, error)`` each failure to restore."""
+    while not stop.wait(every):
+        try:
+            for path in restore_launchers(expected):
+                report(path)
+        except OSError as exc:
+            report(getattr(exc, "filename", None) or "?", exc)

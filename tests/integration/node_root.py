@@ -69,14 +69,15 @@ def make_node_root(root: str) -> None:
         os.symlink("busybox", os.path.join(root, "bin", applet))
 
 
-def run_in_node(root: str, plugin: str, command: str, net: dict | None = None, container: str = "c1"):
+def run_in_node(root: str, plugin: str, command: str, net: dict | None = None, container: str = "c1",
+                bin_dir: str = NODE_BIN):
     """Call a plugin as a runtime on the node would: exec'd by path, CNI_* in the environment."""
-    env = {"CNI_COMMAND": command, "CNI_PATH": NODE_BIN, "CNI_IPAM_AGENT_SOCKET": ""}
+    env = {"CNI_COMMAND": command, "CNI_PATH": bin_dir, "CNI_IPAM_AGENT_SOCKET": ""}
     if command != "VERSION":
         env.update(CNI_CONTAINERID=container, CNI_NETNS="/proc/1/ns/net", CNI_IFNAME="eth0",
                    CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={container}")
     stdin = json.dumps(net).encode() if net else b""
-    done = subprocess.run([CHROOT, root, f"{NODE_BIN}/{plugin}"], input=stdin, env=env,
+    done = subprocess.run([CHROOT, root, f"{bin_dir}/{plugin}"], input=stdin, env=env,
                           capture_output=True, timeout=60)
     assert done.returncode == 0, f"{plugin} {command}: {done.stdout!r} {done.stderr!r}"
     return json.loads(done.stdout) if done.stdout.strip() else None

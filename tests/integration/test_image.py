@@ -21,6 +21,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -75,8 +76,9 @@ def image(tmp_path_factory, plugin_bin_dir):
         env.podman("rmi", "-f", TAG, base_image())
 
 
-def run_init_container(env: PodmanEnv, node_root: str, options: Options) -> str:
-    """The rendered install container, run by podman: each hostPath volume is the node root's own directory."""
+def start_installer(env: PodmanEnv, node_root: str, options: Options) -> str:
+    """The rendered installer container, run by podman: each hostPath volume is the node root's own directory.
+    It stays (``--keep``); the container's name is returned."""
     spec = install_container(options)
     host_dirs = {v["name"]: v["hostPath"]["path"] for v in install_volumes(options)}
     mounts = []
@@ -85,23 +87,50 @@ def run_init_container(env: PodmanEnv, node_root: str, options: Options) -> str:
         os.makedirs(on_node, exist_ok=True)  # hostPath type DirectoryOrCreate
         mounts += ["-v", f"{on_node}:{mount['mountPath']}"]
     command = spec["command"]
-    return env.ok("run", "--rm", "--network", "none", *mounts, "--entrypoint", command[0], TAG, *command[1:])
+    name = f"installer-{env.tag}"
+    env.ok("run", "-d", "--name", name, "--network", "none", *mounts, "--entrypoint", command[0], TAG, *command[1:])
+    return name
 
 
-def test_the_image_installs_plugins_that_run_on_a_node_without_python(image, tmp_path):
+def logs(env: PodmanEnv, name: str) -> tuple:
+    done = env.podman("logs", name)
+    return done.stdout, done.stderr
+
+
+def wait_for(predicate, what: str, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_the_image_installs_plugins_that_run_on_a_node_without_python_and_keeps_them(image, tmp_path):
     node = str(tmp_path / "rootfs")
     make_node_root(node)
     options = Options()
-    out = run_init_container(image, node, options)
-    assert out.split() == [w for name in ("static", "whereabouts", "dhcp")
-                           for w in ("installed", f"{HOST}{options.cni_bin_dir}/{name}")]
+    installer = start_installer(image, node, options)
+    expected = [w for name in ("static", "whereabouts", "dhcp")
+                for w in ("installed", f"{HOST}{options.cni_bin_dir}/{name}")]
+    wait_for(lambda: logs(image, installer)[0].split() == expected, f"the installer's output: {logs(image, installer)}")
     assert not os.path.exists(os.path.join(node, "usr")), "the node got more than the runtime dir and the launchers"
-    assert run_in_node(node, "static", "ADD", STATIC_NET) == STATIC_RESULT
-    first = run_in_node(node, "whereabouts", "ADD", WHEREABOUTS_NET, "pod-a")
+    assert run_in_node(node, "static", "ADD", STATIC_NET, bin_dir=options.cni_bin_dir) == STATIC_RESULT
+    first = run_in_node(node, "whereabouts", "ADD", WHEREABOUTS_NET, "pod-a", bin_dir=options.cni_bin_dir)
     assert [ip["address"] for ip in first["ips"]] == ["192.168.2.225/28"]
-    run_in_node(node, "whereabouts", "DEL", WHEREABOUTS_NET, "pod-a")
-    again = run_in_node(node, "whereabouts", "ADD", WHEREABOUTS_NET, "pod-b")
+    run_in_node(node, "whereabouts", "DEL", WHEREABOUTS_NET, "pod-a", bin_dir=options.cni_bin_dir)
+    again = run_in_node(node, "whereabouts", "ADD", WHEREABOUTS_NET, "pod-b", bin_dir=options.cni_bin_dir)
     assert [ip["address"] for ip in again["ips"]] == ["192.168.2.225/28"]
+    # Another installer copies its own whereabouts over ours (as OpenShift's operator does): ours comes back.
+    launcher = node + options.cni_bin_dir + "/whereabouts"
+    with open(launcher, "rb") as f:
+        ours = f.read()
+    with open(launcher, "wb") as f:
+        f.write(b"\x7fELF someone else's whereabouts")
+    wait_for(lambda: open(launcher, "rb").read() == ours, "the installer did not put our whereabouts back")
+    assert "restored /host/var/lib/cni/bin/whereabouts" in logs(image, installer)[1]
+    third = run_in_node(node, "whereabouts", "ADD", WHEREABOUTS_NET, "pod-c", bin_dir=options.cni_bin_dir)
+    assert [ip["address"] for ip in third["ips"]] == ["192.168.2.226/28"]
+    image.ok("stop", "-t", "10", installer)  # SIGTERM: --keep ends at once
+    assert image.ok("inspect", "--format", "{{.State.ExitCode}}", installer).strip() == "0"
 
 
 def test_the_image_runs_the_daemons_commands(image, tmp_path):

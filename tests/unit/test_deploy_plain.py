@@ -168,10 +168,10 @@ def test_one_installer_installs_the_plugins_and_the_others_do_not():
     pods = daemon_sets()
     assert sorted(pods) == ["cni-ipam-agent", "cni-ipam-installer", "dhcp-daemon", "whereabouts-reconciler"]
     installer = pods.pop("cni-ipam-installer")
-    assert installer["initContainers"][0]["command"] == [
+    assert installer["containers"][0]["command"] == [
         "cni-ipam", "install", "--cni-bin-dir", "/host/opt/cni/bin", "--runtime-dir", "/host/opt/cni-ipam",
-        "--host-root", "/host"]
-    assert installer["containers"][0]["command"][:2] == ["cni-ipam", "sync-files"]
+        "--host-root", "/host", "--keep", "2"]
+    assert installer["containers"][1]["command"][:2] == ["cni-ipam", "sync-files"]
     for name, pod in pods.items():
         assert "initContainers" not in pod, name
         assert not {"cni-bin-dir", "runtime-dir"} & {v["name"] for v in pod["volumes"]}, name
@@ -182,8 +182,8 @@ def test_installer_copies_the_optional_etcd_secret_to_the_flat_file_dir():
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["etcd-secret"]["secret"] == {"secretName": "cni-ipam-etcd", "optional": True, "defaultMode": 0o400}
     assert volumes["flat-file-dir"]["hostPath"]["path"] == "/etc/cni/net.d/whereabouts.d"
-    command = pod["containers"][0]["command"]
-    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    command = pod["containers"][1]["command"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][1]["volumeMounts"]}
     assert command[command.index("--from") + 1] == mounts["etcd-secret"]
     assert command[command.index("--to") + 1] == mounts["flat-file-dir"] == "/host/etc/cni/net.d/whereabouts.d"
 

@@ -55,6 +55,8 @@ def kinds(text):
 
 
 NADS = "NetworkAttachmentDefinition"
+INSTALLER = [("ServiceAccount", "openshift-multus", "cni-ipam-installer"),
+             ("DaemonSet", "openshift-multus", "cni-ipam-installer")]
 DHCP = [("ServiceAccount", "openshift-multus", "dhcp-daemon"), ("DaemonSet", "openshift-multus", "dhcp-daemon")]
 RECONCILER = [("ServiceAccount", "openshift-multus", "whereabouts-reconciler"),
               ("ClusterRole", None, "cni-ipam-whereabouts-reconciler"),
@@ -65,12 +67,12 @@ RECONCILER = [("ServiceAccount", "openshift-multus", "whereabouts-reconciler"),
 def test_objects_of_each_example(monkeypatch, capsys):
     """Exactly these objects, in this order: NADs by namespace and name, then only the daemons needed."""
     expected = {
-        "shim-dhcp": [(NADS, "default", "dhcp-shim")] + DHCP,
-        "shim-whereabouts": [(NADS, "default", "whereabouts-shim")] + RECONCILER,
-        "macvlan-static": [(NADS, "apps", "storage")],
-        "macvlan-dhcp": [(NADS, "default", "lan"), (NADS, "default", "lan-default-ipam")] + DHCP,
+        "shim-dhcp": [(NADS, "default", "dhcp-shim")] + INSTALLER + DHCP,
+        "shim-whereabouts": [(NADS, "default", "whereabouts-shim")] + INSTALLER + RECONCILER,
+        "macvlan-static": [(NADS, "apps", "storage")] + INSTALLER,
+        "macvlan-dhcp": [(NADS, "default", "lan"), (NADS, "default", "lan-default-ipam")] + INSTALLER + DHCP,
         "mixed": [(NADS, "team-a", "dual"), (NADS, "team-a", "host-local-net"), (NADS, "team-a", "mgmt"),
-                  (NADS, "team-a", "tenant-a"), (NADS, "team-b", "tenant-a")] + DHCP + RECONCILER,
+                  (NADS, "team-a", "tenant-a"), (NADS, "team-b", "tenant-a")] + INSTALLER + DHCP + RECONCILER,
     }
     for name, objects in expected.items():
         assert kinds(rendered(name, monkeypatch, capsys)[0]) == objects, name
@@ -95,11 +97,6 @@ def test_shims_keep_the_config_as_written(monkeypatch, capsys):
 def test_whereabouts_shim_without_range_is_a_note(monkeypatch, capsys):
     _, err = rendered("shim-whereabouts", monkeypatch, capsys)
     assert "whereabouts-shim: ipam names no range" in err
-
-
-def test_static_only_says_the_plugin_needs_installing(monkeypatch, capsys):
-    _, err = rendered("macvlan-static", monkeypatch, capsys)
-    assert "cni-ipam install" in err
 
 
 # --- every NAD's config is accepted by our plugin's own parser ----------------------------------------
@@ -224,17 +221,28 @@ def test_namespace_image_and_bin_dir(monkeypatch, capsys):
             assert doc["subjects"][0]["namespace"] == "cni-ipam"
         if doc["kind"] == "DaemonSet":
             pod = doc["spec"]["template"]["spec"]
-            init = pod["initContainers"][0]
-            assert init["command"] == ["cni-ipam", "install", "--cni-bin-dir", "/host/var/lib/cni/bin",
-                                       "--runtime-dir", "/host/usr/local/cni-ipam", "--host-root", "/host"]
-            assert init["volumeMounts"] == [{"name": "cni-bin-dir", "mountPath": "/host/var/lib/cni/bin"},
-                                            {"name": "runtime-dir", "mountPath": "/host/usr/local/cni-ipam"}]
-            assert {c["image"] for c in pod["containers"] + pod["initContainers"]} == {"reg.example/cni:1"}
-            assert pod["volumes"][:2] == [
-                {"name": "cni-bin-dir", "hostPath": {"path": "/var/lib/cni/bin", "type": "DirectoryOrCreate"}},
-                {"name": "runtime-dir", "hostPath": {"path": "/usr/local/cni-ipam", "type": "DirectoryOrCreate"}}]
-    assert [d["metadata"]["name"] for d in docs if d["kind"] == "DaemonSet"] == [
-        "dhcp-daemon", "whereabouts-reconciler", "cni-ipam-agent"]
+            assert {c["image"] for c in pod["containers"]} == {"reg.example/cni:1"}
+            assert "initContainers" not in pod
+    daemon_sets = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] == "DaemonSet"}
+    assert list(daemon_sets) == ["cni-ipam-installer", "dhcp-daemon", "whereabouts-reconciler", "cni-ipam-agent"]
+    installer = daemon_sets.pop("cni-ipam-installer")
+    [install] = installer["containers"]
+    assert install["command"] == ["cni-ipam", "install", "--cni-bin-dir", "/host/var/lib/cni/bin",
+                                  "--runtime-dir", "/host/usr/local/cni-ipam", "--host-root", "/host", "--keep", "2"]
+    assert install["volumeMounts"] == [{"name": "cni-bin-dir", "mountPath": "/host/var/lib/cni/bin"},
+                                       {"name": "runtime-dir", "mountPath": "/host/usr/local/cni-ipam"}]
+    assert installer["volumes"] == [
+        {"name": "cni-bin-dir", "hostPath": {"path": "/var/lib/cni/bin", "type": "DirectoryOrCreate"}},
+        {"name": "runtime-dir", "hostPath": {"path": "/usr/local/cni-ipam", "type": "DirectoryOrCreate"}}]
+    for name, pod in daemon_sets.items():  # only the installer writes the bin and runtime dirs
+        assert not {"cni-bin-dir", "runtime-dir"} & {v["name"] for v in pod["volumes"]}, name
+
+
+def test_the_installer_comes_with_any_of_our_plugins_even_static_alone(monkeypatch, capsys):
+    """Without it a node keeps whatever static it has (on OpenShift, the operator's Go one)."""
+    for fixture in ("macvlan-static", "shim-dhcp", "shim-whereabouts"):
+        docs = list(yaml.safe_load_all(rendered(fixture, monkeypatch, capsys)[0]))
+        assert "cni-ipam-installer" in {d["metadata"]["name"] for d in docs if d["kind"] == "DaemonSet"}, fixture
 
 
 # --- the node agent ------------------------------------------------------------------------------------
@@ -263,15 +271,14 @@ def test_agent_listens_on_the_hosts_socket_with_host_paths(monkeypatch, capsys):
     assert {volumes[name]: (m["mountPath"], m.get("readOnly", False)) for name, m in mounts.items()} == {
         "/run/cni-ipam": ("/run/cni-ipam", False), "/var/lib/cni/whereabouts": ("/var/lib/cni/whereabouts", False),
         "/etc/cni/net.d": ("/etc/cni/net.d", True), "/etc/kubernetes/cni/net.d": ("/etc/kubernetes/cni/net.d", True)}
-    assert pod["initContainers"][0]["name"] == "install-cni-ipam"
 
 
 def test_reconciler_without_kubernetes_source_has_no_rbac(monkeypatch, capsys):
     out, _ = rendered("shim-whereabouts", monkeypatch, capsys, "--no-kubernetes-source")
     docs = list(yaml.safe_load_all(out))
-    assert [d["kind"] for d in docs] == [NADS, "ServiceAccount", "DaemonSet"]
-    assert docs[1]["automountServiceAccountToken"] is False
-    command = docs[2]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert kinds(out) == [(NADS, "default", "whereabouts-shim")] + INSTALLER + RECONCILER[:1] + RECONCILER[-1:]
+    assert docs[3]["automountServiceAccountToken"] is False
+    command = docs[4]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command == ["cni-ipam", "reconciler", "--schedule-file", "/cron-schedule/config", "--source", "netns"]
 
 

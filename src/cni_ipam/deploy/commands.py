@@ -78,10 +78,6 @@ def render_text(resource, options) -> tuple:
 
     networks = additional_networks(resource)
     notes = [note for n in networks for note in n.notes]
-    used = set().union(*(n.ipam_types for n in networks))
-    if "static" in used and not used & {"dhcp", "whereabouts"}:
-        notes.append("no daemon set is needed, so none installs the plugins: run 'cni-ipam install' on each "
-                     "node for the static plugin")
     return dump_all(render(networks, options)), notes
 
 

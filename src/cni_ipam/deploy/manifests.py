@@ -38,30 +38,33 @@ AGENT_SOCKET_DIR = "/run/cni-ipam"
 STORE_DIR = "/var/lib/cni/whereabouts"
 CNI_CONF_DIRS = (("cni-net-dir", "/etc/kubernetes/cni/net.d"), ("cni-net-dir-upstream", "/etc/cni/net.d"))
 CONFIGMAP = "whereabouts-config"
+INSTALLER_NAME = "cni-ipam-installer"
 HOST = "/host"
 
 
 class Options:
     """What the command line can change."""
 
-    __slots__ = ("namespace", "image", "cni_bin_dir", "kubernetes_source", "runtime_dir", "agent",
-                 "install_in_daemons")
+    __slots__ = ("namespace", "image", "cni_bin_dir", "kubernetes_source", "runtime_dir", "agent")
 
     def __init__(self, namespace=DEFAULT_NAMESPACE, image=DEFAULT_IMAGE, cni_bin_dir=DEFAULT_CNI_BIN_DIR,
-                 kubernetes_source=True, runtime_dir=DEFAULT_RUNTIME_DIR, agent=False, install_in_daemons=True):
+                 kubernetes_source=True, runtime_dir=DEFAULT_RUNTIME_DIR, agent=False):
         self.namespace = namespace
         self.image = image
         self.cni_bin_dir = cni_bin_dir
         self.kubernetes_source = kubernetes_source
         self.runtime_dir = runtime_dir
         self.agent = agent  # the optional node agent, when a network uses whereabouts
-        # Each daemon set installs the plugins first (render); the plain set has an installer of its own.
-        self.install_in_daemons = install_in_daemons
+
+
+OUR_PLUGINS = frozenset(("static", "dhcp", "whereabouts"))
 
 
 def render(networks: list, options: Options) -> list:
     objects = [nad(n) for n in sorted(networks, key=lambda n: (n.namespace, n.name))]
     used = set().union(*(n.ipam_types for n in networks))
+    if used & OUR_PLUGINS:  # also for static alone: else the node keeps whatever static it has
+        objects += installer_objects(options)
     if "dhcp" in used:
         objects += dhcp_objects(options)
     if "whereabouts" in used:
@@ -97,22 +100,36 @@ def host_path(name: str, path: str, kind: str) -> dict:
     return {"name": name, "hostPath": {"path": path, "type": kind}}
 
 
+KEEP_EVERY = "2"  # seconds between the installer's looks at the launchers
+
+
 def install_container(options: Options) -> dict:
-    """Puts our launchers and the Python runtime they run on the node, which may have no Python of its own.
+    """Puts our launchers and the Python runtime they run on the node, then keeps the launchers there.
 
     ``cni-ipam install --runtime-dir`` copies the image's interpreter, its
     libraries and our package to the runtime dir; the launchers in the CNI
-    bin dir name it by its path on the node (``--host-root`` stripped).
+    bin dir name it by its path on the node (``--host-root`` stripped), so
+    nodes need no Python.  ``--keep`` then puts our launchers back whenever
+    something overwrites them: on OpenShift the operator's
+    multus-additional-cni-plugins pods copy Go's static, dhcp and
+    whereabouts into the same dir each time they start.
     """
     return {
         "name": "install-cni-ipam",
         "image": options.image,
         "command": ["cni-ipam", "install", "--cni-bin-dir", HOST + options.cni_bin_dir,
-                    "--runtime-dir", HOST + options.runtime_dir, "--host-root", HOST],
+                    "--runtime-dir", HOST + options.runtime_dir, "--host-root", HOST, "--keep", KEEP_EVERY],
         "securityContext": {"runAsUser": 0},
+        "resources": {"requests": {"cpu": "1m", "memory": "20Mi"}},
         "volumeMounts": [{"name": "cni-bin-dir", "mountPath": HOST + options.cni_bin_dir},
                          {"name": "runtime-dir", "mountPath": HOST + options.runtime_dir}],
     }
+
+
+def installer_objects(options: Options, containers=(), volumes=()) -> list:
+    """The one DaemonSet that installs: ``cni-ipam-installer``, plus any ``containers`` of the plain set."""
+    pod = {"containers": [install_container(options), *containers], "volumes": install_volumes(options) + list(volumes)}
+    return [service_account(INSTALLER_NAME, options, token=False), daemon_set(INSTALLER_NAME, options, pod)]
 
 
 def install_volumes(options: Options) -> list:
@@ -122,11 +139,8 @@ def install_volumes(options: Options) -> list:
 
 
 def daemon_set(name: str, options: Options, pod_spec: dict) -> dict:
-    """One pod on every Linux node, whatever its taints; with the install step first unless told otherwise."""
+    """One pod on every Linux node, whatever its taints."""
     labels = {"app": name}
-    if options.install_in_daemons:
-        pod_spec = {"initContainers": [install_container(options)], **pod_spec,
-                    "volumes": install_volumes(options) + pod_spec["volumes"]}
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",

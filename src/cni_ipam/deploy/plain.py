@@ -11,10 +11,9 @@ Layout (each directory one kustomization, applied on its own)::
     deploy/agent/                  the optional node agent
     deploy/examples/whereabouts-etcd/   a whereabouts network on etcd, with the Secret for etcd
 
-In the plain set one DaemonSet, ``cni-ipam-installer``, installs the
-plugins on every node (an init container) and then keeps the etcd Secret's
-files on the node (``cni-ipam sync-files``), so the other daemon sets start
-without an install step of their own.
+As with ``render``, one DaemonSet, ``cni-ipam-installer``, installs the
+plugins on every node and keeps them there; in the plain set it also keeps
+the etcd Secret's files on the node (``cni-ipam sync-files``).
 """
 
 from __future__ import annotations
@@ -22,13 +21,13 @@ from __future__ import annotations
 import json
 import os
 
-from .manifests import (CONFIGMAP, HOST, Options, agent_objects, daemon_set, dhcp_objects, host_path,
-                        install_container, install_volumes, nad, reconciler_objects, service_account, object_meta)
+from . import manifests
+from .manifests import (CONFIGMAP, HOST, Options, agent_objects, dhcp_objects, host_path, nad, object_meta,
+                        reconciler_objects)
 
 NAMESPACE = "cni-ipam"
 CNI_BIN_DIR = "/opt/cni/bin"  # the usual CNI bin dir outside OpenShift
 RUNTIME_DIR = "/opt/cni-ipam"
-INSTALLER_NAME = "cni-ipam-installer"
 ETCD_SECRET = "cni-ipam-etcd"
 SECRET_MOUNT = "/etc/cni-ipam/etcd"
 # Where whereabouts looks for its flat file on a plain Kubernetes node; the TLS files go beside it.
@@ -41,9 +40,8 @@ ETCD_ENDPOINTS = ["https://10.0.0.11:2379", "https://10.0.0.12:2379", "https://1
 
 
 def plain_options(**changes) -> Options:
-    """The plain set's options: its own namespace, and the installer DaemonSet does all installing."""
-    return Options(**{"namespace": NAMESPACE, "cni_bin_dir": CNI_BIN_DIR, "runtime_dir": RUNTIME_DIR, **changes,
-                      "install_in_daemons": False})
+    """The plain set's options: its own namespace, and the usual CNI paths outside OpenShift."""
+    return Options(**{"namespace": NAMESPACE, "cni_bin_dir": CNI_BIN_DIR, "runtime_dir": RUNTIME_DIR, **changes})
 
 
 def plain_files(options: Options) -> dict:
@@ -103,13 +101,9 @@ def schedule_config_map(options: Options) -> dict:
 
 
 def installer_objects(options: Options) -> list:
-    """Installs the plugins and their runtime (init container), then keeps the etcd Secret's files on the node.
-
-    The long-lived container has a job (``cni-ipam sync-files``) instead of
-    only sleeping: a Secret can reach the plugins, which run on the host,
-    only as files there.  Without the Secret (it is optional) it copies
-    nothing and costs one idle process.
-    """
+    """The installer (it installs, then keeps our launchers in place), and a container keeping the etcd
+    Secret's files on the node (``cni-ipam sync-files``): a Secret can reach the plugins, which run on the
+    host, only as files there.  Without the Secret (it is optional) that container copies nothing."""
     sync = {
         "name": "sync-files",
         "image": options.image,
@@ -119,12 +113,11 @@ def installer_objects(options: Options) -> list:
         "volumeMounts": [{"name": "etcd-secret", "mountPath": SECRET_MOUNT, "readOnly": True},
                          {"name": "flat-file-dir", "mountPath": HOST + FLAT_FILE_DIR}],
     }
-    volumes = install_volumes(options) + [
+    volumes = [
         {"name": "etcd-secret", "secret": {"secretName": ETCD_SECRET, "optional": True, "defaultMode": 0o400}},
         host_path("flat-file-dir", FLAT_FILE_DIR, "DirectoryOrCreate"),
     ]
-    pod = {"initContainers": [install_container(options)], "containers": [sync], "volumes": volumes}
-    return [service_account(INSTALLER_NAME, options, token=False), daemon_set(INSTALLER_NAME, options, pod)]
+    return manifests.installer_objects(options, containers=[sync], volumes=volumes)
 
 
 def flat_file() -> dict:
