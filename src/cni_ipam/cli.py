@@ -7,12 +7,13 @@ import sys
 
 
 def cmd_install(args) -> int:
-    from .install import install
+    from .install import install_launchers
     from .runtime_bundle import BundleError
 
     try:
-        written = install(args.cni_bin_dir, args.python, runtime_dir=args.runtime_dir, host_root=args.host_root)
-    except (BundleError, ValueError) as e:
+        written = install_launchers(args.cni_bin_dir, args.python, runtime_dir=args.runtime_dir,
+                                    host_root=args.host_root)
+    except (BundleError, ValueError, OSError) as e:
         print(f"cni-ipam install: {e}", file=sys.stderr)
         return 2
     for path in written:
@@ -22,12 +23,12 @@ def cmd_install(args) -> int:
     return _keep_installed(written, args.keep)
 
 
-def _keep_installed(written: list, every: float) -> int:
+def _keep_installed(written: dict, every: float) -> int:
     """--keep: stay and put our launchers back whenever something else replaces them, until SIGTERM."""
     import signal
     import threading
 
-    from .install import keep_installed, read_launchers
+    from .install import keep_installed
 
     def report(path, error=None):
         if error is None:
@@ -38,12 +39,7 @@ def _keep_installed(written: list, every: float) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    try:
-        expected = read_launchers(written)
-    except ValueError as e:
-        print(f"cni-ipam install: {e}", file=sys.stderr)
-        return 1
-    keep_installed(expected, every, stop, report)
+    keep_installed(written, every, stop, report)
     return 0
 
 
@@ -93,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "static, dhcp and whereabouts into the same dir); until SIGTERM")
     p.set_defaults(func=cmd_install)
 
-    p = sub.add_parser("demo", help="show the plugins at work in throw-away network namespaces",
-                       description="Runs pods (network namespaces) on a bridge with our IPAM plugins "
-                                   "and prints their addresses; without root, runs the plugins alone.",
+    p = sub.add_parser("demo", help="show the plugins at work: podman containers, else throw-away namespaces",
+                       description="Runs the MISSION.md examples as podman containers (else as pods made of "
+                                   "network namespaces) on bridges calling our IPAM plugins, and prints "
+                                   "their addresses; without root, runs the plugins alone.",
                        epilog="example: sudo cni-ipam demo")
     p.add_argument("--cni-bin-dir", default=None, metavar="DIR",
                    help="use plugins already installed here (default: install into a temporary dir)")

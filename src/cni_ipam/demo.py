@@ -21,7 +21,7 @@ import os
 import tempfile
 
 from .lab import GO_PLUGIN_DIR, Attachment, Lab, can_make_netns, cni_env, run_plugin
-from .podman_lab import IMAGE as IMAGE_FOR_DEMO
+from .podman_lab import PodmanEnv, PodmanError, unavailable
 
 STATIC_PODS = (
     ("pod-a", [{"address": "10.10.21.10/24", "gateway": "10.10.21.1"}, {"address": "fd00:21::10/64"}]),
@@ -191,14 +191,14 @@ def demo_in_podman(env, db: str) -> int:
         for name, config in pods:
             if config["name"] not in networks:
                 networks[config["name"]] = env.network(config["name"], config["ipam"], config["cniVersion"])
-            done = env.podman("run", "-d", "--name", f"{name}-{env.tag}", "--network", networks[config["name"]],
-                              IMAGE_FOR_DEMO, "sleep", "300")
-            if done.returncode != 0:
-                say(f"   {name} ({config['name']}): podman run failed: {done.stderr.strip()}")
+            try:
+                container = env.start(name, networks[config["name"]])
+            except PodmanError as exc:
+                say(f"   {name} ({config['name']}): {exc}")
                 failures += 1
                 continue
-            started.append((name, config, f"{name}-{env.tag}"))
-            say(f"   {name} ({config['name']}): ip addr eth0 -> {', '.join(env.addresses(f'{name}-{env.tag}'))}")
+            started.append((name, config, container))
+            say(f"   {name} ({config['name']}): ip addr eth0 -> {', '.join(env.addresses(container))}")
         failures += _ping_same_podman_network(env, started)
         removed = env.podman("rm", "-f", "-t", "0", *(c for _, _, c in started)) if started else None
         failures += removed is not None and removed.returncode != 0
@@ -225,22 +225,27 @@ def _ping_same_podman_network(env, started: list) -> int:
 
 def podman_demo(bin_dir: str, db: str, workdir: str) -> int | None:
     """Run the podman demo; None (after saying why) when podman cannot run containers here."""
-    from .podman_lab import PodmanEnv, unavailable
-
     why = unavailable()
     if why:
         say(f"(podman: {why}; using plain network namespaces)")
         return None
     env = PodmanEnv(workdir, bin_dir)
     try:
-        env.import_image()
-        why = env.usable()
+        try:
+            env.import_image()
+            why = env.usable()
+        except PodmanError as exc:
+            why = str(exc)
         if why:
             say(f"({why}; using plain network namespaces)")
             return None
         say(f"podman {env.ok('version', '--format', '{{.Client.Version}}').strip()} (CNI backend) "
             f"runs busybox containers; our plugin dir is first in its CNI path")
-        return demo_in_podman(env, db)
+        try:
+            return demo_in_podman(env, db)
+        except PodmanError as exc:  # a step the demo cannot go on without
+            say(f"   FAILED: {exc}")
+            return 1
     finally:
         env.close()
 

@@ -53,7 +53,13 @@ def compile_package(parent: str) -> None:
 
 def install(bin_dir: str = DEFAULT_BIN_DIR, python: str | None = None, names=None,
             runtime_dir: str | None = None, host_root: str = "") -> list:
-    """Write the launchers; with ``runtime_dir``, first copy a runtime for them onto the node.
+    """Write the launchers (their paths are returned); see :func:`install_launchers`."""
+    return list(install_launchers(bin_dir, python, names, runtime_dir, host_root))
+
+
+def install_launchers(bin_dir: str = DEFAULT_BIN_DIR, python: str | None = None, names=None,
+                      runtime_dir: str | None = None, host_root: str = "") -> dict:
+    """Write the launchers, ``{path: bytes written}``; with ``runtime_dir``, first copy a runtime for them.
 
     Without ``runtime_dir`` the launchers run this environment's interpreter
     and package in place.  With it (an installer in a container image),
@@ -71,43 +77,41 @@ def install(bin_dir: str = DEFAULT_BIN_DIR, python: str | None = None, names=Non
     return install_with_runtime(bin_dir, runtime_dir, host_root, names)
 
 
-def install_with_runtime(bin_dir: str, runtime_dir: str, host_root: str, names=None) -> list:
-    """Copy a new runtime version, switch to it, then drop the old one (under a lock, so one installer at a time)."""
+def install_with_runtime(bin_dir: str, runtime_dir: str, host_root: str, names=None) -> dict:
+    """Copy a new runtime version unless ``current`` is already the same, switch to it, write the
+    launchers, then drop older versions but the one before (under a lock: one installer at a time)."""
     from . import runtime_bundle
 
-    runtime_bundle.preflight(runtime_dir, host_root)
+    node_runtime = runtime_bundle.preflight(runtime_dir, host_root)
     with runtime_bundle.locked(runtime_dir):
-        version = runtime_bundle.build(runtime_dir, host_root, package_parent())
-        runtime_bundle.switch(runtime_dir, version)
+        made_of = runtime_bundle.identity(package_parent(), node_runtime)
+        version = runtime_bundle.current_version(runtime_dir, host_root)
+        if version is None or runtime_bundle.stamp(version.path) != made_of:
+            version = runtime_bundle.build(runtime_dir, host_root, package_parent(), made_of)
+            runtime_bundle.switch(runtime_dir, version)
         written = write_launchers(bin_dir, version.python, version.package_parent, names)
         runtime_bundle.remove_old(runtime_dir, keep=version)
     return written
 
 
-def write_launchers(bin_dir: str, python: str, parent: str, names=None) -> list:
-    """Write the launchers atomically (a running plugin never sees half a file)."""
+def write_launchers(bin_dir: str, python: str, parent: str, names=None) -> dict:
+    """Write the launchers, each whole (a running plugin never sees half a file); ``{path: bytes}``."""
     os.makedirs(bin_dir, exist_ok=True)
-    written = []
+    written = {}
     for name in names or PLUGINS:
         path = os.path.join(bin_dir, name)
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "w") as out:
-            out.write(launcher_text(python, parent, PLUGINS[name]))
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
-        written.append(path)
+        written[path] = launcher_text(python, parent, PLUGINS[name]).encode()
+        write_executable(path, written[path])
     return written
 
 
-def read_launchers(paths: list) -> dict:
-    """{path: bytes} of launchers just written: what :func:`keep_installed` puts back."""
-    found = {}
-    for path in paths:
-        with open(path, "rb") as f:
-            found[path] = f.read()
-        if MARKER.encode() not in found[path]:  # replaced between our write and this read
-            raise ValueError(f"{path} is not our launcher any more; install again")
-    return found
+def write_executable(path: str, data: bytes) -> None:
+    """Through a temporary file and a rename, mode 0755."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as out:
+        out.write(data)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
 
 
 def restore_launchers(expected: dict) -> list:
@@ -126,11 +130,7 @@ def restore_launchers(expected: dict) -> list:
                     continue
         except FileNotFoundError:
             pass
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
+        write_executable(path, data)
         restored.append(path)
     return restored
 

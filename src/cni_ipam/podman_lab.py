@@ -34,6 +34,10 @@ BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "ip", "sleep", "cat", "ls", "true", "echo", "ping")
 
 
+class PodmanError(Exception):
+    """A podman command failed; the message has its stderr."""
+
+
 def unavailable() -> str | None:
     """Why podman cannot run containers here, or None."""
     if os.geteuid() != 0:
@@ -92,8 +96,10 @@ class PodmanEnv:
         return subprocess.run(["podman", *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def ok(self, *args, timeout: float = 60) -> str:
+        """podman's stdout; :class:`PodmanError` (tests see it as a failure) when it fails."""
         done = self.podman(*args, timeout=timeout)
-        assert done.returncode == 0, f"podman {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}"
+        if done.returncode != 0:
+            raise PodmanError(f"podman {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
         return done.stdout
 
     def import_image(self) -> None:

@@ -20,9 +20,13 @@ Layout on the node (``RUNTIME`` is ``--runtime-dir`` without the host root)::
     RUNTIME/VERSION/lib/cni-ipam/      the cni_ipam package, compiled
 
 Each install writes a new ``VERSION`` directory, checks it, switches
-``current`` and the launchers to it, then removes older versions.
-Launchers name ``VERSION`` itself, not ``current``: a plugin process uses
-one version from its first byte to its last import, never a mix.
+``current`` and the launchers to it, then removes older versions but the
+one before it: a plugin started from that one just before the switch can
+finish its imports.  Launchers name ``VERSION`` itself, not ``current``: a
+plugin process uses one version from its first byte to its last import,
+never a mix.  An install that finds ``current`` already made from the same
+interpreter, package and paths (its :func:`identity`, kept in the MARKER
+file) copies nothing: a restarted installer pod costs no churn.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import sys
 import sysconfig
 import tempfile
 
-MARKER = ".cni-ipam-runtime"  # in every version dir; only such dirs are ever removed
+MARKER = ".cni-ipam-runtime"  # in every version dir (only such dirs are ever removed); holds its identity
 CURRENT = "current"
 PYTHON_NAME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 STDLIB = os.path.join(sys.platlibdir, PYTHON_NAME)  # lib/python3.11: where getpath looks for os.py
@@ -97,7 +101,8 @@ def node_path(path: str, host_root: str) -> str:
 
 @contextlib.contextmanager
 def locked(runtime_dir: str):
-    """Hold ``RUNTIME/.lock``: two init containers on one node must not remove each other's version."""
+    """Hold ``RUNTIME/.lock``: two installers on one node (an old and a new pod) must not remove each
+    other's version."""
     import fcntl
 
     os.makedirs(runtime_dir, exist_ok=True)
@@ -118,12 +123,56 @@ def preflight(runtime_dir: str, host_root: str) -> str:
     return node_path(runtime_dir, host_root)
 
 
-def build(runtime_dir: str, host_root: str, package_parent: str) -> Version:
+def identity(package_parent: str, node_runtime: str) -> str:
+    """What a version is made of: the interpreter, what is left out, the package's sources and the node path
+    baked into the copies.  Two installs with the same identity would write the same version."""
+    import hashlib
+
+    from . import __version__
+
+    digest = hashlib.sha256()
+    package = os.path.join(package_parent, "cni_ipam")
+    for directory, dirs, files in os.walk(package):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(directory, name)
+            digest.update(os.path.relpath(path, package).encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(f.read() + b"\0")
+    return "\n".join([f"cni-ipam {__version__}", f"python {sys.version.split()[0]} {os.path.realpath(sys.executable)}",
+                      f"node {node_runtime}", f"left out {sorted(LEFT_OUT_DIRS)} {LEFT_OUT_DIR_PREFIXES} "
+                      f"{LEFT_OUT_EXTENSIONS}", f"sources {digest.hexdigest()}"]) + "\n"
+
+
+def stamp(path: str) -> str:
+    """A version dir's identity ("" for a half-copied one: the MARKER is written empty first)."""
+    try:
+        with open(os.path.join(path, MARKER)) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def current_version(runtime_dir: str, host_root: str) -> Version | None:
+    """The version ``current`` points at, if it is a whole one of ours."""
+    try:
+        name = os.readlink(os.path.join(runtime_dir, CURRENT))
+    except OSError:
+        return None
+    path = os.path.join(os.path.abspath(runtime_dir), name)
+    if "/" in name or not stamp(path):
+        return None
+    return Version(path, os.path.join(node_path(runtime_dir, host_root), name))
+
+
+def build(runtime_dir: str, host_root: str, package_parent: str, made_of: str) -> Version:
     """Copy, patch, compile and check a new version dir; nothing points at it yet.
 
-    ``package_parent`` holds the ``cni_ipam`` to copy (the one this process runs).
+    ``package_parent`` holds the ``cni_ipam`` to copy (the one this process
+    runs); ``made_of`` (its :func:`identity`) goes into the MARKER once the
+    version has passed its check.
     """
-    node_runtime = preflight(runtime_dir, host_root)
+    node_runtime = node_path(runtime_dir, host_root)
     path = tempfile.mkdtemp(prefix=version_prefix(), dir=os.path.abspath(runtime_dir))
     os.chmod(path, 0o755)
     open(os.path.join(path, MARKER), "w").close()  # first, so a half-copied version is removed later too
@@ -136,6 +185,8 @@ def build(runtime_dir: str, host_root: str, package_parent: str) -> Version:
         copy_package(package_parent, version)
         compile_tree(version, STDLIB)
         smoke_check(version, loader)
+        with open(os.path.join(path, MARKER), "w") as f:
+            f.write(made_of)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
@@ -159,13 +210,20 @@ def switch(runtime_dir: str, version: Version) -> None:
 
 
 def remove_old(runtime_dir: str, keep: Version) -> list:
-    """Remove every other version dir (ours only: those holding MARKER), and stray temporary links."""
-    removed = []
+    """Remove our version dirs (those holding MARKER) but ``keep`` and the newest other whole one,
+    and stray temporary links; the dirs removed."""
+    others = []
     for name in sorted(os.listdir(runtime_dir)):
         path = os.path.join(runtime_dir, name)
         if name.startswith(f".{CURRENT}.tmp."):
             os.unlink(path)  # left by an installer that died before its rename
         elif path != keep.path and not os.path.islink(path) and os.path.isfile(os.path.join(path, MARKER)):
+            others.append(path)
+    whole = [p for p in others if stamp(p)]  # a half-copied one (empty MARKER) is never kept
+    previous = max(whole, key=lambda p: os.stat(os.path.join(p, MARKER)).st_mtime, default=None)
+    removed = []
+    for path in others:
+        if path != previous:
             shutil.rmtree(path)
             removed.append(path)
     return removed

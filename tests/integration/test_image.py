@@ -72,8 +72,7 @@ def image(tmp_path_factory, plugin_bin_dir):
                timeout=1200)
         yield env
     finally:
-        env.close()
-        env.podman("rmi", "-f", TAG, base_image())
+        env.close()  # removes the storage, and with it both images
 
 
 def start_installer(env: PodmanEnv, node_root: str, options: Options) -> str:
@@ -95,6 +94,11 @@ def start_installer(env: PodmanEnv, node_root: str, options: Options) -> str:
 def logs(env: PodmanEnv, name: str) -> tuple:
     done = env.podman("logs", name)
     return done.stdout, done.stderr
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def wait_for(predicate, what: str, timeout: float = 120):
@@ -121,11 +125,10 @@ def test_the_image_installs_plugins_that_run_on_a_node_without_python_and_keeps_
     assert [ip["address"] for ip in again["ips"]] == ["192.168.2.225/28"]
     # Another installer copies its own whereabouts over ours (as OpenShift's operator does): ours comes back.
     launcher = node + options.cni_bin_dir + "/whereabouts"
-    with open(launcher, "rb") as f:
-        ours = f.read()
+    ours = read(launcher)
     with open(launcher, "wb") as f:
         f.write(b"\x7fELF someone else's whereabouts")
-    wait_for(lambda: open(launcher, "rb").read() == ours, "the installer did not put our whereabouts back")
+    wait_for(lambda: read(launcher) == ours, "the installer did not put our whereabouts back")
     assert "restored /host/var/lib/cni/bin/whereabouts" in logs(image, installer)[1]
     third = run_in_node(node, "whereabouts", "ADD", WHEREABOUTS_NET, "pod-c", bin_dir=options.cni_bin_dir)
     assert [ip["address"] for ip in third["ips"]] == ["192.168.2.226/28"]

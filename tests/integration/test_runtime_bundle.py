@@ -147,9 +147,26 @@ def test_launchers_name_no_path_of_the_image(node):
 
 # --- upgrades -------------------------------------------------------------------------------------
 
-def test_upgrade_replaces_the_runtime_and_leaves_one_version(tmp_path):
+def test_a_second_install_of_the_same_runtime_copies_nothing(tmp_path):
+    """A restarted installer pod: current is made of the same interpreter, sources and paths."""
     need_patchelf()
     runtime, bin_dir = str(tmp_path / "rt"), str(tmp_path / "bin")
+    install(bin_dir, runtime_dir=runtime)
+    (first,) = version_dirs(runtime)
+    made = os.stat(os.path.join(runtime, first, MARKER)).st_mtime_ns
+    install(bin_dir, runtime_dir=runtime)
+    assert version_dirs(runtime) == [first]
+    assert os.stat(os.path.join(runtime, first, MARKER)).st_mtime_ns == made
+
+
+def test_upgrade_switches_and_keeps_only_the_version_before(tmp_path, monkeypatch):
+    """A plugin started from the old version just before the switch can still finish: that one stays,
+    older ones, half-copied ones and what is not ours are handled as they should be."""
+    need_patchelf()
+    from cni_ipam import runtime_bundle
+
+    runtime, bin_dir = str(tmp_path / "rt"), str(tmp_path / "bin")
+    made_of = runtime_bundle.identity
     install(bin_dir, runtime_dir=runtime)
     (first,) = version_dirs(runtime)
     # What a killed installer leaves (a marked, half-copied version) is removed;
@@ -158,16 +175,21 @@ def test_upgrade_replaces_the_runtime_and_leaves_one_version(tmp_path):
     open(os.path.join(runtime, "v0.0.0-crashed", MARKER), "w").close()
     os.makedirs(os.path.join(runtime, "not-ours"))
 
+    monkeypatch.setattr(runtime_bundle, "identity", lambda *a: made_of(*a) + "upgrade 1\n")
     install(bin_dir, runtime_dir=runtime)
-    (second,) = version_dirs(runtime)
+    second = os.readlink(os.path.join(runtime, CURRENT))
     assert second != first
-    assert sorted(os.listdir(runtime)) == sorted([".lock", CURRENT, second, "not-ours"])
-    assert os.readlink(os.path.join(runtime, CURRENT)) == second
+    assert sorted(os.listdir(runtime)) == sorted([".lock", CURRENT, first, second, "not-ours"])
     with open(os.path.join(bin_dir, "static")) as f:
         assert f.readline() == f"#!{runtime}/{second}/bin/{PYTHON_NAME} -IS\n"
     done = subprocess.run([os.path.join(bin_dir, "static")], env={"CNI_COMMAND": "VERSION"},
                           capture_output=True, text=True, timeout=60)
     assert json.loads(done.stdout)["supportedVersions"] == SUPPORTED
+
+    monkeypatch.setattr(runtime_bundle, "identity", lambda *a: made_of(*a) + "upgrade 2\n")
+    install(bin_dir, runtime_dir=runtime)
+    third = os.readlink(os.path.join(runtime, CURRENT))
+    assert sorted(version_dirs(runtime)) == sorted([second, third])
 
 
 def test_a_broken_version_is_never_switched_to(tmp_path, monkeypatch):

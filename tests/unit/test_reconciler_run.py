@@ -234,6 +234,20 @@ def test_after_sees_the_pass_result_on_the_same_open_store_once():
     assert seen == [(True, ["192.0.2.2"]), "closed"]
 
 
+def test_a_failing_after_is_logged_and_the_run_stays_ok():
+    store = MemoryStore()
+    fill(store, alloc(1))
+    log = new_log()
+
+    def broken(_store):
+        raise RuntimeError("gauges exploded")
+
+    report = reconcile(store, [Fixed({"192.0.2.1": gone()})], log, GRACE, clock=lambda: NOW, after=broken)
+    assert report.ok and addresses(store) == []
+    assert log.records("after-error")[0]["error"] == "gauges exploded"
+    assert log.records("run-end")[0]["ok"] is True
+
+
 def test_after_is_not_called_when_the_pass_failed():
     seen = []
 

@@ -108,8 +108,9 @@ def reconcile(store, sources, log, grace: float, dry_run: bool = False, clock=ti
               monotonic=time.monotonic, after=None) -> Report:
     """One pass over ``store`` (a Store, or a function that opens one: it is then opened inside the run
     and closed after it, so a store that cannot be opened is a failed run).  Exceptions are logged and
-    reported, never raised.  ``after(store)``, if given, runs once the pass is done, on the same open
-    store (the daemon counts the pools for its metrics there, without opening the store again)."""
+    reported, never raised.  ``after(store)``, if given, runs once the pass succeeded, on the same open
+    store (the daemon counts the pools for its metrics there, without opening the store again); an
+    exception from it is logged, and the run stays ok: what it freed is freed."""
     report = Report(dry_run)
     started, start_mono = clock(), monotonic()
     log("run-start", f"reconcile run started{' (dry run: nothing will be freed)' if dry_run else ''}",
@@ -121,7 +122,7 @@ def reconcile(store, sources, log, grace: float, dry_run: bool = False, clock=ti
         _run(store, sources, log, grace, dry_run, clock, report)
         report.ok = True
         if after is not None:
-            after(store)
+            _after(after, store, log)
     except Exception as exc:  # noqa: BLE001 -- the daemon must outlive any one run
         report.errors.append(str(exc))
         log("run-error", f"reconcile run failed: {exc}; what was freed before stays freed, nothing else changed",
@@ -141,6 +142,14 @@ def reconcile(store, sources, log, grace: float, dry_run: bool = False, clock=ti
         skipped=len(report.skipped), kept=report.kept, errors=len(report.errors), started=_iso(started),
         duration_seconds=round(report.duration, 6))
     return report
+
+
+def _after(after, store, log) -> None:
+    try:
+        after(store)
+    except Exception as exc:  # noqa: BLE001 -- the run's outcome stands
+        log("after-error", f"the step after the run failed: {exc}", level="error", error=str(exc),
+            error_type=type(exc).__name__)
 
 
 def _iso(epoch):
