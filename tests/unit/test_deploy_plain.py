@@ -63,6 +63,13 @@ def test_plain_flags_are_not_mixed_with_a_network_resources(argv, capsys, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_plain_refuses_agent_as_it_always_writes_the_agent(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["render", "--plain", "--agent", "--output-dir", "d"]) == 2
+    assert "agent/" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- kustomize: every kustomization lists exactly its directory's files ---------------------------------
 
 def kustomizations():

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from cni_ipam.cli import main
 from cni_ipam.deploy.syncfiles import source_files, sync_once
 
@@ -84,3 +86,11 @@ def test_runs_until_sigterm_and_then_exits_0(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.parametrize("every", ["-1", "x", "3601"])
+def test_every_out_of_range_is_refused(every, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["sync-files", "--from", str(tmp_path), "--to", str(tmp_path / "t"), "--every", every])
+    assert exit.value.code == 2
+    assert "--every" in capsys.readouterr().err

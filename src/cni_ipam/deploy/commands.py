@@ -101,6 +101,10 @@ def cmd_plain(args) -> int:
     if args.input is not None or args.output != "-" or not args.output_dir:
         print("cni-ipam render: --plain reads no FILE and writes no -o; give --output-dir DIR", file=sys.stderr)
         return 2
+    if args.agent:
+        print("cni-ipam render: --plain always writes the agent, in its own directory (agent/): drop --agent",
+              file=sys.stderr)
+        return 2
     options = plain_options(namespace=args.namespace or PLAIN_NAMESPACE, image=args.image,
                             cni_bin_dir=_dir(args.cni_bin_dir or PLAIN_CNI_BIN_DIR),
                             runtime_dir=_dir(args.runtime_dir or PLAIN_RUNTIME_DIR),

@@ -18,16 +18,11 @@ from . import addr
 from ..cni.errors import invalid_config, quote
 
 _DIGITS = frozenset("0123456789")
-_ADDRESS_TYPES = (addr.Address,)  # what a range key may hold instead of text
 _CIDR_HINT = ("expected an address and a decimal prefix length such as "
               "192.168.2.0/24 or fd00::/64")
 
 
-def _show(value) -> str:
-    return quote(value)
-
-
-# --- parsing: helpers raise ValueError(reason); public wrappers add the key ---
+# --- parsing: these raise ValueError(reason); the parse_* wrappers below add the key ---
 
 def _check_text(text) -> None:
     """Reject what Go's parser rejects, with a reason a user can act on."""
@@ -41,7 +36,7 @@ def _check_text(text) -> None:
         raise ValueError("IPv6 zones (%...) are not allowed here")
 
 
-def _strict_ip(text):
+def strict_ip(text):
     """Go net.ParseIP: no leading zeros in IPv4 octets, no zones."""
     _check_text(text)
     return addr.ip_address(text)
@@ -64,7 +59,7 @@ def _sloppy_v4(text) -> addr.Address:
     return addr.Address(value, 4)
 
 
-def _sloppy_ip(text):
+def sloppy_ip(text):
     """k8s ParseIPSloppy: leading zeros allowed in IPv4 (also IPv6's IPv4 tail)."""
     _check_text(text)
     if ":" not in text:
@@ -75,14 +70,15 @@ def _sloppy_ip(text):
     return addr.ip_address(text)
 
 
-def _cidr(text, parse_ip):
-    """Go net.ParseCIDR: ``addr/n`` with host bits allowed, n decimal; no
-    netmask form.  Like Go's dtoi, leading zeros in n are accepted."""
+def cidr(text, parse_address=strict_ip):
+    """Go net.ParseCIDR: ``address/n`` with host bits allowed, n decimal; no
+    netmask form.  Like Go's dtoi, leading zeros in n are accepted.
+    ``parse_address`` is :func:`strict_ip` or :func:`sloppy_ip`."""
     _check_text(text)
-    addr, sep, bits = text.partition("/")
+    address, sep, bits = text.partition("/")
     if not sep:
         raise ValueError("missing the /prefix length; " + _CIDR_HINT)
-    ip = parse_ip(addr)
+    ip = parse_address(address)
     if not bits or not _DIGITS.issuperset(bits):
         raise ValueError(f"prefix length {bits!r} is not a decimal number; "
                          + _CIDR_HINT)
@@ -93,42 +89,34 @@ def _cidr(text, parse_ip):
     return ip, int(digits)
 
 
+def _keyed(parse, text, key: str, what: str):
+    """``parse(text)``, its ValueError turned into the config error naming ``key`` and the value."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise invalid_config(f"{key}: {quote(text)} is not a valid {what}", str(exc)) from None
+
+
 def parse_ip(text, key: str):
     """Parse an IP strictly, as Go's net.ParseIP: errors name ``key``."""
-    try:
-        return _strict_ip(text)
-    except ValueError as exc:
-        raise invalid_config(f"{key}: {_show(text)} is not a valid IP address",
-                             str(exc)) from None
+    return _keyed(strict_ip, text, key, "IP address")
 
 
 def parse_ip_sloppy(text, key: str):
     """Parse an IP as k8s ParseIPSloppy (``00192.00168.1.5`` is accepted),
     the way whereabouts reads ranges and the top-level range_start/end."""
-    try:
-        return _sloppy_ip(text)
-    except ValueError as exc:
-        raise invalid_config(f"{key}: {_show(text)} is not a valid IP address",
-                             str(exc)) from None
+    return _keyed(sloppy_ip, text, key, "IP address")
 
 
 def parse_cidr(text, key: str):
     """Parse ``addr/prefix`` strictly (Go net.ParseCIDR); returns (ip, prefixlen)
     with the host bits kept in ip."""
-    try:
-        return _cidr(text, _strict_ip)
-    except ValueError as exc:
-        raise invalid_config(f"{key}: {_show(text)} is not a valid CIDR",
-                             str(exc)) from None
+    return _keyed(cidr, text, key, "CIDR")
 
 
 def parse_cidr_sloppy(text, key: str):
     """Like :func:`parse_cidr`, with IPv4 leading zeros (ParseCIDRSloppy)."""
-    try:
-        return _cidr(text, _sloppy_ip)
-    except ValueError as exc:
-        raise invalid_config(f"{key}: {_show(text)} is not a valid CIDR",
-                             str(exc)) from None
+    return _keyed(lambda t: cidr(t, sloppy_ip), text, key, "CIDR")
 
 
 def parse_interface(text, key: str):
@@ -136,6 +124,6 @@ def parse_interface(text, key: str):
     ip, prefixlen = parse_cidr(text, key)
     if ip.version == 6 and ip.ipv4_mapped is not None:
         # Go silently turns ::ffff:10.0.0.5/120 into 10.0.0.5/24 (and /96 into /0).
-        raise invalid_config(f"{key}: {_show(text)} is an IPv4-mapped IPv6 address",
+        raise invalid_config(f"{key}: {quote(text)} is an IPv4-mapped IPv6 address",
                              f"write it as an IPv4 CIDR, e.g. {ip.ipv4_mapped}/{max(prefixlen - 96, 0)}")
     return addr.Interface(int(ip), prefixlen, ip.version)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from cni_ipam.cni.errors import invalid_config
+from cni_ipam.cni.errors import invalid_config, quote
 
 from . import addr
-from .ip import _ADDRESS_TYPES, _cidr, _show, _sloppy_ip, _strict_ip, parse_cidr_sloppy, parse_ip, parse_ip_sloppy
+from .ip import cidr, parse_cidr_sloppy, parse_ip, parse_ip_sloppy, sloppy_ip, strict_ip
 
 # --- int helpers ---
 
@@ -129,7 +129,7 @@ class AddressRange:
         ip = parse_ip(text, key)
         if ip.version != self.version:
             raise invalid_config(
-                f"{key}: {_show(text)} is an IPv{ip.version} address, but "
+                f"{key}: {quote(text)} is an IPv{ip.version} address, but "
                 f"range {self.cidr} is IPv{self.version}")
         return int(ip)
 
@@ -168,7 +168,7 @@ def _usable(key: str, value, network):
     """[network+1, broadcast-1] for IPv4 and IPv6 alike, as whereabouts does."""
     if network.prefixlen >= network.max_prefixlen - 1:
         raise invalid_config(
-            f"{key}: {_show(value)} has no usable addresses",
+            f"{key}: {quote(value)} has no usable addresses",
             "the network and broadcast addresses are never allocated, so a "
             "range needs a prefix of /30 or shorter (IPv6: /126 or shorter)")
     return int(network.network_address) + 1, int(network.broadcast_address) - 1
@@ -180,7 +180,7 @@ def _outside(key: str, value, network, first: int, last: int, what=""):
     def cls(value):
         return addr.Address(value, network.version)
 
-    subject = f"{_show(value)}: {what}" if what else _show(value)
+    subject = f"{quote(value)}: {what}" if what else quote(value)
     return invalid_config(
         f"{key}: {subject} is not a usable address of {network} "
         f"({cls(first)}-{cls(last)})",
@@ -191,10 +191,10 @@ def _outside(key: str, value, network, first: int, last: int, what=""):
 def _bound_ip(key: str, value, network):
     """Parse range_start/range_end (sloppy, like whereabouts' top level) and
     check the family."""
-    ip = value if isinstance(value, _ADDRESS_TYPES) else parse_ip_sloppy(value, key)
+    ip = value if isinstance(value, addr.Address) else parse_ip_sloppy(value, key)
     if ip.version != network.version:
         raise invalid_config(
-            f"{key}: {_show(value)} is an IPv{ip.version} address, but range "
+            f"{key}: {quote(value)} is an IPv{ip.version} address, but range "
             f"{network} is IPv{network.version}")
     return int(ip)
 
@@ -228,7 +228,7 @@ def _explicit_bounds(key, network, first, last, range_start, range_end):
             raise _outside(ekey, range_end, network, first, last)
         if end < start:
             raise invalid_config(
-                f"{ekey}: {_show(range_end)} is before range_start "
+                f"{ekey}: {quote(range_end)} is before range_start "
                 f"{addr.Address(start, network.version)}")
     return start, end
 
@@ -237,19 +237,19 @@ def _dash_range(key: str, text: str):
     """``A-B/p``: the network is B/p, A must lie inside it; start=A, end=B."""
     a_text, _, b_text = text.partition("-")
     try:
-        a = _sloppy_ip(a_text)
+        a = sloppy_ip(a_text)
     except ValueError as exc:
-        raise invalid_config(f"{key}: {_show(text)} has an invalid start "
-                             f"address {_show(a_text)}", str(exc)) from None
+        raise invalid_config(f"{key}: {quote(text)} has an invalid start "
+                             f"address {quote(a_text)}", str(exc)) from None
     try:
-        b, prefixlen = _cidr(b_text, _sloppy_ip)
+        b, prefixlen = cidr(b_text, sloppy_ip)
     except ValueError as exc:
-        raise invalid_config(f"{key}: {_show(text)} has an invalid end "
-                             f"{_show(b_text)}", str(exc)) from None
+        raise invalid_config(f"{key}: {quote(text)} has an invalid end "
+                             f"{quote(b_text)}", str(exc)) from None
     network = _network(b, prefixlen)
     if a.version != b.version or a not in network:
         raise invalid_config(
-            f"{key}: {_show(text)}: start {a} is not inside {network}",
+            f"{key}: {quote(text)}: start {a} is not inside {network}",
             "in the form START-END/prefix the network is END/prefix and "
             "START must lie inside it")
     first, last = _usable(key, text, network)
@@ -260,7 +260,7 @@ def _dash_range(key: str, text: str):
     if end is None:
         raise _outside(key, text, network, first, last, f"end {b}")
     if end < start:
-        raise invalid_config(f"{key}: {_show(text)}: end {b} is before start {a}")
+        raise invalid_config(f"{key}: {quote(text)}: end {b} is before start {a}")
     return network, start, end
 
 
@@ -271,24 +271,24 @@ def _exclusions(key: str, exclude, network) -> list:
         return []
     if isinstance(exclude, (str, bytes, dict)) or not hasattr(exclude, "__iter__"):
         raise invalid_config(
-            f"{key}.exclude: {_show(exclude)} is not a list",
+            f"{key}.exclude: {quote(exclude)} is not a list",
             'give a list of CIDRs or IP addresses, e.g. ["192.168.2.0/30"]')
     out = []
     for i, item in enumerate(exclude):
         ikey = f"{key}.exclude[{i}]"
         try:
             if isinstance(item, str) and "/" in item:
-                ip, prefixlen = _cidr(item, _strict_ip)
+                ip, prefixlen = cidr(item, strict_ip)
             else:
-                ip = _strict_ip(item)
+                ip = strict_ip(item)
                 prefixlen = ip.max_prefixlen
         except ValueError as exc:
             raise invalid_config(
-                f"{ikey}: {_show(item)} is not a valid CIDR or IP address",
+                f"{ikey}: {quote(item)} is not a valid CIDR or IP address",
                 str(exc)) from None
         if ip.version != network.version:
             raise invalid_config(
-                f"{ikey}: {_show(item)} is IPv{ip.version}, but range "
+                f"{ikey}: {quote(item)} is IPv{ip.version}, but range "
                 f"{network} is IPv{network.version}")
         out.append(_block(ip, prefixlen))
     return out
