@@ -26,7 +26,7 @@ import time
 import pytest
 
 from cni_ipam.deploy.manifests import HOST, Options, install_container, install_volumes
-from cni_ipam.podman_lab import PodmanEnv, unavailable
+from cni_ipam.podman_lab import PodmanEnv, PodmanError, unavailable
 from node_root import STATIC_NET, STATIC_RESULT, WHEREABOUTS_NET, make_node_root, need_root, run_in_node
 
 pytestmark = pytest.mark.root
@@ -51,6 +51,15 @@ def unreachable() -> str | None:
     return None
 
 
+def twice(step):
+    """Both steps download (Debian packages, PyPI): one retry for a registry's hiccup, then the error stands."""
+    try:
+        return step()
+    except (subprocess.CalledProcessError, PodmanError):
+        time.sleep(5)
+        return step()
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory, plugin_bin_dir):
     """A podman environment holding the image built from the Containerfile."""
@@ -62,14 +71,13 @@ def image(tmp_path_factory, plugin_bin_dir):
     env = PodmanEnv(str(work / "podman"), plugin_bin_dir)
     try:
         base = str(work / "base.tar")
-        done = subprocess.run(["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", base, MIRROR],
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
+        twice(lambda: subprocess.run(["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", base, MIRROR],
+                                     check=True, capture_output=True, text=True, timeout=600))
         env.ok("import", base, base_image(), timeout=300)
         bundle = "/etc/ssl/certs/ca-certificates.crt"  # the host's CAs: PyPI may sit behind a TLS-inspecting proxy
-        env.ok("build", "--pull=never", "--network", "host", "-v", f"{bundle}:/run/host-ca.crt:ro",
-               "--build-arg", "PIP_CERT=/run/host-ca.crt", "-t", TAG, "-f", os.path.join(ROOT, "Containerfile"), ROOT,
-               timeout=1200)
+        twice(lambda: env.ok("build", "--pull=never", "--network", "host", "-v", f"{bundle}:/run/host-ca.crt:ro",
+                             "--build-arg", "PIP_CERT=/run/host-ca.crt", "-t", TAG,
+                             "-f", os.path.join(ROOT, "Containerfile"), ROOT, timeout=1200))
         yield env
     finally:
         env.close()  # removes the storage, and with it both images
