@@ -121,18 +121,22 @@ class PodmanEnv:
         self.ok("import", "--change", 'CMD ["/bin/sh"]', "--change", "ENV PATH=/bin", tar, IMAGE)
 
     # -- networks -------------------------------------------------------------
-    def network(self, name: str, ipam: dict, cni_version: str = "1.0.0", extra_plugins: tuple = ()) -> str:
-        """Write a conflist ``bridge`` (no host address, no NAT) + ``ipam``; returns the network's name."""
+    def network(self, name: str, ipam: dict, cni_version: str = "1.0.0", extra_plugins: tuple = (),
+                macvlan_master: str | None = None) -> str:
+        """Write a conflist ``bridge`` (no host address, no NAT) + ``ipam``, or ``macvlan`` on
+        ``macvlan_master`` (mode bridge); returns the network's name."""
         name = f"{name}-{self.tag}"
-        bridge = f"cni-pm{self.tag}{len(self.bridges)}"[:15]
-        conflist = {"cniVersion": cni_version, "name": name, "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": False, "ipMasq": False, "ipam": ipam},
-            *extra_plugins]}
+        if macvlan_master is None:
+            bridge = f"cni-pm{self.tag}{len(self.bridges)}"[:15]
+            main = {"type": "bridge", "bridge": bridge, "isGateway": False, "ipMasq": False}
+            self.bridges.append(bridge)
+            self.bridge_of[name] = bridge
+        else:
+            main = {"type": "macvlan", "master": macvlan_master, "mode": "bridge"}
+        conflist = {"cniVersion": cni_version, "name": name, "plugins": [dict(main, ipam=ipam), *extra_plugins]}
         with open(os.path.join(self.conf_dir, f"{name}.conflist"), "w") as f:
             json.dump(conflist, f)
         self.networks.append(name)
-        self.bridges.append(bridge)
-        self.bridge_of[name] = bridge
         return name
 
     # -- containers -----------------------------------------------------------

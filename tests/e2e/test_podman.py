@@ -13,6 +13,7 @@ import concurrent.futures
 import ipaddress
 import sqlite3
 import subprocess
+import time
 
 import pytest
 
@@ -239,40 +240,67 @@ def test_thirty_containers_started_at_once_get_distinct_addresses_and_all_are_re
 DHCP_SERVER = "10.89.13.1"
 
 
+def ip_link(*args) -> None:
+    subprocess.run(["ip", "link", *args], check=True, capture_output=True)
+
+
 @pytest.fixture
 def dhcp_network(podman, tmp_path):
-    """A podman network using our ``dhcp``; dnsmasq serves it from a namespace wired to its bridge.
+    """``dhcp_network(main)``: a podman network whose main plugin is ``bridge`` or ``macvlan`` and whose IPAM
+    is our ``dhcp``; dnsmasq serves it from a namespace wired to the Linux bridge the network ends on.
 
-    The bridge is made here, before podman's ``bridge`` plugin finds and uses
-    it; our daemon runs in the host namespace, like the DHCP daemon set.
+    For ``bridge`` that is the network's own bridge, made here before podman's
+    ``bridge`` plugin finds and uses it.  For ``macvlan`` the master is one
+    end of a veth pair whose other end is on a bridge of ours.  Our daemon runs
+    in the host namespace, like the DHCP daemon set.
     """
     from cni_ipam.dhcp.lab import DaemonProcess, Dnsmasq
     from cni_ipam.lab import Lab
 
-    daemon = DaemonProcess(None, str(tmp_path), timeout="10s")
-    net = podman.network("pm-dhcp", {"type": "dhcp", "daemonSocketPath": daemon.socket_path})
-    bridge, port = podman.bridge_of[net], f"pmsrv{podman.tag}"
     lab = Lab("pm")
-    server = lab.netns("srv")
-    dnsmasq = Dnsmasq(server, "srv0", str(tmp_path), first="10.89.13.100", last="10.89.13.199", lease_time="2m")
-    try:
-        subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
-        subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
-        subprocess.run(["ip", "link", "add", port, "type", "veth", "peer", "name", "srv0", "netns", server], check=True)
-        subprocess.run(["ip", "link", "set", port, "master", bridge, "up"], check=True)
+    made_links, running = [], []
+
+    def make(main: str):
+        daemon = DaemonProcess(None, str(tmp_path), timeout="10s", name=f"daemon-{main}")
+        ipam = {"type": "dhcp", "daemonSocketPath": daemon.socket_path}
+        if main == "bridge":
+            net = podman.network("pm-dhcp", ipam)
+            bridge = podman.bridge_of[net]
+        else:
+            bridge, master = f"pmbr{podman.tag}", f"pmmv{podman.tag}"
+            net = podman.network("pm-dhcp-mv", ipam, macvlan_master=master)
+        ip_link("add", bridge, "type", "bridge")
+        made_links.append(bridge)
+        ip_link("set", bridge, "up")
+        if main == "macvlan":
+            ip_link("add", master, "type", "veth", "peer", "name", f"pmmp{podman.tag}")
+            made_links.append(master)
+            ip_link("set", f"pmmp{podman.tag}", "master", bridge, "up")
+            ip_link("set", master, "up")
+        server = lab.netns(f"srv-{main}")
+        ip_link("add", f"pmsrv{podman.tag}{main[0]}", "type", "veth", "peer", "name", "srv0", "netns", server)
+        ip_link("set", f"pmsrv{podman.tag}{main[0]}", "master", bridge, "up")
         lab.ip(server, "addr", "add", f"{DHCP_SERVER}/24", "dev", "srv0")
         lab.ip(server, "link", "set", "srv0", "up")
-        dnsmasq.start()
-        daemon.start()
-        yield net, dnsmasq, daemon
+        dnsmasq = Dnsmasq(server, "srv0", str(tmp_path), first="10.89.13.100", last="10.89.13.199",
+                          lease_time="2m")
+        running.append(dnsmasq.start())
+        running.append(daemon.start())
+        return net, dnsmasq, daemon
+
+    try:
+        yield make
     finally:
-        daemon.stop()
-        dnsmasq.stop()
-        lab.close()  # the server namespace, and with it the veth pair
+        for thing in reversed(running):
+            thing.stop()
+        podman.podman("rm", "-a", "-f", "-t", "0", timeout=120)  # before the master link goes
+        lab.close()  # the server namespaces, and with them the servers' veth pairs
+        for link in made_links:
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
 
 
 def test_dhcp_container_gets_a_lease_from_dnsmasq_and_rm_ends_it(podman, dhcp_network):
-    net, dnsmasq, daemon = dhcp_network
+    net, dnsmasq, daemon = dhcp_network("bridge")
     box = podman.start("dhcp1", net)
     [address] = podman.addresses(box)
     ip = ipaddress.ip_interface(address)
@@ -293,4 +321,24 @@ def test_dhcp_container_gets_a_lease_from_dnsmasq_and_rm_ends_it(podman, dhcp_ne
     assert [lease["address"] for lease in daemon.leases()] == [again.split("/")[0]]
     podman.ok("rm", "-f", "-t", "0", other)
     daemon.wait_for("lease.released", count=2, timeout=10)
+    assert daemon.leases() == []
+
+
+def test_dhcp_on_macvlan_rm_releases_the_lease_at_the_server(podman, dhcp_network):
+    """macvlan calls IPAM DEL while the interface is still there: our daemon sends DHCPRELEASE, and the
+    server frees the address at once (Go's daemon, on the same path, releases too; with bridge nobody can)."""
+    net, dnsmasq, daemon = dhcp_network("macvlan")
+    box = podman.start("dhcpmv", net)
+    [address] = podman.addresses(box)
+    ip = ipaddress.ip_interface(address)
+    assert ip.network == ipaddress.ip_network("10.89.13.0/24")
+    assert [lease["ip"] for lease in dnsmasq.leases()] == [str(ip.ip)]
+    assert podman.podman("exec", box, "ping", "-c", "1", "-W", "2", DHCP_SERVER).returncode == 0
+    podman.ok("rm", "-f", "-t", "0", box)  # DEL from conmon
+    daemon.wait_for("lease.released", timeout=10)
+    deadline = time.monotonic() + 5
+    while dnsmasq.leases() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dnsmasq.leases() == [], "dnsmasq still holds the lease: no DHCPRELEASE reached it"
+    assert f"DHCPRELEASE(srv0) {ip.ip}" in dnsmasq.log()
     assert daemon.leases() == []
