@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cliargs import seconds
+
 
 def cmd_install(args) -> int:
     from .install import install_launchers
@@ -43,13 +45,6 @@ def _keep_installed(written: dict, every: float) -> int:
     return 0
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 3600")
-    return value
-
-
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -83,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the node's root is mounted in the installer, e.g. /host: stripped from "
                         "--runtime-dir for the paths written into the runtime and launchers "
                         "(default: \"\", the installer runs on the node)")
-    p.add_argument("--keep", type=_seconds, default=None, metavar="SECONDS",
+    p.add_argument("--keep", type=seconds(zero_allowed=False, most=3600), default=None, metavar="SECONDS",
                    help="after installing, stay and check the launchers every SECONDS, putting ours back when "
                         "something else replaced them (OpenShift's multus-additional-cni-plugins copies Go's "
                         "static, dhcp and whereabouts into the same dir); until SIGTERM")

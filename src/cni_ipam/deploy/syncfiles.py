@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ..cliargs import seconds
+
 DEFAULT_EVERY = 60.0
 
 
@@ -27,21 +29,9 @@ def register(subparsers) -> None:
         epilog="example: cni-ipam sync-files --from /etc/cni-ipam/etcd --to /host/etc/cni/net.d/whereabouts.d")
     p.add_argument("--from", dest="source", required=True, metavar="DIR", help="the mounted Secret")
     p.add_argument("--to", dest="target", required=True, metavar="DIR", help="the host directory")
-    p.add_argument("--every", type=_seconds, default=DEFAULT_EVERY, metavar="SECONDS",
+    p.add_argument("--every", type=seconds(zero_allowed=True, most=3600), default=DEFAULT_EVERY, metavar="SECONDS",
                    help=f"seconds between looks (default {DEFAULT_EVERY:g}; 0: once, then exit)")
     p.set_defaults(func=cmd_sync_files)
-
-
-def _seconds(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 (once) to 3600")
-    return value
 
 
 def source_files(source: str) -> dict:

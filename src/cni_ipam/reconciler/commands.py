@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ..cliargs import seconds
+
 DEFAULT_GRACE = 600.0  # seconds an allocation (or a starting pod) is never robbed
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 SOURCES = ("auto", "netns", "attachments", "kubernetes")
@@ -33,42 +35,18 @@ def register(sub) -> None:
     p.add_argument("--schedule-file", default=None, metavar="PATH",
                    help="where the ConfigMap's schedule is mounted: a file holding the expression, or a directory "
                         "with reconciler_cron_expression or cron-expression (default /cron-schedule/config)")
-    p.add_argument("--poll", type=_positive, default=None, metavar="SECONDS",
+    p.add_argument("--poll", type=seconds(zero_allowed=False), default=None, metavar="SECONDS",
                    help="how often to look for a changed schedule (default 5)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                    help="serve Prometheus metrics on this port (default 9413; 0: any free port, logged)")
     p.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDR",
                    help="address for the metrics endpoint (default 0.0.0.0)")
     p.add_argument("--no-metrics", action="store_true", help="serve no metrics")
-    p.add_argument("--tick", type=_positive, default=None, metavar="SECONDS",
+    p.add_argument("--tick", type=seconds(zero_allowed=False), default=None, metavar="SECONDS",
                    help="run the clock fast, a cron minute lasting SECONDS (for tests and demos)")
     p.add_argument("--max-runs", type=int, default=None, metavar="N", help="stop after N runs")
     _common(p)
     p.set_defaults(func=cmd_reconciler)
-
-
-def _positive(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
-    return value
-
-
-def _not_negative(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
 
 
 def _common(p) -> None:
@@ -81,7 +59,7 @@ def _common(p) -> None:
                         "or when the flat file names a kubeconfig")
     p.add_argument("--node", default=None, metavar="NAME",
                    help="this node's name, as the plugin records it (default $NODENAME, else the host name)")
-    p.add_argument("--grace", type=_not_negative, default=DEFAULT_GRACE, metavar="SECONDS",
+    p.add_argument("--grace", type=seconds(zero_allowed=True), default=DEFAULT_GRACE, metavar="SECONDS",
                    help=f"never free an allocation younger than this, nor one of a pod created less than this "
                         f"ago (default {DEFAULT_GRACE:.0f})")
     p.add_argument("--valid-attachments", action="append", default=None, metavar="FILE",
