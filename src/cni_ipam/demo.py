@@ -131,25 +131,34 @@ def demo_whereabouts_in_namespaces(bin_dir: str, db: str) -> int:
                     continue
                 attached.append((name, pod, att))
                 say(f"   {name} ({config['name']}): ip addr net1 -> {', '.join(lab.addresses(pod, 'net1'))}")
-            failures += _ping_same_network(lab, attached)
+            failures += _ping_first_peer(
+                [(name, att.config, pod) for name, pod, att in attached],
+                lambda pod: lab.addresses(pod, "net1"),
+                lambda pod, ip: lab.exec(pod, "ping", "-c", "1", "-W", "2", ip).returncode == 0)
             deleted = sum(att.delete().ok for _, _, att in attached)
             failures += len(attached) - deleted
             say(f"   DEL of {deleted}/{len(attached)} pods ok; addresses held in the store now: {_held(db)}")
     return failures
 
 
-def _ping_same_network(lab: Lab, attached: list) -> int:
-    """Ping from the first pod to the next one on the same network (and subnet), every family."""
-    first_name, first_pod, first_att = attached[0]
-    peer = next(((n, p) for n, p, a in attached[1:] if a.config is first_att.config), None)
+def _ping_first_peer(members: list, addresses, ping) -> int:
+    """Ping from the first member to the next one on the same network (and subnet), every family.
+
+    ``members`` are ``(name, network config, handle)``; ``addresses(handle)`` lists a member's
+    ``ip/prefix``, ``ping(handle, ip)`` says whether one ping got through.  The failures are counted.
+    """
+    if not members:
+        return 0
+    first_name, first_config, first = members[0]
+    peer = next(((n, h) for n, cfg, h in members[1:] if cfg is first_config), None)
     if peer is None:
         return 0
     failures = 0
-    for address in lab.addresses(peer[1], "net1"):
+    for address in addresses(peer[1]):
         target = address.split("/")[0]
-        ping = lab.exec(first_pod, "ping", "-c", "1", "-W", "2", target)
-        say(f"   {first_name} pings {peer[0]} at {target}: {'ok' if ping.returncode == 0 else 'FAILED'}")
-        failures += ping.returncode != 0
+        ok = ping(first, target)
+        say(f"   {first_name} pings {peer[0]} at {target}: {'ok' if ok else 'FAILED'}")
+        failures += not ok
     return failures
 
 
@@ -199,27 +208,12 @@ def demo_in_podman(env, db: str) -> int:
                 continue
             started.append((name, config, container))
             say(f"   {name} ({config['name']}): ip addr eth0 -> {', '.join(env.addresses(container))}")
-        failures += _ping_same_podman_network(env, started)
+        failures += _ping_first_peer(
+            started, env.addresses,
+            lambda box, ip: env.podman("exec", box, "ping", "-c", "1", "-W", "2", ip).returncode == 0)
         removed = env.podman("rm", "-f", "-t", "0", *(c for _, _, c in started)) if started else None
         failures += removed is not None and removed.returncode != 0
         say(f"   removed {len(started)} containers; addresses held in the store now: {_held(db)}")
-    return failures
-
-
-def _ping_same_podman_network(env, started: list) -> int:
-    """Ping from the first container to the next one on the same network, every family."""
-    if not started:
-        return 0
-    first_name, first_config, first = started[0]
-    peer = next(((n, c) for n, cfg, c in started[1:] if cfg is first_config), None)
-    if peer is None:
-        return 0
-    failures = 0
-    for address in env.addresses(peer[1]):
-        target = address.split("/")[0]
-        ping = env.podman("exec", first, "ping", "-c", "1", "-W", "2", target)
-        say(f"   {first_name} pings {peer[0]} at {target}: {'ok' if ping.returncode == 0 else 'FAILED'}")
-        failures += ping.returncode != 0
     return failures
 
 

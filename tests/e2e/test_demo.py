@@ -33,6 +33,7 @@ def test_demo_runs_the_examples_as_podman_containers(netns_ready):
     for line in EXPECTED:
         assert line.format(**{"if": "eth0"}) in out, out
     assert "FAILED" not in out and out.count("held in the store now: 0") == 3, out
+    assert "wb-d1 pings wb-d2 at fd00::2: ok" in out, out
     assert out.rstrip().endswith("demo finished: all steps ok")
 
 
@@ -45,3 +46,4 @@ def test_demo_in_plain_namespaces(netns_ready, plugin_bin_dir, tmp_path, capsys)
     for line in EXPECTED:
         assert line.format(**{"if": "net1"}) in out, out
     assert "FAILED" not in out and out.count("held in the store now: 0") == 3, out
+    assert "wb-d1 pings wb-d2 at fd00::2: ok" in out, out
