@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from cni_ipam.dhcp.lab import BRIDGE, MACVLAN_PARENT, SERVER_IP, DaemonProcess, Network, client_id_text, wait_until
+from cni_ipam.dhcp.lab import BRIDGE, MACVLAN_PARENT, SERVER_IP, DaemonProcess, Setups, client_id_text, wait_until
 from cni_ipam.lab import Attachment
 
 pytestmark = pytest.mark.root
@@ -29,25 +29,11 @@ RANGE = (ipaddress.ip_address("192.0.2.100"), ipaddress.ip_address("192.0.2.199"
 
 @pytest.fixture
 def dhcp(lab, tmp_path):
-    """``dhcp(...)`` makes the server and node namespaces, dnsmasq and our daemon; all stopped at teardown."""
-    made = []
-
-    def make(start_server: bool = True, timeout: str = "10s", daemon_args=(), **dnsmasq):
-        net = Network(lab, str(tmp_path), **dnsmasq)
-        made.append(net)
-        if start_server:
-            net.start()
-        daemon = DaemonProcess(net.node, str(tmp_path), timeout=timeout, extra=daemon_args)
-        made.append(daemon)
-        daemon.start()
-        return net, daemon
-
-    yield make
-    for thing in reversed(made):
-        if isinstance(thing, DaemonProcess):
-            thing.stop()
-        else:
-            thing.close()
+    """``dhcp(...)`` makes the server and node namespaces, dnsmasq and our daemon
+    (:meth:`cni_ipam.dhcp.lab.Setups.make`); all stopped at teardown."""
+    setups = Setups(lab, str(tmp_path))
+    yield setups.make
+    setups.close()
 
 
 def network(kind: str, daemon: DaemonProcess, version: str = "1.0.0", name: str | None = None, **ipam) -> dict:

@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from cni_ipam.dhcp.lab import DaemonProcess, Network, wait_until
+from cni_ipam.dhcp.lab import DaemonProcess, Setups, wait_until
 from cni_ipam.dhcp.store import file_name
 from cni_ipam.lab import Lab, can_make_netns, cni_env, run_plugin
 
@@ -37,26 +37,10 @@ def lab():
 
 @pytest.fixture
 def dhcp(lab, tmp_path):
-    made = []
-
-    def make(start_server=True, timeout="10s", daemon_args=(), command=None, with_daemon=True, **dnsmasq):
-        net = Network(lab, str(tmp_path), **dnsmasq)
-        made.append(net)
-        if start_server:
-            net.start()
-        if not with_daemon:
-            return net, None
-        daemon = DaemonProcess(net.node, str(tmp_path), timeout=timeout, extra=daemon_args, command=command)
-        made.append(daemon)
-        daemon.start()
-        return net, daemon
-
-    yield make
-    for thing in reversed(made):
-        if isinstance(thing, DaemonProcess):
-            thing.stop()
-        else:
-            thing.close()
+    """``dhcp(...)``: see :meth:`cni_ipam.dhcp.lab.Setups.make`; all stopped at teardown."""
+    setups = Setups(lab, str(tmp_path))
+    yield setups.make
+    setups.close()
 
 
 def plugin(plugin_bin_dir, command, daemon, pod="", container_id="c1", version="1.0.0", args="",

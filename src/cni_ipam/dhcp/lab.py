@@ -244,6 +244,39 @@ class DaemonProcess:
             time.sleep(0.05)
 
 
+class Setups:
+    """Makes server+node networks with a daemon for tests, and stops them all at :meth:`close`."""
+
+    def __init__(self, lab, workdir: str) -> None:
+        self.lab = lab
+        self.workdir = workdir
+        self.made: list = []
+
+    def make(self, start_server: bool = True, timeout: str = "10s", daemon_args=(), command=None,
+             with_daemon: bool = True, **dnsmasq) -> tuple:
+        """``(network, daemon)``: dnsmasq started unless ``start_server`` is false, our daemon (or
+        ``command``) in the node namespace unless ``with_daemon`` is false (then daemon is None)."""
+        net = Network(self.lab, self.workdir, **dnsmasq)
+        self.made.append(net)
+        if start_server:
+            net.start()
+        if not with_daemon:
+            return net, None
+        daemon = DaemonProcess(net.node, self.workdir, timeout=timeout, extra=daemon_args, command=command)
+        self.made.append(daemon)
+        daemon.start()
+        return net, daemon
+
+    def close(self) -> None:
+        """Daemons and dnsmasq stopped, newest first."""
+        for thing in reversed(self.made):
+            if isinstance(thing, DaemonProcess):
+                thing.stop()
+            else:
+                thing.close()
+        self.made.clear()
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while True:
