@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import sqlite3
 import subprocess
+import time
 
 
 def start_add(bin_dir: str, env: dict, config: dict) -> subprocess.Popen:
@@ -24,6 +26,24 @@ def finish(proc: subprocess.Popen) -> tuple:
     proc.stdout.close()
     proc.stderr.close()
     return proc.wait(), out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def kill_window(durations: list, lock, floor: float) -> float:
+    """How long to wait at most before the kill: the median of the last ADDs' durations (at least
+    ``floor``), so that on a loaded machine kills still land inside the store transaction and after the
+    commit, not only during interpreter start-up."""
+    with lock:
+        recent = sorted(durations[-9:])
+    return max(floor, recent[len(recent) // 2] if recent else 0)
+
+
+def add_killed_at_random(bin_dir: str, env: dict, config: dict, window: float, rng) -> tuple:
+    """Start an ADD and SIGKILL it after ``rng.uniform(0, window)`` seconds: ``finish``'s (code, stdout,
+    stderr); code is -SIGKILL when the kill landed, else the ADD had already exited."""
+    proc = start_add(bin_dir, env, config)
+    time.sleep(rng.uniform(0, window))
+    proc.send_signal(signal.SIGKILL)  # harmless if it already exited: it is not reaped yet
+    return finish(proc)
 
 
 def sqlite_rows(db: str) -> list:

@@ -34,7 +34,7 @@ from collections import Counter
 import pytest
 
 from cni_ipam.lab import cni_env, run_plugin
-from plugin_procs import finish, start_add
+from plugin_procs import add_killed_at_random, finish, kill_window, start_add
 
 NETWORK = "fault-net"
 IFNAME = "net1"
@@ -478,13 +478,8 @@ def test_sigkill_mid_add_leaves_only_what_gc_finds(plugin_bin_dir, healthy, etcd
     try:
         for i in range(16):
             cid = f"killed-{i:02d}"
-            proc = start_add(plugin_bin_dir, env_for("ADD", plugin_bin_dir, cid), config)
-            with lock:
-                recent = sorted(durations[-9:])
-            window = max(0.04, recent[len(recent) // 2] if recent else 0)
-            time.sleep(rng.uniform(0, window))
-            proc.send_signal(signal.SIGKILL)  # harmless if it already exited: it is not reaped yet
-            code, out, err = finish(proc)
+            code, out, err = add_killed_at_random(plugin_bin_dir, env_for("ADD", plugin_bin_dir, cid), config,
+                                                  kill_window(durations, lock, 0.04), rng)
             if code == -signal.SIGKILL:
                 killed.append(cid)
             elif code == 0:  # it beat the kill: a successful ADD like any other

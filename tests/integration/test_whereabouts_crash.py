@@ -25,7 +25,7 @@ import time
 import pytest
 
 from cni_ipam.lab import cni_env, run_plugin
-from plugin_procs import finish, sqlite_rows, start_add
+from plugin_procs import add_killed_at_random, finish, kill_window, sqlite_rows, start_add
 
 SUBNET = "10.3.0.0/16"
 NETWORK = "crash-net"
@@ -122,13 +122,8 @@ def test_sigkill_during_add_keeps_store_whole_and_gc_frees_orphans(bin_dir, tmp_
     try:
         for i in range(KILLS):
             cid = f"killed-{i:03d}"
-            proc = start_add(bin_dir, env_for("ADD", bin_dir, cid), netconf(db))
-            with lock:
-                recent = sorted(durations[-9:])
-            window = max(KILL_WINDOW, recent[len(recent) // 2] if recent else 0)
-            time.sleep(rng.uniform(0, window))
-            proc.send_signal(signal.SIGKILL)  # harmless if it already exited: it is not reaped yet
-            code, out, err = finish(proc)
+            code, out, err = add_killed_at_random(bin_dir, env_for("ADD", bin_dir, cid), netconf(db),
+                                                  kill_window(durations, lock, KILL_WINDOW), rng)
             if code == -signal.SIGKILL:
                 killed.append(cid)
             elif code == 0:  # it beat the kill: a successful ADD like any other
