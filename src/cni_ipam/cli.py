@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cliargs import seconds
+from .cliargs import seconds, stop_on_signals
 
 
 def cmd_install(args) -> int:
@@ -27,9 +27,6 @@ def cmd_install(args) -> int:
 
 def _keep_installed(written: dict, every: float) -> int:
     """--keep: stay and put our launchers back whenever something else replaces them, until SIGTERM."""
-    import signal
-    import threading
-
     from .install import keep_installed
 
     def report(path, error=None):
@@ -38,9 +35,7 @@ def _keep_installed(written: dict, every: float) -> int:
         else:
             print(f"cni-ipam install: cannot restore {path}: {error}", file=sys.stderr, flush=True)
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     keep_installed(written, every, stop, report)
     return 0
 

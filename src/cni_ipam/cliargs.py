@@ -1,4 +1,4 @@
-"""Argument types shared by the ``cni-ipam`` commands: one way to read a number of seconds."""
+"""Shared by the ``cni-ipam`` commands: one way to read a number of seconds, one way to stop on a signal."""
 
 from __future__ import annotations
 
@@ -21,3 +21,15 @@ def seconds(zero_allowed: bool, most: float | None = None):
             raise argparse.ArgumentTypeError(f"{text!r} must be at most {most:g}")
         return value
     return parse
+
+
+def stop_on_signals():
+    """A ``threading.Event`` set by SIGTERM (the kubelet stopping a pod) or SIGINT: long-running
+    commands wait on it between their rounds and end cleanly."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop

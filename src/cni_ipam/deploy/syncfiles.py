@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..cliargs import seconds
+from ..cliargs import seconds, stop_on_signals
 
 DEFAULT_EVERY = 60.0
 
@@ -82,12 +82,7 @@ def sync_once(source: str, target: str) -> list:
 
 
 def cmd_sync_files(args) -> int:
-    import signal
-    import threading
-
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     while True:
         try:
             for name in sync_once(args.source, args.target):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..cliargs import seconds
+from ..cliargs import seconds, stop_on_signals
 
 DEFAULT_GRACE = 600.0  # seconds an allocation (or a starting pod) is never robbed
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -234,9 +234,6 @@ def cmd_reconcile(args) -> int:
 
 
 def cmd_reconciler(args) -> int:
-    import signal
-    import threading
-
     from .daemon import DEFAULT_METRICS_PORT, DEFAULT_POLL, Daemon, FastClock, Metrics, RealClock
     from .log import JsonLog
     from .run import reconcile
@@ -268,9 +265,7 @@ def cmd_reconciler(args) -> int:
         f"{', '.join(s.describe() for s in sources)}{' (dry run)' if args.dry_run else ''}",
         node=node_name(args), sources=[s.describe() for s in sources], dry_run=args.dry_run,
         tick_seconds=args.tick)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
 
     observe = _pool_observer(metrics, log) if metrics is not None else None
 
