@@ -55,3 +55,12 @@ def dumps(value, ascii: bool = False) -> str:
     """Compact JSON; non-ASCII characters kept as they are, or escaped with ``ascii=True``
     (error messages: a look-alike digit then shows as ``\\u0661``)."""
     return "".join((_encode_ascii if ascii else _encode)(value, 0))
+
+
+def quote(value) -> str:
+    """A value as it looked in the JSON config (``"10.0.0.1"``, ``true``), so the user can find it in an error."""
+    try:
+        return dumps(value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value),
+                     ascii=True)
+    except (TypeError, ValueError):
+        return repr(value)

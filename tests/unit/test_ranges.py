@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cni_ipam.cni.errors import INVALID_CONFIG, CNIError
+from cni_ipam.net.errors import AddressError
 from cni_ipam.net.ip import parse_cidr, parse_cidr_sloppy, parse_ip, parse_ip_sloppy
 from cni_ipam.net.ranges import AddressRange, parse_range
 
@@ -20,11 +20,11 @@ def ip(text):
     return int(ipaddress.ip_address(text))
 
 
-def config_error(func, *args, **kwargs) -> CNIError:
-    """Call func, expect a code-7 CNIError, return it for message checks."""
-    with pytest.raises(CNIError) as info:
+def config_error(func, *args, **kwargs) -> AddressError:
+    """Call func, expect the AddressError that config/ reports as code 7, return it for message checks."""
+    with pytest.raises(AddressError) as info:
         func(*args, **kwargs)
-    assert info.value.code == INVALID_CONFIG
+    assert str(info.value) == info.value.msg
     return info.value
 
 

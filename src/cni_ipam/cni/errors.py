@@ -46,11 +46,7 @@ def invalid_config(msg: str, details: str = "") -> CNIError:
 
 
 def quote(value) -> str:
-    """A value as it looked in the JSON config (``"10.0.0.1"``, ``true``), so the user can find it in an error."""
-    from ..jsonlite import dumps  # error paths only
+    """A value as it looked in the JSON config: :func:`cni_ipam.jsonlite.quote`, loaded on error paths only."""
+    from ..jsonlite import quote as json_quote  # VERSION must not load _json
 
-    try:
-        return dumps(value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value),
-                     ascii=True)
-    except (TypeError, ValueError):
-        return repr(value)
+    return json_quote(value)

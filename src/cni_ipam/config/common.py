@@ -1,10 +1,29 @@
-"""Config pieces shared by the IPAM types: routes and DNS, as CNI's ``types`` define them."""
+"""Config pieces shared by the IPAM types: routes and DNS, as CNI's ``types`` define them.
+
+Also the one place where the address math's :class:`~cni_ipam.net.errors.AddressError`
+becomes CNI's "invalid config" error: ``net/`` knows nothing of CNI.
+"""
 
 from __future__ import annotations
 
 from ..cni.errors import invalid_config, quote
 from ..cni.result import ROUTE_EXTRAS_1_1, IPConfig, Route
+from ..net.errors import AddressError
 from ..net.ip import parse_interface, parse_ip
+
+
+def address_errors_as_invalid_config(function):
+    """``function`` with an :class:`AddressError` raised as code 7, its message and details unchanged.
+
+    Wraps each config entry point (``static.parse``, ``whereabouts.load``).
+    """
+    def wrapped(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except AddressError as exc:
+            raise invalid_config(exc.msg, exc.details) from None
+    wrapped.__doc__ = function.__doc__
+    return wrapped
 
 
 def expect(value, kind, key: str, kind_name: str):

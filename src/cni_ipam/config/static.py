@@ -22,7 +22,7 @@ from ..cni.args import parse_cni_args
 from ..cni.errors import invalid_config
 from ..cni.result import IPConfig
 from ..net.ip import parse_interface, parse_ip
-from .common import expect, parse_addresses, parse_dns, parse_routes
+from .common import address_errors_as_invalid_config, expect, parse_addresses, parse_dns, parse_routes
 
 KNOWN_KEYS = ("type", "addresses", "routes", "dns", "name")
 
@@ -71,6 +71,7 @@ def _addresses_from_list(value, key: str) -> list:
     return [IPConfig(parse_interface(item, f"{key}[{i}]")) for i, item in enumerate(items)]
 
 
+@address_errors_as_invalid_config
 def parse(request) -> StaticConfig:
     """Validate the request's ``ipam`` section and collect its addresses."""
     ipam = request.ipam

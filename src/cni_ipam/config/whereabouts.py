@@ -22,7 +22,7 @@ from ..cni.args import parse_cni_args
 from ..cni.errors import invalid_config, quote
 from ..cni.result import IPConfig
 from ..net.ip import parse_interface, parse_ip
-from .common import expect, parse_addresses, parse_dns, parse_routes
+from .common import address_errors_as_invalid_config, expect, parse_addresses, parse_dns, parse_routes
 
 FLAT_FILE_PATHS = (
     "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
@@ -231,6 +231,7 @@ def with_flat_file(request, read_json) -> tuple:
     return dict(ipam), None
 
 
+@address_errors_as_invalid_config
 def load(request, read_json) -> WhereaboutsConfig:
     """Validate the whole config for ADD, CHECK, GC and STATUS."""
     ipam, flat_path = with_flat_file(request, read_json)

@@ -7,7 +7,7 @@ ranges with Kubernetes' ``ParseIPSloppy``, which takes IPv4 leading zeros
 as decimal: the ``*_sloppy`` functions.  :mod:`.addr` parses as strictly as
 ``ipaddress``; the checks here add Go's rules on top.
 
-Every error is :func:`cni_ipam.cni.errors.invalid_config`, in one style:
+Every error is an :class:`.errors.AddressError`, in one style:
 ``<key>: "<value as in the JSON>" is not a valid IP address`` (or ``CIDR``),
 with the reason in the details.
 """
@@ -15,7 +15,7 @@ with the reason in the details.
 from __future__ import annotations
 
 from . import addr
-from ..cni.errors import invalid_config, quote
+from .errors import AddressError
 
 _DIGITS = frozenset("0123456789")
 _CIDR_HINT = ("expected an address and a decimal prefix length such as "
@@ -90,11 +90,11 @@ def cidr(text, parse_address=strict_ip):
 
 
 def _keyed(parse, text, key: str, what: str):
-    """``parse(text)``, its ValueError turned into the config error naming ``key`` and the value."""
+    """``parse(text)``, its ValueError turned into the AddressError naming ``key`` and the value."""
     try:
         return parse(text)
     except ValueError as exc:
-        raise invalid_config(f"{key}: {quote(text)} is not a valid {what}", str(exc)) from None
+        raise AddressError(key, text, f"is not a valid {what}", str(exc)) from None
 
 
 def parse_ip(text, key: str):
@@ -124,6 +124,6 @@ def parse_interface(text, key: str):
     ip, prefixlen = parse_cidr(text, key)
     if ip.version == 6 and ip.ipv4_mapped is not None:
         # Go silently turns ::ffff:10.0.0.5/120 into 10.0.0.5/24 (and /96 into /0).
-        raise invalid_config(f"{key}: {quote(text)} is an IPv4-mapped IPv6 address",
-                             f"write it as an IPv4 CIDR, e.g. {ip.ipv4_mapped}/{max(prefixlen - 96, 0)}")
+        raise AddressError(key, text, "is an IPv4-mapped IPv6 address",
+                           f"write it as an IPv4 CIDR, e.g. {ip.ipv4_mapped}/{max(prefixlen - 96, 0)}")
     return addr.Interface(int(ip), prefixlen, ip.version)

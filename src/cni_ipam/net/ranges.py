@@ -4,7 +4,7 @@ No I/O, and nothing beyond :mod:`.addr` and ``bisect``: a plugin imports
 this on every CNI call.  Addresses are plain ints, so IPv6 gets the full
 128 bits (whereabouts' 64-bit offsets stop at the first /65 of a /64).
 
-Every error is :func:`cni_ipam.cni.errors.invalid_config` and its message
+Every error is an :class:`.errors.AddressError` and its message
 names the config key and the bad value, e.g.
 ``ipam.ipRanges[1].range_start: "10.0.1.5" is not a usable address ...``.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from cni_ipam.cni.errors import invalid_config, quote
-
+from ..jsonlite import quote
 from . import addr
+from .errors import AddressError
 from .ip import cidr, parse_cidr_sloppy, parse_ip, parse_ip_sloppy, sloppy_ip, strict_ip
 
 # --- int helpers ---
@@ -128,9 +128,8 @@ class AddressRange:
         """Parse an address (strictly) of this range's family into an int."""
         ip = parse_ip(text, key)
         if ip.version != self.version:
-            raise invalid_config(
-                f"{key}: {quote(text)} is an IPv{ip.version} address, but "
-                f"range {self.cidr} is IPv{self.version}")
+            raise AddressError(key, text, f"is an IPv{ip.version} address, but "
+                               f"range {self.cidr} is IPv{self.version}")
         return int(ip)
 
     def interface_text(self, ip_int: int) -> str:
@@ -167,25 +166,23 @@ class AddressRange:
 def _usable(key: str, value, network):
     """[network+1, broadcast-1] for IPv4 and IPv6 alike, as whereabouts does."""
     if network.prefixlen >= network.max_prefixlen - 1:
-        raise invalid_config(
-            f"{key}: {quote(value)} has no usable addresses",
+        raise AddressError(
+            key, value, "has no usable addresses",
             "the network and broadcast addresses are never allocated, so a "
             "range needs a prefix of /30 or shorter (IPv6: /126 or shorter)")
     return int(network.network_address) + 1, int(network.broadcast_address) - 1
 
 
-def _outside(key: str, value, network, first: int, last: int, what=""):
+def _outside(key: str, value, network, first: int, last: int, part=""):
     """The error for a bound outside the usable addresses (whereabouts
     silently ignores such a bound; we refuse it)."""
     def cls(value):
         return addr.Address(value, network.version)
 
-    subject = f"{quote(value)}: {what}" if what else quote(value)
-    return invalid_config(
-        f"{key}: {subject} is not a usable address of {network} "
-        f"({cls(first)}-{cls(last)})",
+    return AddressError(
+        key, value, f"is not a usable address of {network} ({cls(first)}-{cls(last)})",
         "whereabouts would silently ignore it; give an address inside the "
-        "range, or leave it out")
+        "range, or leave it out", part=part)
 
 
 def _bound_ip(key: str, value, network):
@@ -193,9 +190,8 @@ def _bound_ip(key: str, value, network):
     check the family."""
     ip = value if isinstance(value, addr.Address) else parse_ip_sloppy(value, key)
     if ip.version != network.version:
-        raise invalid_config(
-            f"{key}: {quote(value)} is an IPv{ip.version} address, but range "
-            f"{network} is IPv{network.version}")
+        raise AddressError(key, value, f"is an IPv{ip.version} address, but range "
+                           f"{network} is IPv{network.version}")
     return int(ip)
 
 
@@ -227,9 +223,8 @@ def _explicit_bounds(key, network, first, last, range_start, range_end):
         if end is None:
             raise _outside(ekey, range_end, network, first, last)
         if end < start:
-            raise invalid_config(
-                f"{ekey}: {quote(range_end)} is before range_start "
-                f"{addr.Address(start, network.version)}")
+            raise AddressError(ekey, range_end, "is before range_start "
+                               f"{addr.Address(start, network.version)}")
     return start, end
 
 
@@ -239,19 +234,19 @@ def _dash_range(key: str, text: str):
     try:
         a = sloppy_ip(a_text)
     except ValueError as exc:
-        raise invalid_config(f"{key}: {quote(text)} has an invalid start "
-                             f"address {quote(a_text)}", str(exc)) from None
+        raise AddressError(key, text, f"has an invalid start address {quote(a_text)}",
+                           str(exc)) from None
     try:
         b, prefixlen = cidr(b_text, sloppy_ip)
     except ValueError as exc:
-        raise invalid_config(f"{key}: {quote(text)} has an invalid end "
-                             f"{quote(b_text)}", str(exc)) from None
+        raise AddressError(key, text, f"has an invalid end {quote(b_text)}",
+                           str(exc)) from None
     network = _network(b, prefixlen)
     if a.version != b.version or a not in network:
-        raise invalid_config(
-            f"{key}: {quote(text)}: start {a} is not inside {network}",
+        raise AddressError(
+            key, text, f"is not inside {network}",
             "in the form START-END/prefix the network is END/prefix and "
-            "START must lie inside it")
+            "START must lie inside it", part=f"start {a}")
     first, last = _usable(key, text, network)
     start = _start_of(int(a), first, last)
     if start is None:
@@ -260,7 +255,7 @@ def _dash_range(key: str, text: str):
     if end is None:
         raise _outside(key, text, network, first, last, f"end {b}")
     if end < start:
-        raise invalid_config(f"{key}: {quote(text)}: end {b} is before start {a}")
+        raise AddressError(key, text, f"is before start {a}", part=f"end {b}")
     return network, start, end
 
 
@@ -270,8 +265,8 @@ def _exclusions(key: str, exclude, network) -> list:
     if exclude is None:
         return []
     if isinstance(exclude, (str, bytes, dict)) or not hasattr(exclude, "__iter__"):
-        raise invalid_config(
-            f"{key}.exclude: {quote(exclude)} is not a list",
+        raise AddressError(
+            f"{key}.exclude", exclude, "is not a list",
             'give a list of CIDRs or IP addresses, e.g. ["192.168.2.0/30"]')
     out = []
     for i, item in enumerate(exclude):
@@ -283,13 +278,11 @@ def _exclusions(key: str, exclude, network) -> list:
                 ip = strict_ip(item)
                 prefixlen = ip.max_prefixlen
         except ValueError as exc:
-            raise invalid_config(
-                f"{ikey}: {quote(item)} is not a valid CIDR or IP address",
-                str(exc)) from None
+            raise AddressError(ikey, item, "is not a valid CIDR or IP address",
+                               str(exc)) from None
         if ip.version != network.version:
-            raise invalid_config(
-                f"{ikey}: {quote(item)} is IPv{ip.version}, but range "
-                f"{network} is IPv{network.version}")
+            raise AddressError(ikey, item, f"is IPv{ip.version}, but range "
+                               f"{network} is IPv{network.version}")
         out.append(_block(ip, prefixlen))
     return out
 
