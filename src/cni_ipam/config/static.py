@@ -22,7 +22,7 @@ from ..cni.args import parse_cni_args
 from ..cni.errors import invalid_config
 from ..cni.result import IPConfig
 from ..net.ip import parse_interface, parse_ip
-from .common import address_errors_as_invalid_config, expect, parse_addresses, parse_dns, parse_routes
+from .common import address_errors_as_invalid_config, give_gateways, items, parse_addresses, parse_dns, parse_routes
 
 KNOWN_KEYS = ("type", "addresses", "routes", "dns", "name")
 
@@ -58,17 +58,12 @@ def _addresses_from_cni_args(args: dict, configured: list = ()) -> list:
         for item in args["IP"].split(","):
             found.append(_cni_args_address(item.strip(), configured))
     if args.get("GATEWAY"):
-        for item in args["GATEWAY"].split(","):
-            gateway = parse_ip(item.strip(), "CNI_ARGS GATEWAY")
-            for ip in found:
-                if gateway in ip.address.network:
-                    ip.gateway = gateway
+        give_gateways([item.strip() for item in args["GATEWAY"].split(",")], found)
     return found
 
 
 def _addresses_from_list(value, key: str) -> list:
-    items = expect(value, list, key, "a list of CIDRs")
-    return [IPConfig(parse_interface(item, f"{key}[{i}]")) for i, item in enumerate(items)]
+    return [IPConfig(parse_interface(item, where)) for where, item in items(value, key, "a list of CIDRs")]
 
 
 @address_errors_as_invalid_config

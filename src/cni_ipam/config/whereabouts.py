@@ -22,7 +22,9 @@ from ..cni.args import parse_cni_args
 from ..cni.errors import invalid_config, quote
 from ..cni.result import IPConfig
 from ..net.ip import parse_interface, parse_ip
-from .common import address_errors_as_invalid_config, expect, parse_addresses, parse_dns, parse_routes
+from .common import (
+    address_errors_as_invalid_config, expect, give_gateways, items, parse_addresses, parse_dns, parse_routes,
+)
 
 FLAT_FILE_PATHS = (
     "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
@@ -144,8 +146,7 @@ def _ranges(ipam: dict, network_name: str, overlapping: bool, warnings: list, ga
             return parse_range("ipam", ipam["range"], ipam.get("range_start"), ipam.get("range_end"),
                                _plus(ipam.get("exclude") or (), extra))
         specs.append(RangeSpec("ipam.range", _without_gateway(parse(), gateway, parse), network_name, overlapping))
-    for i, entry in enumerate(expect(ipam.get("ipRanges") or [], list, "ipam.ipRanges", "a list of ranges")):
-        key = f"ipam.ipRanges[{i}]"
+    for key, entry in items(ipam.get("ipRanges") or [], "ipam.ipRanges", "a list of ranges"):
         expect(entry, dict, key, "an object with range, range_start, range_end, exclude")
         check_keys(entry, key, RANGE_KEYS, warnings)
         if not entry.get("range"):
@@ -157,12 +158,15 @@ def _ranges(ipam: dict, network_name: str, overlapping: bool, warnings: list, ga
     return specs
 
 
+def _comma_list(text: str) -> list:
+    """The non-empty items of a CNI_ARGS value such as ``IP=10.0.0.5,fd00::5``."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _requested_text(request, cni_args: dict) -> list:
     """(key, text) of addresses asked for: CNI_ARGS ``IP=`` then ``runtimeConfig.ips``."""
-    asked = [("CNI_ARGS IP", item.strip()) for item in cni_args.get("IP", "").split(",") if item.strip()]
-    ips = request.runtime_config.get("ips") or []
-    asked += [(f"runtimeConfig.ips[{i}]", item) for i, item in enumerate(expect(ips, list, "runtimeConfig.ips", "a list"))]
-    return asked
+    asked = [("CNI_ARGS IP", item) for item in _comma_list(cni_args.get("IP", ""))]
+    return asked + items(request.runtime_config.get("ips") or [], "runtimeConfig.ips", "a list")
 
 
 def _place_requests(asked: list, specs: list, statics: list) -> dict:
@@ -198,15 +202,6 @@ def _check_legacy_version(cni_version: str, families: list) -> None:
     if versions.is_legacy_result(cni_version) and (families.count(4) > 1 or families.count(6) > 1):
         raise invalid_config(f"CNI version {cni_version} does not support more than 1 address per family",
                              "use cniVersion 0.3.0 or later for several ranges of one family")
-
-
-def _gateways_from_args(cni_args: dict, statics: list) -> None:
-    for item in cni_args.get("GATEWAY", "").split(","):
-        if item.strip():
-            gateway = parse_ip(item.strip(), "CNI_ARGS GATEWAY")
-            for ip in statics:
-                if gateway in ip.address.network:
-                    ip.gateway = gateway
 
 
 def store_settings(ipam: dict):
@@ -251,7 +246,7 @@ def load(request, read_json) -> WhereaboutsConfig:
     statics = parse_addresses(ipam.get("addresses"), "ipam.addresses")
     cni_args = parse_cni_args(request.args, POD_ARGS)
     requested = _place_requests(_requested_text(request, cni_args), specs, statics)
-    _gateways_from_args(cni_args, statics)
+    give_gateways(_comma_list(cni_args.get("GATEWAY", "")), statics)
     _check_legacy_version(request.cni_version, [s.range.version for s in specs] + [ip.version for ip in statics])
     if not specs and not statics:
         raise invalid_config("ipam: no range to allocate from",
