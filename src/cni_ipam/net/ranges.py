@@ -1,7 +1,7 @@
 """Address math for whereabouts ranges: parsing, usable bounds, exclusions.
 
-No I/O, and nothing beyond :mod:`.addr` and ``bisect``: a plugin imports
-this on every CNI call.  Addresses are plain ints, so IPv6 gets the full
+No I/O, and nothing beyond this package, :mod:`cni_ipam.jsonlite` (to quote
+values in messages) and ``bisect``: a plugin imports this on every CNI call.  Addresses are plain ints, so IPv6 gets the full
 128 bits (whereabouts' 64-bit offsets stop at the first /65 of a /64).
 
 Every error is an :class:`.errors.AddressError` and its message
