@@ -127,3 +127,31 @@ def test_metrics_endpoint_serves_the_collector():
     assert "cni_ipam_dhcp_renew_failures_total 1.0" in text
     assert 'cni_ipam_dhcp_lease_events_total{event="rebinding"} 1.0' in text
     assert prometheus is not None
+
+
+def test_the_server_answers_each_connection_with_one_line(tmp_path):
+    """Daemon.handle over a real socketpair: bad requests get code 7 and their reason, good ones their reply."""
+    import socket
+
+    from cni_ipam import linejson
+    from cni_ipam.dhcp.daemon.server import Daemon
+
+    server = Daemon(Settings(build_parser("x").parse_args(["--lease-dir", str(tmp_path / "leases")])))
+
+    def ask(payload: bytes) -> dict:
+        ours, theirs = socket.socketpair()
+        with ours:
+            ours.settimeout(5)
+            ours.sendall(payload)
+            ours.shutdown(socket.SHUT_WR)
+            server.handle(theirs)
+            return linejson.Reader(ours).read()
+
+    assert ask(b'{"op": "status"}\n') == {"ok": True, "leases": 0}
+    assert ask(b'{"op": "list"}\n') == {"ok": True, "leases": []}
+    for payload, fragment in ((b"not json\n", "request is not JSON"), (b"[1]\n", "not a JSON object"),
+                              (b'{"op": "status"}', "request is not a whole line"),
+                              (b'{"op": "fly"}\n', "unknown op 'fly'"),
+                              (b'{"op": "check", "containerID": "c1", "network": "n"}\n', "'ifname' must be")):
+        answer = ask(payload)
+        assert answer["ok"] is False and answer["code"] == 7 and fragment in answer["msg"], (payload, answer)
