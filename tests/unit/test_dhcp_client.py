@@ -303,8 +303,99 @@ def test_every_transition_is_in_the_table():
                                        client.FAILED}
     c = machine()
     c.state = client.BOUND
-    with pytest.raises(AssertionError, match="bound -> selecting"):
+    with pytest.raises(client.LocalProtocolError, match="bound -> selecting"):
         c._move(client.SELECTING)
+
+
+def in_state(state: str) -> Client:
+    """A client brought to ``state`` by real inputs only."""
+    if state == client.BOUND:
+        return bound()[0]
+    c = machine()
+    if state == client.RELEASED:
+        c.release(0.0)
+    elif state != client.INIT:
+        discover = sends(c.start(0.0))[0].message
+        if state == client.REQUESTING:
+            c.receive(reply(discover, packet.OFFER), 0.0)
+        elif state == client.FAILED:
+            c.timer(c.deadline)
+        elif state in (client.RENEWING, client.REBINDING, client.EXPIRED):
+            c = bound()[0]
+            c.timer({client.RENEWING: 30.0, client.REBINDING: 60.0, client.EXPIRED: 120.0}[state])
+    assert c.state == state
+    return c
+
+
+def call(c: Client, kind: str) -> list:
+    _, out = bound()
+    saved = [a for a in out if isinstance(a, Event)][0].lease
+    return {client.START: lambda: c.start(1.0), client.RESUME: lambda: c.resume(saved, 1.0),
+            client.TIMER: lambda: c.timer(c.wake_at or 1.0), client.RELEASE: lambda: c.release(1.0)}[kind]()
+
+
+def test_every_handler_is_a_method_and_every_state_is_in_the_table():
+    assert {state for state, _ in client.HANDLERS} <= set(client.TRANSITIONS)
+    assert {kind for _, kind in client.HANDLERS} == set(client.CALLS + client.MESSAGES)
+    for name in client.HANDLERS.values():
+        assert callable(getattr(Client, name)), name
+
+
+@pytest.mark.parametrize("kind", client.CALLS)
+@pytest.mark.parametrize("state", sorted(client.TRANSITIONS))
+def test_a_call_is_handled_or_raises_the_named_error(state, kind):
+    c = in_state(state)
+    if (state, kind) in client.HANDLERS:
+        call(c, kind)
+        assert all(to in client.TRANSITIONS[frm] for frm, to in c.history)
+    else:
+        with pytest.raises(client.LocalProtocolError, match=f"state {state} takes no '{kind}'"):
+            call(c, kind)
+        assert c.state == state
+
+
+@pytest.mark.parametrize("kind", [packet.OFFER, packet.ACK, packet.NAK])
+@pytest.mark.parametrize("state", sorted(client.TRANSITIONS))
+def test_a_message_is_handled_or_discarded(state, kind):
+    c = in_state(state)
+    before = (c.state, c.wake_at, c.lease, list(c.history))
+    out = c.receive(reply(Message(packet.BOOTREQUEST, c.xid, MAC, {}), kind), 1.0)
+    if (state, packet.MESSAGE_TYPES[kind]) in client.HANDLERS:
+        assert out and c.state != state
+    else:  # RFC 2131 figure 5: a message a state does not expect is discarded
+        assert out == [] and (c.state, c.wake_at, c.lease, c.history) == before
+
+
+def test_the_tables_hold_under_python_O():
+    """The errors are exceptions, not asserts: ``python -O`` (which drops asserts) raises them too."""
+    import ast
+    import pathlib
+    import subprocess
+    import sys
+
+    script = (
+        "import random, sys\n"
+        "from cni_ipam.dhcp import client\n"
+        "c = client.Client(client.Config(bytes(6), b'\\x00id'), rng=random.Random(1))\n"
+        "c.start(0.0)\n"
+        "for bad in (lambda: c.start(1.0), lambda: c.resume(None, 1.0)):\n"
+        "    try:\n"
+        "        bad()\n"
+        "    except client.LocalProtocolError as exc:\n"
+        "        print(sys.flags.optimize, exc)\n"
+        "c.state = client.BOUND\n"
+        "try:\n"
+        "    c._move(client.SELECTING)\n"
+        "except client.LocalProtocolError as exc:\n"
+        "    print(sys.flags.optimize, exc)\n")
+    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=30)
+    assert run.stdout.splitlines() == ["1 a DHCP client in state selecting takes no 'start'",
+                                       "1 a DHCP client in state selecting takes no 'resume'",
+                                       "1 bound -> selecting is not a DHCP client transition"], run.stderr
+    package = pathlib.Path(client.__file__).parent
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        assert not [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)], path
 
 
 def test_config_is_checked():

@@ -8,23 +8,26 @@ import logging
 
 import pytest
 
-from cni_ipam.dhcp import daemon
+from cni_ipam.dhcp.daemon.flags import Settings, build_parser, parse_duration
+from cni_ipam.dhcp.daemon.logs import JSONFormatter
+from cni_ipam.dhcp.daemon.metrics import Metrics
+from cni_ipam.dhcp.daemon.requests import RequestError, Spec
 
 
 @pytest.mark.parametrize("text,seconds", [("10s", 10), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("1.5s", 1.5),
                                           ("0", 0), ("2.5", 2.5), ("250us", 0.00025), ("1h1m1s", 3661)])
 def test_durations(text, seconds):
-    assert daemon.parse_duration(text) == pytest.approx(seconds)
+    assert parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "s", "10x", "1m 30s", "-5s", "ten"])
 def test_bad_durations(text):
     with pytest.raises(argparse.ArgumentTypeError):
-        daemon.parse_duration(text)
+        parse_duration(text)
 
 
 def test_go_flags_in_every_spelling():
-    parser = daemon.build_parser("dhcp daemon")
+    parser = build_parser("dhcp daemon")
     args = parser.parse_args(["-socketpath", "/s.sock", "-hostprefix=/host", "-pidfile", "/run/d.pid",
                               "-timeout=5s", "-resendmax", "4s", "-broadcast=true", "-resendtimeout", "3m"])
     assert (args.socketpath, args.hostprefix, args.pidfile, args.timeout, args.resendmax, args.broadcast) == (
@@ -38,20 +41,20 @@ def test_go_flags_in_every_spelling():
 
 
 def test_settings_apply_the_host_prefix():
-    args = daemon.build_parser("x").parse_args(["-hostprefix", "/host/"])
-    settings = daemon.Settings(args)
+    args = build_parser("x").parse_args(["-hostprefix", "/host/"])
+    settings = Settings(args)
     assert settings.socket_path == "/host/run/cni/dhcp.sock"
     assert settings.lease_dir == "/host/var/lib/cni/dhcp"
     assert settings.netns_path("/var/run/netns/pod") == "/host/var/run/netns/pod"
-    explicit = daemon.Settings(daemon.build_parser("x").parse_args(["-hostprefix", "/host", "--lease-dir", "/l"]))
+    explicit = Settings(build_parser("x").parse_args(["-hostprefix", "/host", "--lease-dir", "/l"]))
     assert explicit.lease_dir == "/l"
 
 
 def test_settings_refuse_a_relative_pidfile_and_a_zero_timeout():
     with pytest.raises(SystemExit, match="absolute path"):
-        daemon.Settings(daemon.build_parser("x").parse_args(["-pidfile", "dhcp.pid"]))
+        Settings(build_parser("x").parse_args(["-pidfile", "dhcp.pid"]))
     with pytest.raises(SystemExit, match="-timeout"):
-        daemon.Settings(daemon.build_parser("x").parse_args(["-timeout", "0s"]))
+        Settings(build_parser("x").parse_args(["-timeout", "0s"]))
 
 
 def request(**extra):
@@ -60,9 +63,9 @@ def request(**extra):
 
 
 def test_spec_from_a_request():
-    spec = daemon.Spec.from_request(request())
+    spec = Spec.from_request(request())
     assert spec.key == "c1/net/eth0" and spec.params == (1, 3) and spec.extra == {12: b"web"}
-    again = daemon.Spec.from_record(json.loads(json.dumps(spec.to_record())))
+    again = Spec.from_record(json.loads(json.dumps(spec.to_record())))
     assert (again.key, again.netns, again.params, again.extra) == (spec.key, spec.netns, spec.params, spec.extra)
 
 
@@ -77,8 +80,8 @@ def test_spec_from_a_request():
     ({"provide": []}, "provide must be an object"),
 ])
 def test_bad_requests(extra, fragment):
-    with pytest.raises(daemon.RequestError) as caught:
-        daemon.Spec.from_request(request(**extra))
+    with pytest.raises(RequestError) as caught:
+        Spec.from_request(request(**extra))
     assert caught.value.code == 7 and fragment in caught.value.msg
 
 
@@ -86,13 +89,13 @@ def test_json_log_lines():
     record = logging.LogRecord("cni_ipam.dhcp", logging.WARNING, __file__, 1, "lost %s", ("192.0.2.5",), None)
     record.event = "lease.lost"
     record.fields = {"lease": "c1/net/eth0", "address": "192.0.2.5"}
-    line = json.loads(daemon.JSONFormatter().format(record))
+    line = json.loads(JSONFormatter().format(record))
     assert line["level"] == "warning" and line["event"] == "lease.lost" and line["msg"] == "lost 192.0.2.5"
     assert line["lease"] == "c1/net/eth0" and line["ts"].endswith("Z")
 
 
 def test_metrics_count_renew_failures():
-    metrics = daemon.Metrics()
+    metrics = Metrics()
     for kind in ("bound", "renewing", "renewed", "rebinding", "rebound", "expired", "nak"):
         metrics.event(kind)
     assert metrics.renew_failures == 3 and metrics.events["bound"] == 1
@@ -107,7 +110,7 @@ def test_metrics_endpoint_serves_the_collector():
         def count_by_state(self):
             return {"bound": 2, "rebinding": 1}
 
-    metrics = daemon.Metrics()
+    metrics = Metrics()
     metrics.event("rebinding")
     metrics.acquired(0.012)
     with socket.socket() as probe:
@@ -124,3 +127,31 @@ def test_metrics_endpoint_serves_the_collector():
     assert "cni_ipam_dhcp_renew_failures_total 1.0" in text
     assert 'cni_ipam_dhcp_lease_events_total{event="rebinding"} 1.0' in text
     assert prometheus is not None
+
+
+def test_the_server_answers_each_connection_with_one_line(tmp_path):
+    """Daemon.handle over a real socketpair: bad requests get code 7 and their reason, good ones their reply."""
+    import socket
+
+    from cni_ipam import linejson
+    from cni_ipam.dhcp.daemon.server import Daemon
+
+    server = Daemon(Settings(build_parser("x").parse_args(["--lease-dir", str(tmp_path / "leases")])))
+
+    def ask(payload: bytes) -> dict:
+        ours, theirs = socket.socketpair()
+        with ours:
+            ours.settimeout(5)
+            ours.sendall(payload)
+            ours.shutdown(socket.SHUT_WR)
+            server.handle(theirs)
+            return linejson.Reader(ours).read()
+
+    assert ask(b'{"op": "status"}\n') == {"ok": True, "leases": 0}
+    assert ask(b'{"op": "list"}\n') == {"ok": True, "leases": []}
+    for payload, fragment in ((b"not json\n", "request is not JSON"), (b"[1]\n", "not a JSON object"),
+                              (b'{"op": "status"}', "request is not a whole line"),
+                              (b'{"op": "fly"}\n', "unknown op 'fly'"),
+                              (b'{"op": "check", "containerID": "c1", "network": "n"}\n', "'ifname' must be")):
+        answer = ask(payload)
+        assert answer["ok"] is False and answer["code"] == 7 and fragment in answer["msg"], (payload, answer)

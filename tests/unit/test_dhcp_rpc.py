@@ -87,3 +87,11 @@ def test_hang_up_and_garbage(fake):
     a_list = fake(lambda req: [(0, b"[1]\n")])
     with pytest.raises(rpc.Unreachable, match="not an object"):
         rpc.call(a_list.path, {"op": "status"})
+
+
+def test_a_daemon_that_trickles_bytes_without_a_newline_costs_the_first_timeout_only(fake):
+    daemon = fake(lambda req: [(0.1, b"{")] + [(0.1, b" ")] * 40)
+    started = time.monotonic()
+    with pytest.raises(rpc.NoAnswer, match="did not answer within 0.5s"):
+        rpc.call(daemon.path, {"op": "add"}, first_timeout=0.5)
+    assert time.monotonic() - started < 1.5

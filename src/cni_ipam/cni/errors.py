@@ -15,6 +15,7 @@ INVALID_CONFIG = 7
 TRY_AGAIN_LATER = 11
 NOT_AVAILABLE = 50
 LIMITED_CONNECTIVITY = 51
+INTERNAL = 999  # what Go plugins report for an unexpected error (containernetworking/cni pkg/types ErrInternal)
 
 
 class CNIError(Exception):

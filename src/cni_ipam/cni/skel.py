@@ -7,9 +7,7 @@ VERSION needs, so ``CNI_COMMAND=VERSION`` costs no more than Python start-up.
 """
 
 from . import versions
-from .errors import CNIError
-
-INTERNAL = 999  # what Go plugins report for an unexpected error
+from .errors import INTERNAL, CNIError
 
 
 class Plugin:

@@ -16,11 +16,17 @@ States (RFC 2131 figure 5)::
              |                                      +-------+-------+
     acquisition past its deadline: FAILED;  release(): RELEASED
 
-The transitions are the table :data:`TRANSITIONS` (for documentation and a
-test that every move the code makes is in it).  Retransmissions back off
-from ``resend_initial`` doubling up to ``resend_max`` (Go's ``-resendmax``),
-with +-10 % jitter; acquisition gives up at ``timeout`` (Go's ``-timeout``),
-renewal at T2, rebinding at expiry.
+Two tables, written as data as h11 writes its HTTP states
+(python-hyper/h11 ``h11/_state.py``), decide what happens: :data:`HANDLERS`
+maps ``(state, input)`` to the method that handles it, and
+:data:`TRANSITIONS` lists the moves between states.  A call the table has no
+entry for, or a move it does not list, raises :class:`LocalProtocolError`
+(an exception, not an ``assert``, so ``python -O`` keeps it); a server's
+message with no entry is discarded, as RFC 2131 figure 5 says.
+
+Retransmissions back off from ``resend_initial`` doubling up to
+``resend_max`` (Go's ``-resendmax``), with +-10 % jitter; acquisition gives
+up at ``timeout`` (Go's ``-timeout``), renewal at T2, rebinding at expiry.
 """
 
 from __future__ import annotations
@@ -48,7 +54,42 @@ TRANSITIONS = {
     RELEASED: set(),
 }
 
+# Inputs: the caller's calls, and the server's messages by type.
+START, RESUME, TIMER, RELEASE = "start", "resume", "timer", "release"
+OFFER, ACK, NAK = "DHCPOFFER", "DHCPACK", "DHCPNAK"  # packet.Message.type_name
+CALLS = (START, RESUME, TIMER, RELEASE)
+MESSAGES = (OFFER, ACK, NAK)
+
+# (state, input) -> the Client method that handles it.  A call missing here
+# raises LocalProtocolError; a message missing here is discarded.
+HANDLERS = {
+    (INIT, START): "_start",
+    (INIT, RESUME): "_resume",
+    (INIT, TIMER): "_acquisition_timer",  # after a DHCPNAK: discover again
+    (SELECTING, OFFER): "_on_offer",
+    (SELECTING, TIMER): "_acquisition_timer",
+    (REQUESTING, ACK): "_on_ack",
+    (REQUESTING, NAK): "_on_nak",
+    (REQUESTING, TIMER): "_acquisition_timer",
+    (BOUND, TIMER): "_holding_timer",
+    (RENEWING, ACK): "_on_renewal_ack",
+    (RENEWING, NAK): "_on_renewal_nak",
+    (RENEWING, TIMER): "_holding_timer",
+    (REBINDING, ACK): "_on_renewal_ack",
+    (REBINDING, NAK): "_on_renewal_nak",
+    (REBINDING, TIMER): "_holding_timer",
+    **{(state, RELEASE): "_release" for state in TRANSITIONS},  # any time, again after RELEASED too
+}
+
 MAX_MESSAGE_SIZE = 1500
+
+
+class LocalProtocolError(Exception):
+    """The machine was driven against its tables: a call its state takes no input for, or a move not listed.
+
+    Always a bug in the caller or in this module, never caused by what a
+    server sent (h11's exception of the same name, for the same reason).
+    """
 
 
 class Config:
@@ -159,12 +200,47 @@ class Client:
         self.last_nak = None
         self.history = []          # (from, to) of every transition, for tests and logs
 
+    # -- the inputs: each goes through HANDLERS --
+    def start(self, now: float) -> list:
+        """Begin acquiring: DHCPDISCOVER now, give up at ``now + timeout``."""
+        return self._handle(START, now)
+
+    def resume(self, lease: Lease, now: float) -> list:
+        """Carry on with ``lease`` (after a daemon restart): bound, renewing, rebinding or expired by now."""
+        return self._handle(RESUME, now, lease)
+
+    def receive(self, message: packet.Message, now: float) -> list:
+        """A message from a server; one that is not for us, or not expected now, is discarded."""
+        if (message.op != packet.BOOTREPLY or message.xid != self.xid
+                or message.chaddr[:len(self.config.chaddr)] != self.config.chaddr):
+            return []  # someone else's conversation
+        kind = message.type_name
+        if kind not in MESSAGES or (self.state, kind) not in HANDLERS:
+            return []
+        return self._handle(kind, now, message)
+
+    def timer(self, now: float) -> list:
+        """Call at (or after) ``wake_at``; an early call does what is due and sets the same timer."""
+        return self._handle(TIMER, now)
+
+    def release(self, now: float) -> list:
+        """Give the lease back: DHCPRELEASE unicast to its server when one is held."""
+        return self._handle(RELEASE, now)
+
+    def _handle(self, kind: str, now: float, *args) -> list:
+        handler = HANDLERS.get((self.state, kind))
+        if handler is None:
+            raise LocalProtocolError(f"a DHCP client in state {self.state} takes no {kind!r}")
+        return getattr(self, handler)(now, *args)
+
     # -- helpers --
     def _move(self, state: str) -> None:
-        if state != self.state:
-            assert state in TRANSITIONS[self.state], f"{self.state} -> {state} is not a DHCP client transition"
-            self.history.append((self.state, state))
-            self.state = state
+        if state == self.state:
+            return
+        if state not in TRANSITIONS[self.state]:
+            raise LocalProtocolError(f"{self.state} -> {state} is not a DHCP client transition")
+        self.history.append((self.state, state))
+        self.state = state
 
     def _delay(self, attempt: int) -> float:
         base = min(self.config.resend_initial * (2 ** min(attempt, 30)), self.config.resend_max)
@@ -196,8 +272,7 @@ class Client:
         self.xid = self.rng.getrandbits(32)
 
     # -- acquisition --
-    def start(self, now: float) -> list:
-        """Begin acquiring: DHCPDISCOVER now, give up at ``now + timeout``."""
+    def _start(self, now: float) -> list:
         self.deadline = now + self.config.timeout
         self.sent = {}
         self.offers_seen = 0
@@ -237,43 +312,14 @@ class Client:
         return f"no DHCP server answered {discovers} DHCPDISCOVER(s) within {spent}"
 
     # -- a saved lease --
-    def resume(self, lease: Lease, now: float) -> list:
-        """Carry on with ``lease`` (after a daemon restart): bound, renewing, rebinding or expired by now."""
+    def _resume(self, now: float, lease: Lease) -> list:
         self.lease = lease
         self.state = BOUND  # not a transition: the lease was bound by an earlier run
         out = [Event("resumed", lease)]
         return out + self.timer(now)
 
-    # -- input: a packet --
-    def receive(self, message: packet.Message, now: float) -> list:
-        if (message.op != packet.BOOTREPLY or message.xid != self.xid
-                or message.chaddr[:len(self.config.chaddr)] != self.config.chaddr):
-            return []  # someone else's conversation
-        kind = message.message_type
-        if self.state == SELECTING:
-            return self._on_offer(message, now) if kind == packet.OFFER else []
-        if self.state == REQUESTING:
-            server = message.get(packet.SERVER_ID)
-            if server is not None and server != self.offer[1]:
-                return []  # another server's answer to our broadcast REQUEST
-            if kind == packet.ACK:
-                return self._bind(message, now, "bound")
-            if kind == packet.NAK:
-                return self._nak_while_requesting(message, now)
-            return []
-        if self.state in (RENEWING, REBINDING):
-            if kind == packet.ACK:
-                if message.yiaddr not in ("0.0.0.0", self.lease.address):
-                    return self._lose(now, "nak", f"{message.get(packet.SERVER_ID) or 'the server'} answered the "
-                                                  f"renewal of {self.lease.address} with {message.yiaddr}")
-                return self._bind(message, now, "renewed" if self.state == RENEWING else "rebound")
-            if kind == packet.NAK:
-                text = message.get(packet.MESSAGE)
-                return self._lose(now, "nak", f"DHCPNAK from {message.get(packet.SERVER_ID) or 'a server'}"
-                                              + (f": {text}" if text else ""))
-        return []
-
-    def _on_offer(self, message: packet.Message, now: float) -> list:
+    # -- a server's messages --
+    def _on_offer(self, now: float, message: packet.Message) -> list:
         server = message.get(packet.SERVER_ID)
         if message.yiaddr == "0.0.0.0" or server is None:
             return [Event("ignored", reason=f"DHCPOFFER without {'an address' if server else 'a server identifier'}")]
@@ -283,7 +329,17 @@ class Client:
         self.attempts = 0
         return self._send_acquire(now, [Event("offer", reason=f"{server} offered {message.yiaddr}")])
 
-    def _nak_while_requesting(self, message: packet.Message, now: float) -> list:
+    def _from_offered_server(self, message: packet.Message) -> bool:
+        """While requesting, answers of other servers to our broadcast DHCPREQUEST are not ours."""
+        server = message.get(packet.SERVER_ID)
+        return server is None or server == self.offer[1]
+
+    def _on_ack(self, now: float, message: packet.Message) -> list:
+        return self._bind(message, now, "bound") if self._from_offered_server(message) else []
+
+    def _on_nak(self, now: float, message: packet.Message) -> list:
+        if not self._from_offered_server(message):
+            return []
         text = message.get(packet.MESSAGE)
         self.last_nak = f"DHCPNAK from {self.offer[1]} for {self.offer[0]}" + (f": {text}" if text else "")
         self._move(INIT)
@@ -302,47 +358,55 @@ class Client:
         self.deadline = None
         return self._wake(self.lease.renew_at, [Event(kind, self.lease)])
 
+    def _on_renewal_ack(self, now: float, message: packet.Message) -> list:
+        if message.yiaddr not in ("0.0.0.0", self.lease.address):
+            return self._lose(now, "nak", f"{message.get(packet.SERVER_ID) or 'the server'} answered the "
+                                          f"renewal of {self.lease.address} with {message.yiaddr}")
+        return self._bind(message, now, "renewed" if self.state == RENEWING else "rebound")
+
+    def _on_renewal_nak(self, now: float, message: packet.Message) -> list:
+        text = message.get(packet.MESSAGE)
+        return self._lose(now, "nak", f"DHCPNAK from {message.get(packet.SERVER_ID) or 'a server'}"
+                                      + (f": {text}" if text else ""))
+
     def _lose(self, now: float, kind: str, reason: str) -> list:
         self._move(EXPIRED)
         return self._wake(None, [Event(kind, self.lease, reason)])
 
-    # -- input: the timer --
-    def timer(self, now: float) -> list:
-        """Call at (or after) ``wake_at``; an early call does what is due and sets the same timer."""
-        state = self.state
-        if state in (SELECTING, REQUESTING, INIT):
-            if self.deadline is None:  # never started
-                return []
-            if now >= self.deadline:
-                self._move(FAILED)
-                return self._wake(None, [Event("failed", reason=self._failure_reason())])
-            if self.wake_at is not None and now < self.wake_at:
-                return self._wake(self.wake_at, [])
-            if state == INIT:
-                return self._discover(now)
-            self.attempts += 1
-            return self._send_acquire(now, [])
-        if state in HOLDING:
-            lease = self.lease
-            if lease.expires_at is not None and now >= lease.expires_at:
-                return self._lose(now, "expired", f"lease on {lease.address} expired: no DHCPACK since "
-                                                  f"{now - lease.acked_at:.0f}s")
-            if state == BOUND:
-                if lease.renew_at is None or now < lease.renew_at:
-                    return self._wake(lease.renew_at, [])
-                if now < lease.rebind_at:
-                    self._move(RENEWING)
-                    return self._begin(now, [Event("renewing", lease)])
-                self._move(REBINDING)
-                return self._begin(now, [Event("rebinding", lease)])
-            if state == RENEWING and now >= lease.rebind_at:
-                self._move(REBINDING)
-                return self._begin(now, [Event("rebinding", lease)])
-            if self.wake_at is not None and now < self.wake_at:
-                return self._wake(self.wake_at, [])
-            self.attempts += 1
-            return self._send_holding(now, [])
-        return self._wake(None, [])
+    # -- the timer --
+    def _acquisition_timer(self, now: float) -> list:
+        if self.deadline is None:  # never started
+            return []
+        if now >= self.deadline:
+            self._move(FAILED)
+            return self._wake(None, [Event("failed", reason=self._failure_reason())])
+        if self.wake_at is not None and now < self.wake_at:
+            return self._wake(self.wake_at, [])
+        if self.state == INIT:
+            return self._discover(now)
+        self.attempts += 1
+        return self._send_acquire(now, [])
+
+    def _holding_timer(self, now: float) -> list:
+        lease = self.lease
+        if lease.expires_at is not None and now >= lease.expires_at:
+            return self._lose(now, "expired", f"lease on {lease.address} expired: no DHCPACK since "
+                                              f"{now - lease.acked_at:.0f}s")
+        if self.state == BOUND:
+            if lease.renew_at is None or now < lease.renew_at:
+                return self._wake(lease.renew_at, [])
+            if now < lease.rebind_at:
+                self._move(RENEWING)
+                return self._begin(now, [Event("renewing", lease)])
+            self._move(REBINDING)
+            return self._begin(now, [Event("rebinding", lease)])
+        if self.state == RENEWING and now >= lease.rebind_at:
+            self._move(REBINDING)
+            return self._begin(now, [Event("rebinding", lease)])
+        if self.wake_at is not None and now < self.wake_at:
+            return self._wake(self.wake_at, [])
+        self.attempts += 1
+        return self._send_holding(now, [])
 
     def _begin(self, now: float, out: list) -> list:
         self._new_xid()
@@ -361,9 +425,8 @@ class Client:
             limit = lease.expires_at
         return self._wake(min(now + self._delay(self.attempts), limit), out)
 
-    # -- input: release --
-    def release(self, now: float) -> list:
-        """Give the lease back: DHCPRELEASE unicast to its server when one is held."""
+    # -- release --
+    def _release(self, now: float) -> list:
         out = []
         if self.state in HOLDING:
             self._new_xid()

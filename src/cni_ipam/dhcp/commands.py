@@ -10,7 +10,7 @@ def cmd_dhcp_daemon(args) -> int:
 
 
 def register(subparsers) -> None:
-    from .daemon import add_arguments
+    from .daemon.flags import add_arguments
 
     parser = subparsers.add_parser(
         "dhcp-daemon", allow_abbrev=False, help="run the DHCP daemon the dhcp plugin talks to",

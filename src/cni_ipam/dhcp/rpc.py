@@ -16,19 +16,19 @@ Requests (all carry ``"op"``; attachment ops also ``containerID``,
 
 Replies: ``{"ok": true, ...}`` or ``{"ok": false, "code": N, "msg": "...", "details": "..."}``.
 
-Imported by the plugin executable: ``_socket`` (not ``socket``, which
-imports ``enum`` and ``selectors``), ``time`` and our ``jsonlite`` only.
+Each message is one line of JSON (:mod:`cni_ipam.linejson`).  Imported by
+the plugin executable: ``_socket`` (not ``socket``, which imports ``enum``
+and ``selectors``), ``time``, our ``jsonlite`` and ``linejson`` only.
 """
 
 import _socket
 import time
 
-from ..jsonlite import dumps, loads
+from .. import linejson
 
 VERSION = 1
 DEFAULT_SOCKET = "/run/cni/dhcp.sock"
 FIRST_TIMEOUT = 5.0  # the daemon answers or promises within this
-MAX_LINE = 1 << 20
 
 
 class Unreachable(Exception):
@@ -53,7 +53,7 @@ def call(path: str, request: dict, first_timeout: float = FIRST_TIMEOUT) -> dict
         except OSError as exc:
             raise Unreachable(f"cannot connect to {path}: {exc.strerror or exc}") from None
         try:
-            sock.sendall(dumps(dict(request, v=VERSION)).encode() + b"\n")
+            linejson.send(sock, dict(request, v=VERSION))
         except OSError as exc:
             raise Unreachable(f"the DHCP daemon at {path} hung up: {exc.strerror or exc}") from None
         return _read_reply(sock, path, first_timeout)
@@ -61,37 +61,40 @@ def call(path: str, request: dict, first_timeout: float = FIRST_TIMEOUT) -> dict
         sock.close()
 
 
-def _read_reply(sock, path: str, first_timeout: float) -> dict:
-    buffer = b""
-    waited = first_timeout
-    deadline = time.monotonic() + first_timeout
-    while True:
-        remaining = deadline - time.monotonic()
+class _Deadline:
+    """The socket as the reader sees it: every ``recv`` waits only until ``at``, however many it takes."""
+
+    def __init__(self, sock, at: float) -> None:
+        self.sock = sock
+        self.at = at
+
+    def recv(self, size: int) -> bytes:
+        remaining = self.at - time.monotonic()
         if remaining <= 0:
-            raise NoAnswer(f"the DHCP daemon at {path} did not answer within {waited:g}s")
-        sock.settimeout(remaining)
+            raise TimeoutError
+        self.sock.settimeout(remaining)
+        return self.sock.recv(size)
+
+
+def _read_reply(sock, path: str, first_timeout: float) -> dict:
+    waited = first_timeout
+    deadline = _Deadline(sock, time.monotonic() + first_timeout)
+    reader = linejson.Reader(deadline)
+    while True:
         try:
-            data = sock.recv(65536)
+            message = reader.read()
         except TimeoutError:
-            continue
+            raise NoAnswer(f"the DHCP daemon at {path} did not answer within {waited:g}s") from None
         except OSError as exc:
             raise Unreachable(f"the DHCP daemon at {path} hung up: {exc.strerror or exc}") from None
-        if not data:
-            raise Unreachable(f"the DHCP daemon at {path} closed the connection without an answer")
-        buffer += data
-        if len(buffer) > MAX_LINE:
-            raise Unreachable(f"the DHCP daemon at {path} sent more than {MAX_LINE} bytes without a newline")
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            try:
-                message = loads(line)
-            except ValueError as exc:
-                raise Unreachable(f"the DHCP daemon at {path} answered something that is not JSON: {exc}") from None
-            if not isinstance(message, dict):
-                raise Unreachable(f"the DHCP daemon at {path} answered {message!r}, not an object")
-            if "ok" in message:
-                return message
-            wait = message.get("wait")
-            if isinstance(wait, (int, float)) and not isinstance(wait, bool) and wait > 0:
-                waited = float(wait)
-                deadline = time.monotonic() + waited
+        except linejson.Closed:
+            raise Unreachable(f"the DHCP daemon at {path} closed the connection without an answer") from None
+        except linejson.BadMessage as exc:
+            raise Unreachable(f"the DHCP daemon at {path} answered something that is not JSON, not an object "
+                              f"or too long: {exc}") from None
+        if "ok" in message:
+            return message
+        wait = message.get("wait")
+        if isinstance(wait, (int, float)) and not isinstance(wait, bool) and wait > 0:
+            waited = float(wait)
+            deadline.at = time.monotonic() + waited

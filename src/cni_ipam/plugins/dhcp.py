@@ -29,11 +29,12 @@ def _attachment(request) -> dict:
     return {"containerID": request.container_id, "network": request.name, "ifname": request.ifname}
 
 
-def _ask(socket_path: str, message: dict, unavailable: int = 11) -> dict:
-    """The daemon's reply; a CNIError (code ``unavailable``) when it cannot be had."""
-    from ..cni.errors import CNIError
+def _ask(socket_path: str, message: dict, unavailable=None) -> dict:
+    """The daemon's reply; a CNIError (code ``unavailable``, else try again later) when it cannot be had."""
+    from ..cni.errors import TRY_AGAIN_LATER, CNIError
     from ..dhcp import rpc
 
+    unavailable = unavailable or TRY_AGAIN_LATER
     try:
         reply = rpc.call(socket_path, message)
     except rpc.Unreachable as exc:
@@ -42,7 +43,7 @@ def _ask(socket_path: str, message: dict, unavailable: int = 11) -> dict:
         raise CNIError(unavailable, f"dhcp: {exc}", "the daemon is running but stuck; see its log") from None
     if not reply.get("ok"):
         code = reply.get("code")
-        raise CNIError(code if isinstance(code, int) and not isinstance(code, bool) else 11,
+        raise CNIError(code if isinstance(code, int) and not isinstance(code, bool) else TRY_AGAIN_LATER,
                        str(reply.get("msg") or "dhcp: the daemon refused the request"), str(reply.get("details") or ""))
     return reply
 
