@@ -42,7 +42,7 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from cni_ipam.etcd_cluster import ETCD, EtcdCluster, free_base_port  # noqa: E402
+from cni_ipam_lab.etcd_cluster import ETCD, EtcdCluster, free_base_port  # noqa: E402
 from cni_ipam.install import install  # noqa: E402
 from cni_ipam.store.etcd_client import EtcdClient, prefix_end  # noqa: E402
 from _measure import percentile, start_agent  # noqa: E402  (bench/ is the script's directory)

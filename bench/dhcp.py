@@ -4,7 +4,7 @@ Usage (root: it makes network namespaces)::
 
     .venv/bin/python bench/dhcp.py [--rounds-1 10] [--rounds-20 3] [--json FILE]
 
-The topology of :mod:`cni_ipam.dhcp.lab`: dnsmasq in a server namespace
+The topology of :mod:`cni_ipam_lab.dhcp`: dnsmasq in a server namespace
 behind a bridge in a node namespace; pods are namespaces attached by
 Debian's Go ``bridge`` plugin, which calls the IPAM plugin named ``dhcp``
 from its ``CNI_PATH``.  Both daemons run in the node namespace at once,
@@ -39,8 +39,8 @@ except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
     from cni_ipam.install import install
 
-from cni_ipam.dhcp.lab import BRIDGE, GO_DHCP, DaemonProcess, Network
-from cni_ipam.lab import GO_PLUGIN_DIR, Lab, can_make_netns, cni_env
+from cni_ipam_lab.dhcp import BRIDGE, GO_DHCP, DaemonProcess, Network
+from cni_ipam_lab.namespaces import GO_PLUGIN_DIR, Lab, can_make_netns, cni_env
 from _measure import percentile  # noqa: E402  (bench/ is the script's directory)
 
 IFNAME = "net1"

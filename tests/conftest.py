@@ -24,7 +24,7 @@ def etcd_cluster(tmp_path_factory):
     state file in ``CNI_IPAM_ETCD_CLUSTER``; without it, this fixture starts
     its own and stops it at the end of the session.
     """
-    from cni_ipam.etcd_cluster import ETCD, EtcdCluster, free_base_port
+    from cni_ipam_lab.etcd_cluster import ETCD, EtcdCluster, free_base_port
 
     state = os.environ.get("CNI_IPAM_ETCD_CLUSTER")
     if state and os.path.exists(state):

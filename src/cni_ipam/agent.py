@@ -15,9 +15,8 @@ import os
 import socketserver
 import sys
 
-from .agent_client import DEFAULT_SOCKET
-
-PLUGINS = {"whereabouts": "cni_ipam.plugins.whereabouts"}
+from .agent_client import DEFAULT_SOCKET, MAX_MESSAGE
+from .plugins.table import SERVED_BY_AGENT
 
 
 def handle(request: dict) -> dict:
@@ -27,31 +26,30 @@ def handle(request: dict) -> dict:
     from .cni.skel import dispatch
 
     name = request.get("plugin")
-    if name not in PLUGINS:
+    if name not in SERVED_BY_AGENT:
         return {"stdout": "", "stderr": f"cni-ipam agent: no plugin {name!r}\n", "exit": 1}
-    plugin = importlib.import_module(PLUGINS[name]).PLUGIN
+    plugin = importlib.import_module(SERVED_BY_AGENT[name]).PLUGIN
     stdin = request.get("stdin", "").encode("utf-8", "surrogateescape")
     outcome = dispatch(plugin, dict(request.get("env") or {}), lambda: stdin)
     return {"stdout": outcome.stdout, "stderr": outcome.stderr, "exit": outcome.exit_code}
 
 
-class _Handler(socketserver.StreamRequestHandler):
+class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
-        import json
         import time
 
-        line = self.rfile.readline()
-        started = time.monotonic()
-        request = {}
+        from .linejson import Closed, Reader, send
+
+        request, started = {}, time.monotonic()
         try:
-            request = json.loads(line)
-            if not isinstance(request, dict):
-                raise ValueError("expected a JSON object")
+            request = Reader(self.request, MAX_MESSAGE).read()
+            started = time.monotonic()
             answer = handle(request)
-        except ValueError as exc:
+        except Closed:
+            return  # the plugin gave up before it asked: it does the work itself
+        except ValueError as exc:  # linejson's BadMessage among them
             answer = {"stdout": "", "stderr": f"cni-ipam agent: bad request: {exc}\n", "exit": 1}
-            request = request if isinstance(request, dict) else {}
-        self.wfile.write(json.dumps(answer).encode() + b"\n")
+        send(self.request, answer)
         self.server.log(request, answer, time.monotonic() - started)
 
 

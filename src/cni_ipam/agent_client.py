@@ -13,6 +13,9 @@ simply done again.  A dead agent never blocks a pod.
 DEFAULT_SOCKET = "/run/cni-ipam/agent.sock"
 ENV_SOCKET = "CNI_IPAM_AGENT_SOCKET"  # set to "" to never use the agent
 TIMEOUT = 60.0
+# The bound on one message either way: a request carries the plugin's whole stdin (the network config,
+# with any prevResult), so it is generous.
+MAX_MESSAGE = 16 << 20
 
 
 def _socket_path(env: dict) -> str:
@@ -27,24 +30,17 @@ def ask_agent(plugin: str, env: dict, stdin: bytes):
     path = _socket_path(env)
     if not path:
         return None
-    from .jsonlite import dumps, loads
+    from .linejson import Closed, Reader, send
 
-    request = dumps({"plugin": plugin, "env": {k: v for k, v in env.items() if k.startswith("CNI_")},
-                     "stdin": stdin.decode("utf-8", "surrogateescape")}).encode() + b"\n"
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(TIMEOUT)
         sock.connect(path)
-        sock.sendall(request)
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        answer = loads(data)
+        send(sock, {"plugin": plugin, "env": {k: v for k, v in env.items() if k.startswith("CNI_")},
+                    "stdin": stdin.decode("utf-8", "surrogateescape")})
+        answer = Reader(sock, MAX_MESSAGE).read()
         return answer["stdout"], answer["stderr"], int(answer["exit"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, Closed, ValueError, KeyError, TypeError):  # linejson's BadMessage is a ValueError
         return None
     finally:
         sock.close()
@@ -73,17 +69,17 @@ def _forwarded(name: str):
     return stdin
 
 
+def main_via_agent(name: str) -> None:
+    """The executable of a plugin the agent serves: the agent first, before anything of the plugin is
+    imported; else the plugin (its module from :mod:`cni_ipam.plugins.table`) runs in this process."""
+    stdin = _forwarded(name)
+    from .cni.skel import main
+    from .plugins.table import SERVED_BY_AGENT
+
+    module = SERVED_BY_AGENT[name]
+    main(__import__(module, fromlist=["PLUGIN"]).PLUGIN, stdin=stdin)
+
+
 def whereabouts_main() -> None:
-    """The whereabouts executable: the agent first, before anything of the plugin is imported."""
-    stdin = _forwarded("whereabouts")
-    from .cni.skel import main
-    from .plugins.whereabouts import PLUGIN
-
-    main(PLUGIN, stdin=stdin)
-
-
-def main_via_agent(plugin) -> None:
-    """A plugin's main: through the agent when it answers, else in this process."""
-    from .cni.skel import main
-
-    main(plugin, stdin=_forwarded(plugin.name))
+    """The whereabouts executable (its entry point in :mod:`cni_ipam.plugins.table`)."""
+    main_via_agent("whereabouts")

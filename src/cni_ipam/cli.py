@@ -41,8 +41,15 @@ def _keep_installed(written: dict, every: float) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
-
+    """The demo lives in the lab package (cni_ipam_lab), which a checkout's venv has and an image or node has not."""
+    try:
+        from cni_ipam_lab.demo import run_demo
+    except ModuleNotFoundError as e:
+        if e.name != "cni_ipam_lab":
+            raise
+        print("cni-ipam demo: the demo needs the cni_ipam_lab package, which only a checkout installs "
+              "(run 'make demo' there); it is not in the image nor on nodes", file=sys.stderr)
+        return 2
     return run_demo(args.cni_bin_dir)
 
 

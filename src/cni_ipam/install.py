@@ -16,13 +16,8 @@ from __future__ import annotations
 import os
 import sys
 
-# Each executable's entry point.  whereabouts starts in agent_client, which
-# tries the node agent before it imports any of the plugin.
-PLUGINS = {
-    "static": "cni_ipam.plugins.static:main",
-    "whereabouts": "cni_ipam.agent_client:whereabouts_main",
-    "dhcp": "cni_ipam.plugins.dhcp:main",
-}
+from .plugins.table import PLUGINS
+
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 MARKER = "# cni-ipam launcher, written by 'cni-ipam install'; do not edit."
 

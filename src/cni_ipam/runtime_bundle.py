@@ -39,6 +39,8 @@ import sys
 import sysconfig
 import tempfile
 
+from .plugins.table import PLUGINS, SERVED_BY_AGENT
+
 MARKER = ".cni-ipam-runtime"  # in every version dir (only such dirs are ever removed); holds its identity
 CURRENT = "current"
 PYTHON_NAME = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -57,10 +59,10 @@ LEFT_OUT_EXTENSIONS = ("_test", "_ctypes_test", "_xxtestfuzz", "xxlimited", "_tk
                        "readline", "_curses", "_dbm", "nis")
 
 # Imported by the smoke check of a new version before anything points at it:
-# the C modules the plugins use, and each plugin's entry module.
+# the C modules the plugins use, each launcher's entry module, and each plugin
+# the agent serves (its launcher imports it only when the agent does not answer).
 SMOKE_IMPORTS = ("_json", "_socket", "_sqlite3", "_ssl", "select", "fcntl", "_struct",
-                 "cni_ipam.plugins.static", "cni_ipam.plugins.whereabouts", "cni_ipam.plugins.dhcp",
-                 "cni_ipam.agent_client")
+                 *sorted({entry.split(":")[0] for entry in PLUGINS.values()} | set(SERVED_BY_AGENT.values())))
 
 
 class BundleError(Exception):

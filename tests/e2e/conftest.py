@@ -1,6 +1,6 @@
 """Fixtures for the end-to-end tests: our launchers, Debian's main plugins, a lab of namespaces.
 
-Every test that makes namespaces gets its own :class:`~cni_ipam.lab.Lab`;
+Every test that makes namespaces gets its own :class:`~cni_ipam_lab.namespaces.Lab`;
 the ``lab`` fixture deletes all of them at teardown, also when the test
 failed, and then checks with ``ip netns list`` that none is left.
 """
@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from cni_ipam.lab import GO_PLUGIN_DIR, Lab, can_make_netns
+from cni_ipam_lab.namespaces import GO_PLUGIN_DIR, Lab, can_make_netns
 
 # The Go main plugins the e2e tests drive.  Only these are linked into the
 # CNI path, so an IPAM "static" can only be found in our bin dir: a test can

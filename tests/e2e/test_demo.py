@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from cni_ipam import demo
-from cni_ipam.podman_lab import unavailable
+from cni_ipam_lab import demo
+from cni_ipam_lab.podman import unavailable
 
 pytestmark = pytest.mark.root
 

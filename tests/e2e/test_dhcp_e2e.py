@@ -1,7 +1,7 @@
 """Our ``dhcp`` IPAM and its daemon under Debian's Go ``bridge`` and ``macvlan``, against dnsmasq.
 
 dnsmasq runs in a server namespace, wired to a bridge in the node
-namespace (:mod:`cni_ipam.dhcp.lab`); the daemon runs in the node
+namespace (:mod:`cni_ipam_lab.dhcp`); the daemon runs in the node
 namespace and the Go main plugins call our plugin from there.  Leases are
 2 minutes (dnsmasq's minimum) with T1/T2 of a few seconds, so renewals
 happen while a test waits.  What the server thinks is read from dnsmasq's
@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from cni_ipam.dhcp.lab import BRIDGE, MACVLAN_PARENT, SERVER_IP, DaemonProcess, Setups, client_id_text, wait_until
-from cni_ipam.lab import Attachment
+from cni_ipam_lab.dhcp import BRIDGE, MACVLAN_PARENT, SERVER_IP, DaemonProcess, Setups, client_id_text, wait_until
+from cni_ipam_lab.namespaces import Attachment
 
 pytestmark = pytest.mark.root
 
@@ -30,7 +30,7 @@ RANGE = (ipaddress.ip_address("192.0.2.100"), ipaddress.ip_address("192.0.2.199"
 @pytest.fixture
 def dhcp(lab, tmp_path):
     """``dhcp(...)`` makes the server and node namespaces, dnsmasq and our daemon
-    (:meth:`cni_ipam.dhcp.lab.Setups.make`); all stopped at teardown."""
+    (:meth:`cni_ipam_lab.dhcp.Setups.make`); all stopped at teardown."""
     setups = Setups(lab, str(tmp_path))
     yield setups.make
     setups.close()

@@ -4,7 +4,7 @@ podman runs Debian's ``bridge`` plugin, which execs our IPAM plugin (found
 first in ``cni_plugin_dirs``); we look at what a container got with
 ``ip addr`` inside it, and at the whereabouts SQLite store after stop/rm.
 The environment (config, vfs storage, busybox image) is the session's own:
-see :mod:`cni_ipam.podman_lab`.
+see :mod:`cni_ipam_lab.podman`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from cni_ipam.podman_lab import IMAGE, PodmanEnv, unavailable
+from cni_ipam_lab.podman import IMAGE, PodmanEnv, unavailable
 
 pytestmark = pytest.mark.root
 
@@ -254,8 +254,8 @@ def dhcp_network(podman, tmp_path):
     end of a veth pair whose other end is on a bridge of ours.  Our daemon runs
     in the host namespace, like the DHCP daemon set.
     """
-    from cni_ipam.dhcp.lab import DaemonProcess, Dnsmasq
-    from cni_ipam.lab import Lab
+    from cni_ipam_lab.dhcp import DaemonProcess, Dnsmasq
+    from cni_ipam_lab.namespaces import Lab
 
     lab = Lab("pm")
     made_links, running = [], []

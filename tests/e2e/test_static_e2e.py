@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from cni_ipam.lab import Attachment, Lab
+from cni_ipam_lab.namespaces import Attachment, Lab
 
 pytestmark = pytest.mark.root
 

@@ -12,7 +12,7 @@ import sqlite3
 
 import pytest
 
-from cni_ipam.lab import Attachment
+from cni_ipam_lab.namespaces import Attachment
 
 pytestmark = pytest.mark.root
 

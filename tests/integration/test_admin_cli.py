@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cni_ipam.cli import main
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 
 RANGE = "192.0.2.0/28"  # 14 usable; 192.0.2.1 excluded: 13 allocatable
 STORES = ("sqlite", "etcd")

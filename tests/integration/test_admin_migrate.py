@@ -6,7 +6,7 @@ import json
 import os
 
 from cni_ipam.cli import main
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 
 
 def add(bin_dir, flat, pod, rng="192.0.2.0/28", network_name=""):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 
 
 def call(bin_dir, command, cid, ipam, tmp_path, rng="192.0.2.0/30"):

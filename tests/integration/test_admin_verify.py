@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from cni_ipam.cli import main
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 from cni_ipam.store.base import Allocation
 from cni_ipam.store.etcd import ip_key, seg
 from cni_ipam.store.etcd_client import delete, put

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import tempfile
 
 import pytest
 
-from cni_ipam.dhcp.lab import DaemonProcess, Setups, wait_until
+from cni_ipam_lab.dhcp import DaemonProcess, Setups, wait_until
 from cni_ipam.dhcp.store import file_name
-from cni_ipam.lab import Lab, can_make_netns, cni_env, run_plugin
+from cni_ipam_lab.namespaces import Lab, can_make_netns, cni_env, run_plugin
 
 pytestmark = pytest.mark.root
 
@@ -37,7 +37,7 @@ def lab():
 
 @pytest.fixture
 def dhcp(lab, tmp_path):
-    """``dhcp(...)``: see :meth:`cni_ipam.dhcp.lab.Setups.make`; all stopped at teardown."""
+    """``dhcp(...)``: see :meth:`cni_ipam_lab.dhcp.Setups.make`; all stopped at teardown."""
     setups = Setups(lab, str(tmp_path))
     yield setups.make
     setups.close()

@@ -38,7 +38,7 @@ import threading
 import time
 from collections import Counter
 
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 
 NODES = 4
 WORKERS = 16  # plugin processes at once per node

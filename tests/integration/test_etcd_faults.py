@@ -33,7 +33,7 @@ from collections import Counter
 
 import pytest
 
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 from plugin_procs import add_killed_at_random, finish, kill_window, start_add
 
 NETWORK = "fault-net"
@@ -55,7 +55,7 @@ def unused_port() -> int:
 
 @pytest.fixture(scope="module")
 def fault_cluster(tmp_path_factory):
-    from cni_ipam.etcd_cluster import free_base_port, ETCD, EtcdCluster
+    from cni_ipam_lab.etcd_cluster import free_base_port, ETCD, EtcdCluster
 
     if not os.access(ETCD, os.X_OK):
         pytest.skip(f"etcd is not installed ({ETCD}); apt-get install etcd-server")

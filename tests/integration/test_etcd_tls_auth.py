@@ -32,7 +32,7 @@ import subprocess
 
 import pytest
 
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 
 NETWORK = "tls-net"
 IFNAME = "net1"
@@ -80,7 +80,7 @@ def make_certificates(directory) -> dict:
 @pytest.fixture(scope="module")
 def tls_etcd(tmp_path_factory):
     """One https etcd member with client-cert auth and RBAC: (cluster, certificate paths, prefix the user may use)."""
-    from cni_ipam.etcd_cluster import ETCD, EtcdCluster
+    from cni_ipam_lab.etcd_cluster import ETCD, EtcdCluster
 
     if not os.access(ETCD, os.X_OK):
         pytest.skip(f"etcd is not installed ({ETCD}); apt-get install etcd-server")

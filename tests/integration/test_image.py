@@ -26,7 +26,7 @@ import time
 import pytest
 
 from cni_ipam.deploy.manifests import HOST, Options, install_container, install_volumes
-from cni_ipam.podman_lab import PodmanEnv, PodmanError, unavailable
+from cni_ipam_lab.podman import PodmanEnv, PodmanError, unavailable
 from node_root import STATIC_NET, STATIC_RESULT, WHEREABOUTS_NET, make_node_root, need_root, run_in_node
 
 pytestmark = pytest.mark.root

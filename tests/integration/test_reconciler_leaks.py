@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from cni_ipam.lab import can_make_netns, cni_env, run_plugin
+from cni_ipam_lab.namespaces import can_make_netns, cni_env, run_plugin
 
 NODE = "node-a"
 NETWORK = "leaknet"

@@ -18,7 +18,7 @@ import sys
 import threading
 from urllib.request import urlopen
 
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "k8s")
 PATIENCE = 120.0  # seconds to wait for a line before giving up (a failure, not a measurement)

@@ -145,6 +145,27 @@ def test_launchers_name_no_path_of_the_image(node):
         assert node not in text and sys.prefix not in text and "/usr/" not in text
 
 
+def test_the_bundle_holds_the_product_and_no_lab_module(node):
+    """Only ``cni_ipam`` goes to the node: the test and demo harnesses (``cni_ipam_lab``) stay in the checkout,
+    and only ``cni-ipam demo`` names them, importing them when it runs (it says they are missing on a node)."""
+    runtime = node + NODE_RUNTIME
+    (version,) = version_dirs(runtime)
+    package_dir = os.path.join(runtime, version, "lib", "cni-ipam")
+    assert os.listdir(package_dir) == ["cni_ipam"]
+    naming = set()
+    for parent, _, files in os.walk(package_dir):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(parent, name)) as f:
+                    if "cni_ipam_lab" in f.read():
+                        naming.add(os.path.relpath(os.path.join(parent, name), package_dir))
+    assert naming == {"cni_ipam/cli.py"}
+    done = subprocess.run([sys.executable, "-IS", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                           "from cni_ipam.cli import main; sys.exit(main(['demo']))", package_dir],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "needs the cni_ipam_lab package" in done.stderr, done
+
+
 # --- upgrades -------------------------------------------------------------------------------------
 
 def test_a_second_install_of_the_same_runtime_copies_nothing(tmp_path):

@@ -1,7 +1,7 @@
 """Our ``static`` against Debian's Go ``static`` (plugins v1.1.1), case by case.
 
 Each row of :data:`CASES` runs both executables as subprocesses with the
-same clean environment (:func:`cni_ipam.lab.cni_env`) and the same stdin:
+same clean environment (:func:`cni_ipam_lab.namespaces.cni_env`) and the same stdin:
 
 * a row without ``reason`` says both behave alike: on success the parsed
   stdout JSON must be equal, on failure both must fail with the same code,
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cni_ipam.lab import GO_PLUGIN_DIR, cni_env, run_plugin
+from cni_ipam_lab.namespaces import GO_PLUGIN_DIR, cni_env, run_plugin
 
 GO_STATIC = os.path.join(GO_PLUGIN_DIR, "static")
 

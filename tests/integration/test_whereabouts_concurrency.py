@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 from plugin_procs import sqlite_rows
 
 WORKERS = 16

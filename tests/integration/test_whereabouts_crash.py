@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 from plugin_procs import add_killed_at_random, finish, kill_window, sqlite_rows, start_add
 
 SUBNET = "10.3.0.0/16"

@@ -13,7 +13,7 @@ import sqlite3
 
 import pytest
 
-from cni_ipam.lab import cni_env, run_plugin
+from cni_ipam_lab.namespaces import cni_env, run_plugin
 
 NETNS = "/run/netns/wb-test-pod"  # an IPAM plugin never enters it
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cni_ipam.cni.skel import dispatch
-from cni_ipam.dhcp.lab import FakeDaemon
+from cni_ipam_lab.dhcp import FakeDaemon
 from cni_ipam.plugins import dhcp
 
 VIEW = {"address": "192.0.2.50", "prefix": 24, "gateway": "192.0.2.1", "server": "192.0.2.1",

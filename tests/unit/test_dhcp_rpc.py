@@ -9,7 +9,7 @@ import time
 import pytest
 
 from cni_ipam.dhcp import rpc
-from cni_ipam.dhcp.lab import FakeDaemon
+from cni_ipam_lab.dhcp import FakeDaemon
 
 
 @pytest.fixture

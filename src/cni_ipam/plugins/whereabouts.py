@@ -274,9 +274,3 @@ PLUGIN = Plugin("whereabouts", "cluster-wide unique addresses from ranges (Go wh
                 {name: _logged(name, f) for name, f in
                  (("ADD", add), ("DEL", delete), ("CHECK", check), ("GC", gc), ("STATUS", status))})
 
-
-def main() -> None:
-    """The executable: through the node agent when one listens, else in this process."""
-    from ..agent_client import main_via_agent
-
-    main_via_agent(PLUGIN)

@@ -1,6 +1,6 @@
 """A DHCP lab for tests, the benchmark and demos: dnsmasq and a daemon in throw-away namespaces.
 
-Topology (all inside namespaces made by a :class:`cni_ipam.lab.Lab`)::
+Topology (all inside namespaces made by a :class:`cni_ipam_lab.namespaces.Lab`)::
 
     server ns: srv0 192.0.2.1/24, dnsmasq          node ns: bridge dhcpbr0
                    |  veth                              |-- srvport (the server's veth)
@@ -22,7 +22,9 @@ import sys
 import threading
 import time
 
-from . import rpc
+from cni_ipam import linejson
+from cni_ipam.dhcp import rpc
+from cni_ipam.install import package_parent
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 GO_DHCP = "/usr/lib/cni/dhcp"
@@ -167,8 +169,7 @@ class DaemonProcess:
 
     def start(self, wait: float = 10.0) -> "DaemonProcess":
         env = dict(os.environ)
-        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = package_parent() + os.pathsep + env.get("PYTHONPATH", "")
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         log.close()
@@ -309,13 +310,7 @@ class FakeDaemon:
             except OSError:
                 return
             with conn:
-                data = b""
-                while b"\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                request = json.loads(data.split(b"\n")[0])
+                request = linejson.Reader(conn).read()
                 self.requests.append(request)
                 for delay, payload in self.script(request):
                     time.sleep(delay)

@@ -1,6 +1,6 @@
 """A throw-away etcd cluster on loopback, for tests, benchmarks and demos.
 
-``python -m cni_ipam.etcd_cluster start --dir D`` starts members from
+``python -m cni_ipam_lab.etcd_cluster start --dir D`` starts members from
 Debian's ``etcd`` binary and writes ``D/cluster.json`` (endpoints, members,
 pids); ``stop --dir D`` ends them.  ``.ci/run`` (through ``make test``)
 starts one for the whole test run; tests attach to it through the
@@ -122,7 +122,7 @@ class EtcdCluster:
 
     def leader(self) -> Member:
         """The member that is leader now, asked of the members themselves."""
-        from .store.etcd_client import EtcdClient
+        from cni_ipam.store.etcd_client import EtcdClient
 
         for member in self.members:
             try:
@@ -212,7 +212,7 @@ def free_base_port(start: int, members: int = 3) -> int:
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m cni_ipam.etcd_cluster",
+    parser = argparse.ArgumentParser(prog="python -m cni_ipam_lab.etcd_cluster",
                                      description="Start or stop a throw-away etcd cluster on loopback.")
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("--dir", required=True, help="where data, logs and cluster.json go")

@@ -20,8 +20,8 @@ import json
 import os
 import tempfile
 
-from .lab import GO_PLUGIN_DIR, Attachment, Lab, can_make_netns, cni_env, run_plugin
-from .podman_lab import PodmanEnv, PodmanError, unavailable
+from .namespaces import GO_PLUGIN_DIR, Attachment, Lab, can_make_netns, cni_env, run_plugin
+from .podman import PodmanEnv, PodmanError, unavailable
 
 STATIC_PODS = (
     ("pod-a", [{"address": "10.10.21.10/24", "gateway": "10.10.21.1"}, {"address": "fd00:21::10/64"}]),
@@ -245,7 +245,7 @@ def podman_demo(bin_dir: str, db: str, workdir: str) -> int | None:
 
 
 def run_demo(bin_dir: str | None = None) -> int:
-    from .install import install
+    from cni_ipam.install import install
 
     with tempfile.TemporaryDirectory(prefix="cni-ipam-demo-") as tmp:
         if bin_dir is None:
