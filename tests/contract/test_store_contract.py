@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from cni_ipam.store.base import Allocation, pool_name
+from cni_ipam.net.pools import pool_name
+from cni_ipam.store.base import Allocation
 
 SPACE = "blue"  # a whereabouts network_name: one address space
 POOL_A = pool_name(SPACE, "192.0.2.0/24")

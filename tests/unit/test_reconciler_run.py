@@ -7,10 +7,11 @@ import json
 
 import pytest
 
+from cni_ipam.net.pools import pool_name
 from cni_ipam.reconciler.liveness import Source, alive, stale
 from cni_ipam.reconciler.log import JsonLog
 from cni_ipam.reconciler.run import decide, reconcile
-from cni_ipam.store.base import Allocation, Reservation, pool_name
+from cni_ipam.store.base import Allocation, Reservation
 from cni_ipam.store.memory import MemoryStore
 
 NOW = 1_800_000_000.0

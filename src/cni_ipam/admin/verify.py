@@ -14,7 +14,7 @@ claim is missing.
 
 from __future__ import annotations
 
-from .state import in_cidr, split_pool
+from ..net.pools import in_cidr, split_pool
 
 
 class Problem:

@@ -92,16 +92,6 @@ class Reservation:
         return f"Reservation({self.space!r} {self.address} pool={self.pool!r})"
 
 
-def pool_name(network_name: str, cidr: str) -> str:
-    """``<network_name>/<cidr>``: one pool per range and network name, as whereabouts' IPPool."""
-    return f"{network_name}/{cidr}"
-
-
-def pool_version(pool: str) -> int:
-    """A pool is one range, so one family: read it off the CIDR in its name (a space mixes both)."""
-    return 6 if ":" in pool.rsplit("/", 2)[-2] else 4
-
-
 def merge_unique(iterators):
     """Ascending addresses from several ascending sources (a pool and its space), each once."""
     import heapq

@@ -27,7 +27,8 @@ from __future__ import annotations
 from .. import jsonlite as json  # the json module costs 8 ms per plugin call
 
 from . import etcd_client as ec
-from .base import Allocation, Store, StoreError, merge_unique, pool_version
+from ..net.pools import pool_version
+from .base import Allocation, Store, StoreError, merge_unique
 
 DEFAULT_PREFIX = "/cni-ipam/"
 PAGE = 256

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 
-from .base import Allocation, Store, pool_version
+from ..net.pools import pool_version
+from .base import Allocation, Store
 
 
 class MemoryStore(Store):

@@ -19,7 +19,8 @@ try:  # the C module alone: the sqlite3 package adds datetime and its adapters, 
 except ImportError:  # pragma: no cover - an interpreter without the private module
     import sqlite3
 
-from .base import Allocation, Store, StoreError, merge_unique, pool_version
+from ..net.pools import pool_version
+from .base import Allocation, Store, StoreError, merge_unique
 
 SCHEMA_VERSION = "1"
 PAGE = 256
