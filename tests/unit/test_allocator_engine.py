@@ -26,7 +26,8 @@ from cni_ipam.allocator.engine import (
 from cni_ipam.config.whereabouts import RangeSpec
 from cni_ipam.net.ranges import parse_range
 from cni_ipam.store.base import Allocation
-from cni_ipam.store.memory import MemoryStore
+
+from memory_store import MemoryStore
 
 
 def ip(text: str) -> int:

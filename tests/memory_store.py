@@ -1,15 +1,17 @@
-"""An in-memory store: the allocator's unit tests run on it (host-local's fake store).
+"""An in-memory store, for tests only: the allocator's unit tests run on it (host-local's fake store,
+containernetworking/plugins plugins/ipam/host-local/backend/testing/fake_store.go).
 
 It follows the same contract as the real backends and passes the same
 contract suite, so a test that passes here tests the allocator, not a quirk.
+Tests import it as ``memory_store`` (tests/conftest.py puts tests/ on the path).
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from ..net.pools import pool_version
-from .base import Allocation, Store
+from cni_ipam.net.pools import pool_version
+from cni_ipam.store.base import Allocation, Store
 
 
 class MemoryStore(Store):
