@@ -80,3 +80,17 @@ class MemoryStore(Store):
 
     def list_hints(self):
         return [(key, *self.hints[key]) for key in sorted(self.hints)]
+
+    def check(self, progress=None):
+        """What its own verbs let in: an address outside its pool's CIDR (claim does not look)."""
+        from cni_ipam.store.check import duplicates, outside_its_pool, tick
+
+        def release(a):
+            return lambda: f"released {a.address} from {a.pool}" if self.release(a) else f"{a.address} was gone"
+
+        rows = self.allocations()
+        problems = []
+        for done, a in enumerate(rows, 1):
+            tick(progress, done, len(rows))
+            problems.append(outside_its_pool(a, release(a)))
+        return [p for p in problems if p is not None] + duplicates(rows)

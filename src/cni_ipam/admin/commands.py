@@ -271,19 +271,11 @@ def cmd_release(args) -> int:
 # --- verify -------------------------------------------------------------------------------
 
 def cmd_verify(args) -> int:
-    from .verify import verify
-
     def body(store, settings):
         import json
 
-        problems = verify(store, Progress("verify", args.progress))
-        repaired = []
-        if args.repair:
-            for problem in problems:
-                if problem.repair is not None:
-                    repaired.append(problem.repair())
-            if repaired:
-                problems = verify(store)
+        report = store.verify(args.repair, Progress("verify", args.progress))
+        problems, repaired = report.problems, report.repaired
         if args.output == "json":
             sys.stdout.write(json.dumps({"datastore": settings.datastore, "repaired": repaired,
                                          "problems": [p.to_dict() for p in problems]}, indent=2, sort_keys=True) + "\n")

@@ -111,8 +111,9 @@ class StoreError(Exception):
         self.retry = retry
 
 
-class Store:
-    """The interface every backend implements (SQLite, etcd, the in-memory test double).
+class AllocatorStore:
+    """What the allocator needs: the verbs of one plugin command (host-local's small ``backend.Store``,
+    containernetworking/plugins plugins/ipam/host-local/backend/store.go).
 
     ``transaction()`` groups the calls of one plugin command: the SQLite store
     serializes them across processes, the etcd store makes each claim atomic
@@ -151,8 +152,26 @@ class Store:
         """Allocations matching every given field."""
         raise NotImplementedError
 
+    def hint(self, key: str, pool: str, space: str | None) -> int | None:
+        raise NotImplementedError
+
+    def set_hint(self, key: str, pool: str, space: str | None, value: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class MaintenanceStore:
+    """What the reconciler and the admin commands need besides: the whole store, and its repair."""
+
     def allocations(self):
         """Every allocation, in (pool, address) order."""
+        raise NotImplementedError
+
+    def list_hints(self) -> list:
+        """Every hint as ``(key, pool, space, value)``, by key: the keys name the range definitions
+        (``allocator.core.hint_key``), which is how ``cni-ipam pools`` and ``export`` learn them."""
         raise NotImplementedError
 
     def unbacked_reservations(self) -> list:
@@ -169,16 +188,24 @@ class Store:
         """Delete a claim :meth:`unbacked_reservations` returned, unless it changed since; True if deleted."""
         return False
 
-    def hint(self, key: str, pool: str, space: str | None) -> int | None:
+    def check(self, progress=None) -> list:
+        """The backend's own consistency check: every :class:`~cni_ipam.store.check.Problem` found, each with
+        its repair when one is safe.  ``progress(done, total)`` is called as records are read."""
         raise NotImplementedError
 
-    def set_hint(self, key: str, pool: str, space: str | None, value: int) -> None:
-        raise NotImplementedError
+    def verify(self, repair: bool = False, progress=None):
+        """``cni-ipam verify``: :meth:`check`, and with ``repair`` the safe repairs, then check again.
 
-    def list_hints(self) -> list:
-        """Every hint as ``(key, pool, space, value)``, by key: the keys name the range definitions
-        (``allocator.core.hint_key``), which is how ``cni-ipam pools`` and ``export`` learn them."""
-        raise NotImplementedError
+        Returns a :class:`~cni_ipam.store.check.Report`: the problems left and what was repaired.
+        """
+        from .check import Report
 
-    def close(self) -> None:
-        pass
+        problems = self.check(progress)
+        repaired = [p.repair() for p in problems if p.repair is not None] if repair else []
+        if repaired:
+            problems = self.check()
+        return Report(problems, repaired)
+
+
+class Store(AllocatorStore, MaintenanceStore):
+    """A backend (SQLite, etcd): both interfaces, so the allocator and the admin commands share one store."""
