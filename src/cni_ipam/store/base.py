@@ -1,4 +1,5 @@
-"""What the whereabouts allocator needs from storage, and the record it stores.
+"""What the whereabouts allocator, the reconciler and the admin commands need from storage, and the record it
+stores.
 
 A store keeps *allocations*: one address of one pool held by one attachment
 (network name, container ID, interface).  Two uniqueness rules make an
@@ -9,11 +10,17 @@ address "held":
   overlapping-range checks on (``enable_overlapping_ranges``, the default),
   so that every range of that network shares one set of addresses.
 
-:meth:`Store.claim` enforces both atomically; the allocator only proposes
-candidates.  Stores also keep a *hint* per range: an address below which
-everything is held, so finding the lowest free address costs the same in an
-empty range and in a full one.  A stale hint can only change which free
-address is chosen, never hand out a held one.
+:meth:`AllocatorStore.claim` enforces both atomically; the allocator only
+proposes candidates.  Stores also keep a *hint* per range: an address below
+which everything is held, so finding the lowest free address costs the same
+in an empty range and in a full one.  A stale hint can only change which
+free address is chosen, never hand out a held one.
+
+The interface is split by caller: :class:`AllocatorStore` holds the verbs of
+one plugin command, :class:`MaintenanceStore` what the reconciler and the
+admin commands add (the whole store, unbacked claims, the backend's own
+consistency check).  A backend (:class:`Store`) implements both;
+:mod:`cni_ipam.store.open` opens the one a config names.
 """
 
 from __future__ import annotations
