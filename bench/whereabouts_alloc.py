@@ -130,7 +130,8 @@ def prefill(db: str, cidr: str, count: int) -> float:
     plugin calls it (so it sets the per-range hint the same way), but all
     calls share one transaction: one commit instead of ``count`` fsyncs.
     """
-    from cni_ipam.allocator.engine import Owner, RangeSpec, assign
+    from cni_ipam.allocator.engine import Owner, assign
+    from cni_ipam.config.whereabouts import RangeSpec
     from cni_ipam.net.ranges import parse_range
     from cni_ipam.store.sqlite import SQLiteStore
 

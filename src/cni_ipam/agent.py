@@ -4,7 +4,8 @@ Started as ``cni-ipam agent``.  It runs the very same command handlers as
 the plugin (:func:`cni_ipam.cni.skel.dispatch` on the forwarded environment
 and stdin), so its answers are the plugin's answers; what it saves is the
 interpreter start-up, the imports and opening the store on every call
-(each connection's thread keeps its stores open).  Plugins fall back to
+(the server holds a :class:`~cni_ipam.store.open.KeptPerThread`: each
+connection's thread keeps its stores open).  Plugins fall back to
 doing the work themselves when the agent is not there
 (:mod:`cni_ipam.agent_client`).
 """
@@ -19,8 +20,9 @@ from .agent_client import DEFAULT_SOCKET, MAX_MESSAGE
 from .plugins.table import SERVED_BY_AGENT
 
 
-def handle(request: dict) -> dict:
-    """One forwarded call: ``{"plugin", "env", "stdin"}`` in, ``{"stdout", "stderr", "exit"}`` out."""
+def handle(request: dict, stores) -> dict:
+    """One forwarded call: ``{"plugin", "env", "stdin"}`` in, ``{"stdout", "stderr", "exit"}`` out; the plugin
+    opens its stores through ``stores``."""
     import importlib
 
     from .cni.skel import dispatch
@@ -28,7 +30,7 @@ def handle(request: dict) -> dict:
     name = request.get("plugin")
     if name not in SERVED_BY_AGENT:
         return {"stdout": "", "stderr": f"cni-ipam agent: no plugin {name!r}\n", "exit": 1}
-    plugin = importlib.import_module(SERVED_BY_AGENT[name]).PLUGIN
+    plugin = importlib.import_module(SERVED_BY_AGENT[name]).plugin(stores)
     stdin = request.get("stdin", "").encode("utf-8", "surrogateescape")
     outcome = dispatch(plugin, dict(request.get("env") or {}), lambda: stdin)
     return {"stdout": outcome.stdout, "stderr": outcome.stderr, "exit": outcome.exit_code}
@@ -44,7 +46,7 @@ class _Handler(socketserver.BaseRequestHandler):
         try:
             request = Reader(self.request, MAX_MESSAGE).read()
             started = time.monotonic()
-            answer = handle(request)
+            answer = handle(request, self.server.stores)
         except Closed:
             return  # the plugin gave up before it asked: it does the work itself
         except ValueError as exc:  # linejson's BadMessage among them
@@ -56,7 +58,8 @@ class _Handler(socketserver.BaseRequestHandler):
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, path: str, log_file=None) -> None:
+    def __init__(self, path: str, stores, log_file=None) -> None:
+        self.stores = stores  # the open stores the plugin commands reuse (cni_ipam.store.open)
         self.log_file = log_file
         super().__init__(path, _Handler)
 
@@ -75,13 +78,12 @@ def serve(path: str = DEFAULT_SOCKET) -> None:
     """Listen on ``path`` until SIGTERM/SIGINT; a stale socket file from an earlier run is replaced."""
     import signal
 
-    from .config.datastore import keep_open
+    from .store.open import KeptPerThread
 
-    keep_open()
     os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
     if os.path.exists(path):
         os.unlink(path)
-    server = AgentServer(path)
+    server = AgentServer(path, KeptPerThread())
     os.chmod(path, 0o600)  # plugins run as root; nobody else may allocate
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(f'{{"event": "listening", "socket": "{path}"}}', file=sys.stderr, flush=True)

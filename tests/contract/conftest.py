@@ -21,7 +21,7 @@ class Backend:
 
 
 def memory_store(tmp_path, request):
-    from cni_ipam.store.memory import MemoryStore
+    from memory_store import MemoryStore
 
     return MemoryStore()
 

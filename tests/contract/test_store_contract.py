@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from cni_ipam.store.base import Allocation, pool_name
+from cni_ipam.net.pools import pool_name
+from cni_ipam.store.base import Allocation
 
 SPACE = "blue"  # a whereabouts network_name: one address space
 POOL_A = pool_name(SPACE, "192.0.2.0/24")
@@ -598,3 +599,31 @@ def test_claims_and_releases_leave_no_unbacked_reservation(store):
     assert store.unbacked_reservations() == []
     assert held(store, POOL_B, SPACE, *V4_ALL) == [ip("192.0.2.10")]  # nothing dropped with them
     assert len(store.allocations()) == 4
+
+
+# --- verify: each backend checks itself behind one method (cni-ipam verify) ---
+
+def test_a_store_written_through_its_verbs_verifies_clean(store):
+    for n, (pool, address, space) in enumerate([(POOL_A, "192.0.2.10", SPACE), (POOL_B, "192.0.2.200", SPACE),
+                                                (POOL_LONE, "192.0.2.10", None), (POOL_6, "2001:db8::5", SPACE)]):
+        assert store.claim(alloc(pool, address, cid=f"c{n}", pod=f"ns/p{n}", space=space))
+    store.set_hint("k", POOL_A, SPACE, ip("192.0.2.11"))
+    assert store.release(alloc(POOL_B, "192.0.2.200", cid="c1", pod="ns/p1"))
+    seen = []
+    report = store.verify(progress=lambda done, total: seen.append((done, total)))
+    assert [p.to_dict() for p in report.problems] == [] and report.repaired == []
+    assert seen == [(1, 3), (2, 3), (3, 3)]  # one tick per allocation record read
+
+
+def test_verify_finds_an_address_outside_its_pool_and_repair_frees_only_it(store):
+    """``claim`` takes the pool's word for it; verify is what notices, and frees what no range can hold."""
+    kept = alloc(POOL_A, "192.0.2.10")
+    assert store.claim(kept) and store.claim(alloc(POOL_A, "198.51.100.7", cid="c2"))
+    report = store.verify()
+    assert [(p.kind, p.repair is not None) for p in report.problems] == [("outside-cidr", True)]
+    assert "198.51.100.7 is outside the CIDR of its pool blue/192.0.2.0/24" in report.problems[0].detail
+    assert [a.address for a in store.allocations()] == ["192.0.2.10", "198.51.100.7"]  # checking changes nothing
+    report = store.verify(repair=True)
+    assert report.problems == [] and len(report.repaired) == 1 and "198.51.100.7" in report.repaired[0]
+    assert store.allocations() == [kept]
+

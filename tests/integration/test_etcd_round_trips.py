@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cni_ipam.allocator.engine import Owner, RangeSpec, assign
+from cni_ipam.allocator.engine import Owner, assign
+from cni_ipam.config.whereabouts import RangeSpec
 from cni_ipam.net.ranges import parse_range
 from cni_ipam.store.etcd import EtcdStore
 from cni_ipam.store.etcd_client import EtcdClient

@@ -100,9 +100,11 @@ class Cluster:
         assert call.ok, call
 
     def store(self):
-        from cni_ipam.config.admin import open_configured_store
+        from cni_ipam.config.admin import read_config
+        from cni_ipam.config.datastore import parse
+        from cni_ipam.store.open import open_store
 
-        return open_configured_store(self.flat)[0]
+        return open_store(parse(read_config(self.flat)[0]))
 
     def held(self) -> dict:
         """address -> pod, as the store holds it now."""

@@ -18,15 +18,16 @@ from cni_ipam.allocator.engine import (
     LostRaces,
     Owner,
     RangeFull,
-    RangeSpec,
     assign,
     garbage_collect,
     has_free,
     release_attachment,
 )
+from cni_ipam.config.whereabouts import RangeSpec
 from cni_ipam.net.ranges import parse_range
 from cni_ipam.store.base import Allocation
-from cni_ipam.store.memory import MemoryStore
+
+from memory_store import MemoryStore
 
 
 def ip(text: str) -> int:

@@ -7,11 +7,13 @@ import json
 
 import pytest
 
+from cni_ipam.net.pools import pool_name
 from cni_ipam.reconciler.liveness import Source, alive, stale
 from cni_ipam.reconciler.log import JsonLog
 from cni_ipam.reconciler.run import decide, reconcile
-from cni_ipam.store.base import Allocation, Reservation, pool_name
-from cni_ipam.store.memory import MemoryStore
+from cni_ipam.store.base import Allocation, Reservation
+
+from memory_store import MemoryStore
 
 NOW = 1_800_000_000.0
 GRACE = 600.0
@@ -246,6 +248,14 @@ def test_a_failing_after_is_logged_and_the_run_stays_ok():
     assert report.ok and addresses(store) == []
     assert log.records("after-error")[0]["error"] == "gauges exploded"
     assert log.records("run-end")[0]["ok"] is True
+
+
+def test_an_opener_that_finds_no_store_makes_an_ok_run_that_examines_nothing():
+    """No store yet (a SQLite file never created): the run succeeds on nothing, and ``after`` is told so."""
+    log, seen = new_log(), []
+    report = reconcile(lambda: None, [Fixed({})], log, GRACE, clock=lambda: NOW, after=seen.append)
+    assert report.ok and report.examined == 0 and report.reservations == [] and seen == [None]
+    assert log.records("examined")[0]["allocations"] == 0
 
 
 def test_after_is_not_called_when_the_pass_failed():

@@ -113,20 +113,19 @@ def _progress(p) -> None:
 def _run(args, body, create: bool = False) -> int:
     """Open the store, run ``body(store, settings)``, turn every known failure into a message and exit code."""
     from ..cni.errors import CNIError
-    from ..config.admin import ConfigFileError, open_configured_store, read_config
+    from ..config.admin import ConfigFileError, read_config
     from ..config.datastore import parse
     from ..store.base import StoreError
+    from ..store.open import never_created, open_store
 
     try:
-        import os
-
         ipam, source = read_config(args.config)
         settings = parse(ipam)
-        if settings.datastore == "sqlite" and not create and not os.path.exists(settings.sqlite_path):
+        if not create and never_created(settings):
             where = f"{source} names" if source else "no --config given and no flat file found; the default is"
             raise AdminError(f"no SQLite store at {settings.sqlite_path} ({where} it): nothing was allocated there; "
                              f"pass --config FILE naming the store the plugins use", 2)
-        store, settings, _ = open_configured_store(args.config)
+        store = open_store(settings)
     except ConfigFileError as exc:
         return _fail(f"--config: {exc}", 2)
     except CNIError as exc:
@@ -272,19 +271,11 @@ def cmd_release(args) -> int:
 # --- verify -------------------------------------------------------------------------------
 
 def cmd_verify(args) -> int:
-    from .verify import verify
-
     def body(store, settings):
         import json
 
-        problems = verify(store, Progress("verify", args.progress))
-        repaired = []
-        if args.repair:
-            for problem in problems:
-                if problem.repair is not None:
-                    repaired.append(problem.repair())
-            if repaired:
-                problems = verify(store)
+        report = store.verify(args.repair, Progress("verify", args.progress))
+        problems, repaired = report.problems, report.repaired
         if args.output == "json":
             sys.stdout.write(json.dumps({"datastore": settings.datastore, "repaired": repaired,
                                          "problems": [p.to_dict() for p in problems]}, indent=2, sort_keys=True) + "\n")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from ..net.addr import Network, ip_address
+from ..net.addr import ip_address
+from ..net.pools import in_cidr, split_pool
 from ..store.base import Allocation
 
 EXPORT_KIND = "cni-ipam-state"
@@ -21,24 +22,6 @@ class AdminError(Exception):
 
 
 # --- pools --------------------------------------------------------------------------------
-
-def split_pool(pool: str) -> tuple:
-    """``<network_name>/<cidr>`` -> (network_name, Network); Network is None when the name holds no CIDR."""
-    parts = pool.rsplit("/", 2)
-    if len(parts) != 3:
-        return pool, None
-    try:
-        ip = ip_address(parts[1])
-        prefixlen = int(parts[2])
-        return parts[0], Network(int(ip), prefixlen, ip.version)
-    except (ValueError, TypeError):
-        return parts[0], None
-
-
-def in_cidr(network, ip: int, version: int) -> bool:
-    return network is not None and network.version == version and int(network.network_address) <= ip <= int(
-        network.broadcast_address)
-
 
 def range_from_hint_key(key: str):
     """The AddressRange a hint key names (``<network_name>|space|<cidr>|<start>-<end>|<lo>-<hi>,...``), or None."""
@@ -174,7 +157,7 @@ def liveness(a: Allocation, node: str | None = None) -> tuple:
 
 def export_state(store, datastore: str = "") -> dict:
     from ..net.addr import Address
-    from ..store.base import pool_version
+    from ..net.pools import pool_version
 
     hints = []
     for key, pool, space, value in store.list_hints():

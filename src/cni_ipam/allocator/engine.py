@@ -1,6 +1,8 @@
-"""Whereabouts operations against a :class:`~cni_ipam.store.base.Store`.
+"""Whereabouts operations against a :class:`~cni_ipam.store.base.AllocatorStore`.
 
-The plugin's ADD, DEL, CHECK and GC in terms of store verbs.  Identity
+The plugin's ADD, DEL, CHECK and GC in terms of store verbs.  A range comes
+as the config parsed it (:class:`cni_ipam.config.whereabouts.RangeSpec`:
+``key``, ``range``, ``pool``, ``space``, ``network_name``, ``overlapping``).  Identity
 follows the CNI spec and whereabouts: an allocation belongs to an
 attachment (network name, container ID, ifname), and a pod restarted under
 a new container ID keeps the address it held on the same interface.
@@ -41,34 +43,12 @@ class Owner:
         self.node = node
 
 
-class RangeSpec:
-    """A range as the config gives it, with the pool and space it draws from."""
-
-    __slots__ = ("key", "range", "network_name", "overlapping")
-
-    def __init__(self, key, rng, network_name="", overlapping=True):
-        self.key = key  # the config key, for messages: "ipam.range", "ipam.ipRanges[1]"
-        self.range = rng
-        self.network_name = network_name
-        self.overlapping = overlapping
-
-    @property
-    def pool(self) -> str:
-        from ..store.base import pool_name
-
-        return pool_name(self.network_name, self.range.cidr)
-
-    @property
-    def space(self):
-        return self.network_name if self.overlapping else None
-
-
-def _new(spec: RangeSpec, ip: int, owner: Owner) -> Allocation:
+def _new(spec, ip: int, owner: Owner) -> Allocation:
     return Allocation(spec.pool, ip, spec.range.version, owner.network, owner.container_id, owner.ifname,
                       space=spec.space, pod=owner.pod, netns=owner.netns, node=owner.node)
 
 
-def _existing(store, spec: RangeSpec, owner: Owner):
+def _existing(store, spec, owner: Owner):
     """What this attachment, or this pod's same interface under an older sandbox, holds in the range."""
     for held in store.find(network=owner.network, container_id=owner.container_id, ifname=owner.ifname):
         if held.pool == spec.pool and spec.range.is_allocatable(held.ip):
@@ -81,7 +61,7 @@ def _existing(store, spec: RangeSpec, owner: Owner):
     return None
 
 
-def _lowest_free(store, spec: RangeSpec, owner: Owner) -> Allocation:
+def _lowest_free(store, spec, owner: Owner) -> Allocation:
     rng = spec.range
     key = core.hint_key(spec.network_name, spec.overlapping, rng)
     start = max(rng.start, store.hint(key, spec.pool, spec.space) or rng.start)
@@ -109,7 +89,7 @@ def _lowest_free(store, spec: RangeSpec, owner: Owner) -> Allocation:
     raise LostRaces(f"{spec.key}: lost {MAX_LOST_RACES} races for addresses in {rng.cidr}; try again")
 
 
-def _requested(store, spec: RangeSpec, ip: int, owner: Owner) -> Allocation:
+def _requested(store, spec, ip: int, owner: Owner) -> Allocation:
     allocation = _new(spec, ip, owner)
     if store.claim(allocation):
         return allocation
@@ -120,7 +100,7 @@ def _requested(store, spec: RangeSpec, ip: int, owner: Owner) -> Allocation:
     raise AddressTaken(f"requested address {rng_text(spec, ip)} in {spec.key} is held by {who}")
 
 
-def rng_text(spec: RangeSpec, ip: int) -> str:
+def rng_text(spec, ip: int) -> str:
     return spec.range.to_text(ip)
 
 
@@ -182,7 +162,7 @@ def garbage_collect(store, network: str, valid: set) -> list:
     return freed
 
 
-def has_free(store, spec: RangeSpec) -> bool:
+def has_free(store, spec) -> bool:
     """STATUS: can this range still serve an ADD?"""
     rng = spec.range
     key = core.hint_key(spec.network_name, spec.overlapping, rng)

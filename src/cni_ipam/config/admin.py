@@ -47,12 +47,3 @@ def read_config(path: str | None = None) -> tuple:
             raise ConfigFileError(f"{candidate}: expected a JSON object")
         return ipam_of(document), candidate
     return {}, None
-
-
-def open_configured_store(path: str | None = None):
-    """(store, settings, source file) for ``--config FILE`` or the standard flat file."""
-    from .datastore import open_store, parse
-
-    ipam, source = read_config(path)
-    settings = parse(ipam)
-    return open_store(settings), settings, source

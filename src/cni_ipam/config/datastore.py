@@ -1,4 +1,5 @@
-"""Which store a whereabouts config names, and how to reach it.
+"""Which store a whereabouts config names, and how to reach it: settings only
+(:mod:`cni_ipam.store.open` opens the store they name).
 
 ``datastore`` is ``sqlite`` (the default: one file on this node) or
 ``etcd`` (the cluster).  With no ``datastore`` key, giving ``etcd_host``
@@ -27,6 +28,8 @@ ETCD_KEYS = ("etcd_host", "etcd_endpoints", "etcd_username", "etcd_password", "e
 
 
 class StoreSettings:
+    """Where allocations live: the ``datastore`` and the keys of that backend (the others are None)."""
+
     __slots__ = ("datastore", "sqlite_path", "endpoints", "username", "password", "key_file", "cert_file",
                  "ca_file", "prefix", "timeout")
 
@@ -107,45 +110,3 @@ def _etcd(ipam: dict, settings: StoreSettings) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 300:
         raise invalid_config(f"ipam.etcd_timeout: {quote(timeout)} is not a number of seconds between 0 and 300")
     settings.timeout = float(timeout)
-
-
-_kept = None  # set by keep_open(): a long-running process reuses its open stores
-
-
-def keep_open() -> None:
-    """For the node agent: each thread keeps the stores it opened, so a call costs no connect or open."""
-    global _kept
-    import threading
-
-    _kept = threading.local()
-
-
-def open_store(settings: StoreSettings):
-    """The store the settings name (raises StoreError when it cannot be opened or reached)."""
-    if _kept is None:
-        return _open(settings)
-    stores = _kept.__dict__.setdefault("stores", {})
-    key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(settings, n) for n in settings.__slots__))
-    if key not in stores:
-        stores[key] = _open(settings)
-    return stores[key]
-
-
-def close_store(store) -> None:
-    """Close a store after one call, unless keep_open() made this a long-running process."""
-    if _kept is None:
-        store.close()
-
-
-def _open(settings: StoreSettings):
-    if settings.datastore == "etcd":
-        from ..store.etcd import EtcdStore
-        from ..store.etcd_client import EtcdClient
-
-        client = EtcdClient(settings.endpoints, timeout=settings.timeout, deadline=max(3 * settings.timeout, 10.0),
-                            username=settings.username, password=settings.password, ca_file=settings.ca_file,
-                            cert_file=settings.cert_file, key_file=settings.key_file)
-        return EtcdStore(client, settings.prefix)
-    from ..store.sqlite import SQLiteStore
-
-    return SQLiteStore(settings.sqlite_path)

@@ -121,6 +121,30 @@ class WhereaboutsConfig:
             setattr(self, name, fields.get(name))
 
 
+class RangeSpec:
+    """One range of the config, with the pool and address space it draws from: plain values the allocator
+    takes as they are.  With overlapping-range checks on (the default), every range of one ``network_name``
+    shares that name's address space."""
+
+    __slots__ = ("key", "range", "network_name", "overlapping")
+
+    def __init__(self, key, rng, network_name="", overlapping=True):
+        self.key = key  # the config key, for messages: "ipam.range", "ipam.ipRanges[1]"
+        self.range = rng
+        self.network_name = network_name
+        self.overlapping = overlapping
+
+    @property
+    def pool(self) -> str:
+        from ..net.pools import pool_name
+
+        return pool_name(self.network_name, self.range.cidr)
+
+    @property
+    def space(self):
+        return self.network_name if self.overlapping else None
+
+
 def _without_gateway(rng, gateway, parse):
     """The range again with the gateway excluded, when the gateway is one of its addresses.
 
@@ -137,7 +161,6 @@ def _plus(exclude, extra):
 
 
 def _ranges(ipam: dict, network_name: str, overlapping: bool, warnings: list, gateway=None) -> list:
-    from ..allocator.engine import RangeSpec
     from ..net.ranges import parse_range
 
     specs = []

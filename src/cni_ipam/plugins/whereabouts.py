@@ -2,7 +2,9 @@
 
 A drop-in for Go whereabouts' plugin: the same config keys and results, on
 our own stores (SQLite by default).  Each command loads the config, opens
-the store, and hands the decision to :mod:`cni_ipam.allocator.engine`.
+the store through ``stores`` (:mod:`cni_ipam.store.open`: one per call in a
+plugin process, kept open in the node agent), and hands the decision to
+:mod:`cni_ipam.allocator.engine`.
 """
 
 from ..cni.skel import Plugin
@@ -33,29 +35,15 @@ def _read_json(path):
         raise invalid_config(f"flat file {path}: not valid JSON: {exc}") from None
 
 
-def close_store(store):
-    """Close after the call, unless this is the node agent, which keeps its stores open."""
-    from ..config.datastore import close_store as close
-
-    close(store)
-
-
-def _open_store(settings):
-    """The configured store; its StoreError becomes a CNI code in :func:`_store_errors` (or STATUS's 50)."""
-    from ..config.datastore import open_store
-
-    return open_store(settings)
-
-
 def _store_errors(function):
     """Turn store and allocation failures into CNI errors with their messages."""
-    def wrapped(request):
+    def wrapped(*args):
         from ..allocator.engine import AddressTaken, LostRaces, RangeFull
         from ..cni.errors import CNIError, IO_FAILURE, TRY_AGAIN_LATER
         from ..store.base import StoreError
 
         try:
-            return function(request)
+            return function(*args)
         except StoreError as exc:
             raise CNIError(TRY_AGAIN_LATER if exc.retry else IO_FAILURE, str(exc)) from None
         except RangeFull as exc:
@@ -79,17 +67,17 @@ def _owner(request, config):
 
 
 @_store_errors
-def add(request):
+def add(request, stores):
     from ..allocator.engine import assign
     from ..cni.result import IPConfig, Result
     from ..config.whereabouts import load
 
     config = load(request, _read_json)
-    store = _open_store(config.store)
+    store = stores.open(config.store)
     try:
         held = assign(store, config.ranges, _owner(request, config), config.requested)
     finally:
-        close_store(store)
+        stores.done(store)
     from ..net.addr import Interface
 
     ips = []
@@ -101,27 +89,26 @@ def add(request):
 
 
 @_store_errors
-def delete(request):
+def delete(request, stores):
     """Free every address of this attachment; succeed when nothing is held or the config no longer parses."""
     from ..allocator.engine import release_attachment
     from ..config.whereabouts import store_settings, with_flat_file
-
-    import os
+    from ..store.open import never_created
 
     ipam, _ = with_flat_file(request, _read_json)
     settings = store_settings(ipam)
-    if settings.datastore == "sqlite" and not os.path.exists(settings.sqlite_path):
+    if never_created(settings):
         return None  # nothing was ever stored here
-    store = _open_store(settings)
+    store = stores.open(settings)
     try:
         release_attachment(store, request.name, request.container_id, request.ifname)
     finally:
-        close_store(store)
+        stores.done(store)
     return None
 
 
 @_store_errors
-def check(request):
+def check(request, stores):
     """The attachment must still hold one address per range, and those of ``prevResult``."""
     from ..cni.errors import invalid_config
     from ..cni.result import addresses_in
@@ -130,11 +117,11 @@ def check(request):
     config = load(request, _read_json)
     if not request.prev_result:
         raise invalid_config("Required prevResult missing", "CHECK compares the store with the ADD result in prevResult")
-    store = _open_store(config.store)
+    store = stores.open(config.store)
     try:
         held = store.find(network=request.name, container_id=request.container_id, ifname=request.ifname)
     finally:
-        close_store(store)
+        stores.done(store)
     held_text = {a.address for a in held}
     for spec in config.ranges:
         if not any(a.pool == spec.pool for a in held):
@@ -169,7 +156,7 @@ def _in_range(spec, text) -> bool:
 
 
 @_store_errors
-def gc(request):
+def gc(request, stores):
     """Free this network's allocations whose attachment is not in ``cni.dev/valid-attachments``."""
     from ..allocator.engine import garbage_collect
     from ..cni.errors import invalid_config
@@ -181,17 +168,17 @@ def gc(request):
             raise invalid_config(f"cni.dev/valid-attachments[{i}]: expected {{containerID, ifname}}, got {entry!r}")
         valid.add((entry["containerID"], entry["ifname"]))
     ipam, _ = with_flat_file(request, _read_json)
-    store = _open_store(store_settings(ipam))
+    store = stores.open(store_settings(ipam))
     try:
         freed = garbage_collect(store, request.name, valid)
     finally:
-        close_store(store)
+        stores.done(store)
     for allocation in freed:
         request.warnings.append(f"GC freed {allocation.address} of {allocation.container_id}/{allocation.ifname}")
     return None
 
 
-def status(request):
+def status(request, stores):
     """Ready when the store opens and every range has a free address (else code 50, saying why)."""
     from ..allocator.engine import has_free
     from ..cni.errors import CNIError, NOT_AVAILABLE
@@ -200,7 +187,7 @@ def status(request):
 
     config = load(request, _read_json)
     try:
-        store = _open_store(config.store)
+        store = stores.open(config.store)
     except StoreError as exc:
         raise CNIError(NOT_AVAILABLE, f"whereabouts: store unavailable: {exc}") from None
     try:
@@ -212,7 +199,7 @@ def status(request):
     except Exception as exc:
         raise CNIError(NOT_AVAILABLE, f"whereabouts: store unavailable: {exc}") from None
     finally:
-        close_store(store)
+        stores.done(store)
     return None
 
 
@@ -270,7 +257,21 @@ def _log_call(request, command, result, error) -> None:
         request.warnings.append(f"ipam.log_file {path}: cannot write: {exc.strerror or exc}")
 
 
-PLUGIN = Plugin("whereabouts", "cluster-wide unique addresses from ranges (Go whereabouts compatible)",
-                {name: _logged(name, f) for name, f in
-                 (("ADD", add), ("DEL", delete), ("CHECK", check), ("GC", gc), ("STATUS", status))})
+def plugin(stores=None) -> Plugin:
+    """The plugin, its commands opening stores through ``stores`` (``open(settings)``, then ``done(store)``);
+    None, in a plugin process: :class:`cni_ipam.store.open.OpenPerCall`.  The node agent passes its own."""
+    def with_stores(function):
+        def call(request):
+            from ..store.open import OpenPerCall
+
+            return function(request, stores or OpenPerCall())
+        call.__doc__ = function.__doc__
+        return call
+
+    return Plugin("whereabouts", "cluster-wide unique addresses from ranges (Go whereabouts compatible)",
+                  {name: _logged(name, with_stores(f)) for name, f in
+                   (("ADD", add), ("DEL", delete), ("CHECK", check), ("GC", gc), ("STATUS", status))})
+
+
+PLUGIN = plugin()
 

@@ -171,30 +171,30 @@ def kube_client(args):
 
 
 def _opener(args, log):
-    """Opens the configured store for one run.  A SQLite store that does not exist yet is not created:
-    nothing was ever allocated on this node, so there is nothing to reconcile."""
+    """Opens the configured store for one run, or returns None when there is none yet: a SQLite store that
+    does not exist is not created, since nothing was ever allocated on this node."""
     from ..config.admin import read_config
-    from ..config.datastore import open_store as open_configured, parse
+    from ..config.datastore import parse
+    from ..store.open import never_created, open_store
 
-    def open_store():
+    def open_configured():
         settings = parse(read_config(args.config)[0])  # read again each run: the file may have changed
-        if settings.datastore == "sqlite" and not os.path.exists(settings.sqlite_path):
-            from ..store.memory import MemoryStore
-
+        if never_created(settings):
             log("no-store", f"no SQLite store at {settings.sqlite_path} yet: nothing to reconcile",
                 path=settings.sqlite_path)
-            return MemoryStore()
-        return open_configured(settings)
-    return open_store
+            return None
+        return open_store(settings)
+    return open_configured
 
 
 def _pool_observer(metrics, log):
-    """Refreshes the per-pool gauges from the run's open store; a failure only costs this refresh."""
+    """Refreshes the per-pool gauges from the run's open store (None, no store yet: no pools); a failure only
+    costs this refresh."""
     from ..admin.state import pool_stats
 
     def observe(store) -> None:
         try:
-            metrics.observe_pools(pool_stats(store.allocations(), store.list_hints()))
+            metrics.observe_pools(pool_stats(store.allocations(), store.list_hints()) if store is not None else [])
         except Exception as exc:  # metrics must never fail a run
             log("metrics-error", f"could not count the pools for the metrics: {exc}", error=str(exc))
     return observe

@@ -107,7 +107,8 @@ class Report:
 def reconcile(store, sources, log, grace: float, dry_run: bool = False, clock=time.time,
               monotonic=time.monotonic, after=None) -> Report:
     """One pass over ``store`` (a Store, or a function that opens one: it is then opened inside the run
-    and closed after it, so a store that cannot be opened is a failed run).  Exceptions are logged and
+    and closed after it, so a store that cannot be opened is a failed run; the function returns None when
+    no store exists yet, and the run then examines nothing).  Exceptions are logged and
     reported, never raised.  ``after(store)``, if given, runs once the pass succeeded, on the same open
     store (the daemon counts the pools for its metrics there, without opening the store again); an
     exception from it is logged, and the run stays ok: what it freed is freed."""
@@ -159,7 +160,8 @@ def _iso(epoch):
 
 
 def _run(store, sources, log, grace, dry_run, clock, report) -> None:
-    allocations = list(store.allocations())  # first the store, then the sources (whereabouts #207)
+    # First the store, then the sources (whereabouts #207).  No store yet: nothing is held.
+    allocations = list(store.allocations()) if store is not None else []
     now = clock()
     for source in sources:
         source.prepare(now)
@@ -178,7 +180,8 @@ def _run(store, sources, log, grace, dry_run, clock, report) -> None:
         allocations=report.examined, pools=pools, stale=len(report.stale), kept=report.kept)
     for decision in report.stale:
         _free(store, sources, log, dry_run, clock, decision, report)
-    _free_reservations(store, log, dry_run, report)
+    if store is not None:
+        _free_reservations(store, log, dry_run, report)
 
 
 def _free(store, sources, log, dry_run, clock, decision, report) -> None:

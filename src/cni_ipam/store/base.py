@@ -1,4 +1,5 @@
-"""What the whereabouts allocator needs from storage, and the record it stores.
+"""What the whereabouts allocator, the reconciler and the admin commands need from storage, and the record it
+stores.
 
 A store keeps *allocations*: one address of one pool held by one attachment
 (network name, container ID, interface).  Two uniqueness rules make an
@@ -9,11 +10,17 @@ address "held":
   overlapping-range checks on (``enable_overlapping_ranges``, the default),
   so that every range of that network shares one set of addresses.
 
-:meth:`Store.claim` enforces both atomically; the allocator only proposes
-candidates.  Stores also keep a *hint* per range: an address below which
-everything is held, so finding the lowest free address costs the same in an
-empty range and in a full one.  A stale hint can only change which free
-address is chosen, never hand out a held one.
+:meth:`AllocatorStore.claim` enforces both atomically; the allocator only
+proposes candidates.  Stores also keep a *hint* per range: an address below
+which everything is held, so finding the lowest free address costs the same
+in an empty range and in a full one.  A stale hint can only change which
+free address is chosen, never hand out a held one.
+
+The interface is split by caller: :class:`AllocatorStore` holds the verbs of
+one plugin command, :class:`MaintenanceStore` what the reconciler and the
+admin commands add (the whole store, unbacked claims, the backend's own
+consistency check).  A backend (:class:`Store`) implements both;
+:mod:`cni_ipam.store.open` opens the one a config names.
 """
 
 from __future__ import annotations
@@ -92,16 +99,6 @@ class Reservation:
         return f"Reservation({self.space!r} {self.address} pool={self.pool!r})"
 
 
-def pool_name(network_name: str, cidr: str) -> str:
-    """``<network_name>/<cidr>``: one pool per range and network name, as whereabouts' IPPool."""
-    return f"{network_name}/{cidr}"
-
-
-def pool_version(pool: str) -> int:
-    """A pool is one range, so one family: read it off the CIDR in its name (a space mixes both)."""
-    return 6 if ":" in pool.rsplit("/", 2)[-2] else 4
-
-
 def merge_unique(iterators):
     """Ascending addresses from several ascending sources (a pool and its space), each once."""
     import heapq
@@ -121,8 +118,9 @@ class StoreError(Exception):
         self.retry = retry
 
 
-class Store:
-    """The interface every backend implements (SQLite, etcd, the in-memory test double).
+class AllocatorStore:
+    """What the allocator needs: the verbs of one plugin command (host-local's small ``backend.Store``,
+    containernetworking/plugins plugins/ipam/host-local/backend/store.go).
 
     ``transaction()`` groups the calls of one plugin command: the SQLite store
     serializes them across processes, the etcd store makes each claim atomic
@@ -161,8 +159,26 @@ class Store:
         """Allocations matching every given field."""
         raise NotImplementedError
 
+    def hint(self, key: str, pool: str, space: str | None) -> int | None:
+        raise NotImplementedError
+
+    def set_hint(self, key: str, pool: str, space: str | None, value: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class MaintenanceStore:
+    """What the reconciler and the admin commands need besides: the whole store, and its repair."""
+
     def allocations(self):
         """Every allocation, in (pool, address) order."""
+        raise NotImplementedError
+
+    def list_hints(self) -> list:
+        """Every hint as ``(key, pool, space, value)``, by key: the keys name the range definitions
+        (``allocator.core.hint_key``), which is how ``cni-ipam pools`` and ``export`` learn them."""
         raise NotImplementedError
 
     def unbacked_reservations(self) -> list:
@@ -179,16 +195,24 @@ class Store:
         """Delete a claim :meth:`unbacked_reservations` returned, unless it changed since; True if deleted."""
         return False
 
-    def hint(self, key: str, pool: str, space: str | None) -> int | None:
+    def check(self, progress=None) -> list:
+        """The backend's own consistency check: every :class:`~cni_ipam.store.check.Problem` found, each with
+        its repair when one is safe.  ``progress(done, total)`` is called as records are read."""
         raise NotImplementedError
 
-    def set_hint(self, key: str, pool: str, space: str | None, value: int) -> None:
-        raise NotImplementedError
+    def verify(self, repair: bool = False, progress=None):
+        """``cni-ipam verify``: :meth:`check`, and with ``repair`` the safe repairs, then check again.
 
-    def list_hints(self) -> list:
-        """Every hint as ``(key, pool, space, value)``, by key: the keys name the range definitions
-        (``allocator.core.hint_key``), which is how ``cni-ipam pools`` and ``export`` learn them."""
-        raise NotImplementedError
+        Returns a :class:`~cni_ipam.store.check.Report`: the problems left and what was repaired.
+        """
+        from .check import Report
 
-    def close(self) -> None:
-        pass
+        problems = self.check(progress)
+        repaired = [p.repair() for p in problems if p.repair is not None] if repair else []
+        if repaired:
+            problems = self.check()
+        return Report(problems, repaired)
+
+
+class Store(AllocatorStore, MaintenanceStore):
+    """A backend (SQLite, etcd): both interfaces, so the allocator and the admin commands share one store."""

@@ -19,12 +19,14 @@ try:  # the C module alone: the sqlite3 package adds datetime and its adapters, 
 except ImportError:  # pragma: no cover - an interpreter without the private module
     import sqlite3
 
-from .base import Allocation, Store, StoreError, merge_unique, pool_version
+from ..net.pools import pool_version
+from .base import Allocation, Store, StoreError, merge_unique
 
 SCHEMA_VERSION = "1"
 PAGE = 256
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs")
 
+SPACE_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS allocations_space ON allocations (space, ip) WHERE space IS NOT NULL"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS allocations (
     pool TEXT NOT NULL,          -- '<network_name>/<range CIDR>'
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS allocations (
     created REAL NOT NULL,
     PRIMARY KEY (pool, ip)
 ) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS allocations_space ON allocations (space, ip) WHERE space IS NOT NULL;
+""" + SPACE_INDEX + """;
 CREATE INDEX IF NOT EXISTS allocations_attachment ON allocations (network, container_id, ifname);
 CREATE INDEX IF NOT EXISTS allocations_pod ON allocations (pod, ifname) WHERE pod != '';
 CREATE TABLE IF NOT EXISTS hints (
@@ -232,6 +234,53 @@ class SQLiteStore(Store):
         rows = self._run("SELECT key, pool, space, value FROM hints ORDER BY key").fetchall()
         return [(key, pool, space, decode_ip(value)[0]) for key, pool, space, value in rows]
 
+    # -- consistency check (cni-ipam verify) -------------------------------------------------------
+
+    def check(self, progress=None) -> list:
+        """An allocation and its address-space claim are one row, so what can go wrong is a row outside its
+        pool's CIDR, one that breaks the schema, and, once the unique index is gone, duplicates in a space."""
+        from .check import Problem, duplicates, outside_its_pool, tick
+
+        problems, good = [], []
+        rows = self._run(f"SELECT {COLUMNS}, typeof(ip), typeof(created) FROM allocations").fetchall()
+        for done, row in enumerate(rows, 1):
+            tick(progress, done, len(rows))
+            pool, ip, cid = row[0], row[1], row[4]
+            wrong = _row_problem(row)
+            if wrong:
+                problems.append(Problem("bad-row", f"row pool={pool!r} ip={ip!r} container={cid!r}: {wrong}",
+                                        repair=self._delete_row(pool, ip, f"deleted the unreadable row of pool "
+                                                                          f"{pool!r} ({wrong})")))
+                continue
+            a = _row(row[:-2])
+            outside = outside_its_pool(a, self._delete_row(pool, ip, f"deleted {a.address} from {pool}: no range "
+                                                                     f"of that pool can hold it"))
+            if outside:
+                problems.append(outside)
+            else:
+                good.append(a)
+        problems += duplicates(good)
+        indexes = {name for (name,) in self._run("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        if "allocations_space" not in indexes:
+            dup = any(p.kind == "duplicate" for p in problems)
+            problems.append(Problem(
+                "missing-index", "the unique index allocations_space is gone: two pools of one address space can "
+                                 "hold one address", repair=None if dup else self._reindex,
+                hint="free the duplicates first; verify --repair then recreates it" if dup else ""))
+        return problems
+
+    def _delete_row(self, pool, ip, done: str):
+        def repair() -> str:
+            with self.transaction():
+                self._run("DELETE FROM allocations WHERE pool IS ? AND ip IS ?", (pool, ip))
+            return done
+        return repair
+
+    def _reindex(self) -> str:
+        with self.transaction():
+            self._run(SPACE_INDEX)
+        return "recreated the unique index allocations_space"
+
     def close(self) -> None:
         self.db.close()
 
@@ -241,6 +290,26 @@ def _row(row) -> Allocation:
     address, version = decode_ip(ip)
     return Allocation(pool, address, version, network, container_id, ifname, space=space, pod=pod,
                       netns=netns, node=node, created=created)
+
+
+def _row_problem(row) -> str:
+    """Why a row (:data:`COLUMNS`, then the SQLite types of ip and created) cannot be read, or ""."""
+    from ..net.pools import split_pool
+
+    pool, ip, space, network, cid, ifname, pod, netns, node, created, ip_type, created_type = row
+    if ip_type != "blob" or len(ip) not in (5, 17) or (len(ip), ip[0]) not in ((5, 4), (17, 6)):
+        return "ip is not a family byte and a 4- or 16-byte address"
+    if created_type not in ("real", "integer"):
+        return f"created is a {created_type}, not a time"
+    for name, value in (("pool", pool), ("network", network), ("container_id", cid), ("ifname", ifname),
+                        ("pod", pod), ("netns", netns), ("node", node)):
+        if not isinstance(value, str):
+            return f"{name} is not text"
+    if space is not None and not isinstance(space, str):
+        return "space is neither text nor NULL"
+    if split_pool(pool)[1] is None:
+        return "pool is not <network_name>/<cidr>"
+    return ""
 
 
 def _is_busy(exc) -> bool:

@@ -1,14 +1,17 @@
-"""An in-memory store: the allocator's unit tests run on it (host-local's fake store).
+"""An in-memory store, for tests only: the allocator's unit tests run on it (host-local's fake store,
+containernetworking/plugins plugins/ipam/host-local/backend/testing/fake_store.go).
 
 It follows the same contract as the real backends and passes the same
 contract suite, so a test that passes here tests the allocator, not a quirk.
+Tests import it as ``memory_store`` (tests/conftest.py puts tests/ on the path).
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from .base import Allocation, Store, pool_version
+from cni_ipam.net.pools import pool_version
+from cni_ipam.store.base import Allocation, Store
 
 
 class MemoryStore(Store):
@@ -77,3 +80,17 @@ class MemoryStore(Store):
 
     def list_hints(self):
         return [(key, *self.hints[key]) for key in sorted(self.hints)]
+
+    def check(self, progress=None):
+        """What its own verbs let in: an address outside its pool's CIDR (claim does not look)."""
+        from cni_ipam.store.check import duplicates, outside_its_pool, tick
+
+        def release(a):
+            return lambda: f"released {a.address} from {a.pool}" if self.release(a) else f"{a.address} was gone"
+
+        rows = self.allocations()
+        problems = []
+        for done, a in enumerate(rows, 1):
+            tick(progress, done, len(rows))
+            problems.append(outside_its_pool(a, release(a)))
+        return [p for p in problems if p is not None] + duplicates(rows)
