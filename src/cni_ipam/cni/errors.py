@@ -45,9 +45,3 @@ def invalid_config(msg: str, details: str = "") -> CNIError:
     """Code 7, the error for anything wrong in the network configuration."""
     return CNIError(INVALID_CONFIG, msg, details)
 
-
-def quote(value) -> str:
-    """A value as it looked in the JSON config: :func:`cni_ipam.jsonlite.quote`, loaded on error paths only."""
-    from ..jsonlite import quote as json_quote  # VERSION must not load _json
-
-    return json_quote(value)

@@ -6,7 +6,8 @@ becomes CNI's "invalid config" error: ``net/`` knows nothing of CNI.
 
 from __future__ import annotations
 
-from ..cni.errors import invalid_config, quote
+from ..cni.errors import invalid_config
+from ..jsonlite import quote
 from ..cni.result import ROUTE_EXTRAS_1_1, IPConfig, Route
 from ..net.errors import AddressError
 from ..net.ip import parse_interface, parse_ip

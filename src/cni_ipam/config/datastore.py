@@ -16,7 +16,8 @@ endpoint without a scheme gets ``https://`` when TLS files are given, else
 
 from __future__ import annotations
 
-from ..cni.errors import invalid_config, quote
+from ..cni.errors import invalid_config
+from ..jsonlite import quote
 
 DEFAULT_SQLITE_PATH = "/var/lib/cni/whereabouts/whereabouts.db"
 DEFAULT_ETCD_PREFIX = "/cni-ipam/"

@@ -19,7 +19,8 @@ tested with plain values.  Differences from Go whereabouts, on purpose:
 from __future__ import annotations
 
 from ..cni.args import parse_cni_args
-from ..cni.errors import invalid_config, quote
+from ..cni.errors import invalid_config
+from ..jsonlite import quote
 from ..cni.result import IPConfig
 from ..net.ip import parse_interface, parse_ip
 from .common import (
