@@ -47,3 +47,17 @@ def etcd_prefix(request) -> str:
     import uuid
 
     return f"/test-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}/".replace("[", "-").replace("]", "-")
+
+
+@pytest.fixture
+def kube_api(etcd_cluster, etcd_prefix, tmp_path):
+    """A test Kubernetes API server (tests/kubeapi) over the shared etcd cluster, its objects under this test's prefix.
+
+    Its ``token`` is a service account's with every right; ``kill()`` and
+    ``restart()`` keep the objects (they are in etcd).
+    """
+    from kubeapi import KubeAPIServer
+
+    server = KubeAPIServer(etcd_cluster.endpoints, etcd_prefix, str(tmp_path / "kubeapi")).start()
+    yield server
+    server.stop()
