@@ -258,6 +258,10 @@ def test_bearer_tokens_and_rbac(kube_api_factory):
     assert body["message"] == (f'ippools.{GROUP} "10.0.0.0-24" is forbidden: User "system:node:n1" cannot patch '
                                f'resource "ippools" in API group "{GROUP}" in the namespace "kube-system"')
     assert server.request("GET", "/_control/faults", token="admin")[0] == 401  # the admin token only
+    kept_alive = server.connection()
+    assert server.request("POST", POOLS, pool("10.0.1.0-24"), token="wrong", connection=kept_alive)[0] == 401
+    assert server.request("GET", POOLS, token="admin", connection=kept_alive)[0] == 200  # the refused body was read
+    kept_alive.close()
 
 
 def test_tls_with_ca_verification_and_client_certificates(kube_api_factory):

@@ -109,12 +109,10 @@ class Handler(BaseHTTPRequestHandler):
         self.dispatch("DELETE")
 
     def body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        data = self.rfile.read(length) if length else b""
-        if not data:
+        if not self.raw_body:
             return None
         try:
-            return json.loads(data)
+            return json.loads(self.raw_body)
         except ValueError as exc:
             raise status.bad_request(f"the request body is not JSON: {exc}") from None
 
@@ -132,6 +130,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(error.code, error.body, error.headers)
 
     def dispatch(self, method: str) -> None:
+        # read the body whatever the answer, so that the next request on a kept-alive connection starts clean
+        length = int(self.headers.get("Content-Length") or 0)
+        self.raw_body = self.rfile.read(length) if length else b""
         try:
             url = urlsplit(self.path)
             parts = [p for p in url.path.split("/") if p]
