@@ -177,10 +177,6 @@ class Registry:
             if answer["succeeded"]:
                 return current
 
-    def compact(self, revision: int) -> None:
-        """Compact etcd's history up to ``revision`` (for tests of 410 Expired)."""
-        self.etcd.call("kv/compaction", {"revision": str(revision), "physical": True})
-
     def watch(self, resource: Resource, namespace: str, revision: int) -> "EtcdWatch":
         start = self.collection(resource, namespace)
         return EtcdWatch(self.endpoints, start, prefix_end(start), revision)
