@@ -47,3 +47,33 @@ def etcd_prefix(request) -> str:
     import uuid
 
     return f"/test-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}/".replace("[", "-").replace("]", "-")
+
+
+@pytest.fixture
+def kube_api_factory(etcd_cluster, etcd_prefix, tmp_path):
+    """Start test Kubernetes API servers (tests/kubeapi) over the shared etcd cluster, under this test's prefix.
+
+    Call it with ``KubeAPIServer``'s options (``tls``, ``tokens``, ``rbac``);
+    every server it started is stopped after the test.
+    """
+    from kubeapi import KubeAPIServer
+
+    servers = []
+
+    def start(**options):
+        directory = tmp_path / f"kubeapi{len(servers)}"
+        servers.append(KubeAPIServer(etcd_cluster.endpoints, etcd_prefix, str(directory), **options))
+        return servers[-1].start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def kube_api(kube_api_factory):
+    """A test Kubernetes API server whose ``token`` is a service account's with every right.
+
+    ``kill()`` and ``restart()`` keep the objects: they are in etcd.
+    """
+    return kube_api_factory()
