@@ -617,6 +617,41 @@ def test_ip_arg_and_runtime_config_for_the_same_range_conflict():
     assert "runtimeConfig.ips[0]" in error.msg and "second address" in error.msg
 
 
+# --- what podman asks for again on `network reload` (DEL, then ADD with the container's addresses) ----
+
+def test_the_same_address_asked_for_twice_is_one_request():
+    """A container started with --ip A gets runtimeConfig.ips ["A", "A"] on reload."""
+    config, _ = load({"range": "10.0.0.0/24"}, runtimeConfig={"ips": ["10.0.0.9", "10.0.0.9"]})
+    assert config.requested == {0: ip("10.0.0.9")}
+    config, _ = load({"range": "10.0.0.0/24"}, "IP=10.0.0.9", runtimeConfig={"ips": ["10.0.0.9/24"]})
+    assert config.requested == {0: ip("10.0.0.9")}
+
+
+def test_dual_stack_reload_asks_for_each_address_once():
+    config, _ = load({"ipRanges": [{"range": "10.0.0.0/24"}, {"range": "fd00::/64"}]},
+                     runtimeConfig={"ips": ["10.0.0.9", "fd00::9", "10.0.0.9", "fd00::9"]})
+    assert config.requested == {0: ip("10.0.0.9"), 1: ip("fd00::9")}
+
+
+def test_an_address_the_config_lists_is_that_address():
+    ipam = {"range": "10.0.0.0/24", "addresses": [{"address": "198.51.100.7/24", "gateway": "198.51.100.1"}]}
+    config, _ = load(ipam, runtimeConfig={"ips": ["10.0.0.9", "198.51.100.7"]})
+    assert config.requested == {0: ip("10.0.0.9")}
+    assert [(str(a.address), str(a.gateway)) for a in config.addresses] == [("198.51.100.7/24", "198.51.100.1")]
+
+
+def test_a_bare_address_outside_the_ranges_takes_the_prefix_of_a_configured_subnet():
+    ipam = {"range": "10.0.0.0/24", "addresses": [{"address": "198.51.100.7/24"}]}
+    config, _ = load(ipam, "IP=198.51.100.8")
+    assert [str(a.address) for a in config.addresses] == ["198.51.100.7/24", "198.51.100.8/24"]
+
+
+def test_a_bare_address_outside_every_subnet_says_what_to_do():
+    error = config_error({"range": "10.0.0.0/24"}, "IP=198.51.100.7")
+    assert "ipam.range 10.0.0.0/24" in error.msg
+    assert "inside a range" in error.details and "ipam.addresses" in error.details and "--ip" in error.details
+
+
 def test_runtime_config_ips_must_be_a_list():
     assert "runtimeConfig.ips" in config_error({"range": "10.0.0.0/24"}, runtimeConfig={"ips": "10.0.0.5"}).msg
 

@@ -13,7 +13,10 @@ tested with plain values.  Differences from Go whereabouts, on purpose:
   handed out as a pod's address (Go gives it to the first pod, #601);
 * an address asked for with ``CNI_ARGS`` ``IP=`` or ``runtimeConfig.ips``
   that lies in a range is allocated from that range (exactly that address)
-  instead of being added as a second, static address (whereabouts #111).
+  instead of being added as a second, static address (whereabouts #111);
+  one asked for twice is one request, one that ``ipam.addresses`` lists is
+  that address, and a bare one outside the ranges takes the prefix of the
+  ``ipam.addresses`` subnet that holds it (podman's ``network reload``).
 """
 
 from __future__ import annotations
@@ -165,12 +168,47 @@ def _requested_text(request, cni_args: dict) -> list:
     return asked
 
 
+def _already_asked(ip, asked_ips: set, statics: list) -> bool:
+    """Whether ``ip`` was asked for before in this request, or is one of ``ipam.addresses``.
+
+    podman 4.3's ``network reload`` asks again for every address the
+    container had, ``--ip`` twice over (``runtimeConfig.ips ["A", "A"]``):
+    identical requests are one, and a configured address is that address.
+    """
+    if ip in asked_ips or any(ip == static.address.ip for static in statics):
+        return True
+    asked_ips.add(ip)
+    return False
+
+
+def _bare_static(key: str, text: str, ip, specs: list, statics: list):
+    """A bare address outside every range, with the prefix of the ``ipam.addresses`` subnet that holds it.
+
+    podman's ``--ip`` cannot send a prefix length, so without such a subnet
+    the message says what to do instead.
+    """
+    from ..net.addr import Interface
+
+    for static in statics:
+        if ip in static.address.network:
+            return IPConfig(Interface(int(ip), static.address.prefixlen, ip.version))
+    ranges = ", ".join(f"{spec.key} {spec.range.cidr}" for spec in specs) or "no ranges"
+    raise invalid_config(f"{key}: {quote(text)} is in none of the ranges ({ranges}), and as an extra static "
+                         f"address it needs a prefix length (e.g. {text}/24)",
+                         "ask for an address inside a range, add a range that holds it, or list it with its prefix "
+                         "in ipam.addresses; podman's --ip cannot send a prefix length, other runtimes can send "
+                         f"{text}/<prefix>")
+
+
 def _place_requests(asked: list, specs: list, statics: list) -> dict:
     """Give each asked-for address to the range that holds it; others become static addresses."""
     requested = {}
+    asked_ips = set()
     for key, text in asked:
         address = parse_interface(text, key) if "/" in str(text) else None
         ip = address.ip if address is not None else parse_ip(text, key)
+        if _already_asked(ip, asked_ips, statics):
+            continue
         for index, spec in enumerate(specs):
             rng = spec.range
             if ip.version != rng.version or ip not in rng.network:
@@ -184,10 +222,7 @@ def _place_requests(asked: list, specs: list, statics: list) -> dict:
             requested[index] = int(ip)
             break
         else:
-            if address is None:
-                raise invalid_config(f"{key}: {quote(text)} is in none of the ranges, and as an extra static "
-                                     f"address it needs a prefix length (e.g. {text}/24)")
-            statics.append(IPConfig(address))
+            statics.append(IPConfig(address) if address is not None else _bare_static(key, text, ip, specs, statics))
     return requested
 
 
