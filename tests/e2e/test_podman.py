@@ -48,6 +48,11 @@ def held(db) -> list:
         return conn.execute("SELECT container_id FROM allocations").fetchall()
 
 
+def held_pods(db) -> list:
+    with sqlite3.connect(str(db)) as conn:
+        return [pod for (pod,) in conn.execute("SELECT pod FROM allocations")]
+
+
 def held_addresses(db) -> dict:
     """``{address: (container id, ifname)}`` from the whereabouts SQLite store."""
     with sqlite3.connect(str(db)) as conn:
@@ -220,6 +225,7 @@ def test_network_reload_after_ip_keeps_the_address(podman, tmp_path):
     box = podman.start("rlip", net, "--ip", "10.89.14.50")
     assert reload_keeps(podman, box) == ["10.89.14.50/24"]
     assert held_addresses(db) == {"10.89.14.50": (container_id(podman, box), "eth0")}
+    assert held_pods(db) == [box]  # podman's K8S_POD_NAME, without a namespace
     podman.ok("rm", "-f", "-t", "0", box)
     assert held(db) == []
 

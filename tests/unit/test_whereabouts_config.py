@@ -535,6 +535,12 @@ def test_pod_from_cni_args():
     assert config.pod == "team-a/web-0"
 
 
+def test_pod_name_without_namespace_is_recorded_as_podman_gives_it():
+    """podman sends K8S_POD_NAME=<container name> and no namespace."""
+    config, _ = load({"range": "10.0.0.0/24"}, "IgnoreUnknown=1;K8S_POD_NAME=web-0")
+    assert config.pod == "web-0"
+
+
 def test_no_pod_name_is_fine():
     config, _ = load({"range": "10.0.0.0/24"}, "IgnoreUnknown=1;K8S_POD_NAMESPACE=team-a")
     assert config.pod == ""

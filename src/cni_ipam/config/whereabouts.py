@@ -244,6 +244,14 @@ def _gateways_from_args(cni_args: dict, statics: list) -> None:
                     ip.gateway = gateway
 
 
+def pod_ref(cni_args: dict) -> str:
+    """The pod as recorded: ``namespace/name`` from kubelet or Multus; podman sends
+    ``K8S_POD_NAME`` alone, recorded as it is; "" when there is no name."""
+    name = cni_args.get("K8S_POD_NAME", "")
+    namespace = cni_args.get("K8S_POD_NAMESPACE", "")
+    return f"{namespace}/{name}" if name and namespace else name
+
+
 def store_settings(ipam: dict):
     """Where allocations live (:mod:`.datastore`); all DEL needs, so DEL works when ranges no longer parse."""
     from .datastore import parse
@@ -294,13 +302,10 @@ def load(request, read_json) -> WhereaboutsConfig:
     if log_level not in LOG_LEVELS:
         warnings.append(f"ipam.log_level {quote(log_level)} is not one of {', '.join(LOG_LEVELS)}; using debug")
         log_level = "debug"
-    pod = ""
-    if cni_args.get("K8S_POD_NAME"):
-        pod = f"{cni_args.get('K8S_POD_NAMESPACE', '')}/{cni_args['K8S_POD_NAME']}"
     return WhereaboutsConfig(
         network=request.name, ranges=specs, requested=requested, gateway=gateway,
         routes=parse_routes(ipam.get("routes"), "ipam.routes"), dns=parse_dns(ipam.get("dns"), "ipam.dns"),
         addresses=statics, network_name=network_name, overlapping=overlapping, store=store,
-        log_file=ipam.get("log_file") or None, log_level=log_level, pod=pod,
+        log_file=ipam.get("log_file") or None, log_level=log_level, pod=pod_ref(cni_args),
         flat_file=flat_path, ipam=ipam,
     )
