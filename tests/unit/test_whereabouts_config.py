@@ -359,6 +359,15 @@ def test_go_installer_flat_file_with_the_kubernetes_datastore_is_refused():
             "reconciler_cron_expression": "30 4 * * *"}
     error = config_error({"range": "10.0.0.0/24"}, files={wb.FLAT_FILE_PATHS[1]: flat})
     assert "not available yet" in error.msg and "kubernetes" in error.msg
+    assert wb.FLAT_FILE_PATHS[1] in error.msg  # where the setting came from
+    assert "in the network config" in error.details and "configuration_path" in error.details  # what to do
+
+
+def test_the_kubernetes_datastore_of_the_network_config_says_so():
+    flat = {"datastore": "sqlite"}
+    error = config_error({"range": "10.0.0.0/24", "datastore": "kubernetes"}, files={wb.FLAT_FILE_PATHS[1]: flat})
+    assert "in the network config" in error.msg and wb.FLAT_FILE_PATHS[1] not in error.msg
+    assert '"sqlite"' in error.details and '"etcd"' in error.details
 
 
 # --- errors: code 7, naming the key and the value ---

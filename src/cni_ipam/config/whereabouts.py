@@ -252,11 +252,19 @@ def pod_ref(cni_args: dict) -> str:
     return f"{namespace}/{name}" if name and namespace else name
 
 
-def store_settings(ipam: dict):
-    """Where allocations live (:mod:`.datastore`); all DEL needs, so DEL works when ranges no longer parse."""
+def store_settings(ipam: dict, flat_file: str = ""):
+    """Where allocations live (:mod:`.datastore`); all DEL needs, so DEL works when ranges no longer parse.
+
+    ``flat_file``: the flat file's path when the datastore came from it (:func:`datastore_source`).
+    """
     from .datastore import parse
 
-    return parse(ipam)
+    return parse(ipam, flat_file)
+
+
+def datastore_source(request, flat_path) -> str:
+    """The flat file's path when it, not the network config, names the datastore; else ""."""
+    return flat_path if flat_path and not request.ipam.get("datastore") else ""
 
 
 def with_flat_file(request, read_json) -> tuple:
@@ -282,7 +290,7 @@ def load(request, read_json) -> WhereaboutsConfig:
     for key, why in IGNORED_KEYS.items():
         if ipam.get(key):
             warnings.append(f"ipam.{key} is ignored: {why}")
-    store = store_settings(ipam)
+    store = store_settings(ipam, datastore_source(request, flat_path))
     if ipam.get("kubernetes") and store.datastore != "kubernetes":
         warnings.append(f"ipam.kubernetes is ignored: the datastore is {store.datastore}")
     network_name = expect(ipam.get("network_name") or "", str, "ipam.network_name", "a string")
