@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_install)
 
     p = sub.add_parser("demo", help="show the plugins at work: podman containers, else throw-away namespaces",
-                       description="Runs the MISSION.md examples as podman containers (else as pods made of "
+                       description="Runs static and whereabouts example networks as podman containers (else as pods made of "
                                    "network namespaces) on bridges calling our IPAM plugins, and prints "
                                    "their addresses; without root, runs the plugins alone.",
                        epilog="example: sudo cni-ipam demo")

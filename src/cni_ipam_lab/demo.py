@@ -1,7 +1,7 @@
 """``make demo``: the plugins at work, as a newcomer would want to see them.
 
-The whereabouts part runs the examples of MISSION.md section 1.3 on the
-embedded SQLite store.
+The whereabouts part runs three example networks (exclusions, two networks
+sharing a ``network_name``, dual stack) on the embedded SQLite store.
 
 Three ways, the first that works here:
 
@@ -92,7 +92,7 @@ def demo_static_plugin_only(bin_dir: str) -> int:
 
 
 def whereabouts_networks(db: str) -> list:
-    """The MISSION.md whereabouts examples, each as (title, [(pod, network config)])."""
+    """The whereabouts examples, each as (title, [(pod, network config)])."""
     def net(name, bridge, ipam):
         ipam = dict(ipam, type="whereabouts", sqlite_path=db)
         return {"cniVersion": "0.3.1", "name": name, "type": "bridge", "bridge": bridge, "ipam": ipam}

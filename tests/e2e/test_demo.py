@@ -1,4 +1,4 @@
-"""``make demo`` shows what it claims: the MISSION.md examples' addresses, pings, and an empty store after."""
+"""``make demo`` shows what it claims: the example networks' addresses, pings, and an empty store after."""
 
 from __future__ import annotations
 

@@ -48,6 +48,11 @@ def held(db) -> list:
         return conn.execute("SELECT container_id FROM allocations").fetchall()
 
 
+def held_pods(db) -> list:
+    with sqlite3.connect(str(db)) as conn:
+        return [pod for (pod,) in conn.execute("SELECT pod FROM allocations")]
+
+
 def held_addresses(db) -> dict:
     """``{address: (container id, ifname)}`` from the whereabouts SQLite store."""
     with sqlite3.connect(str(db)) as conn:
@@ -72,7 +77,7 @@ def test_static_address_from_podman_ip_option(podman):
     assert podman.run_addresses(net, "--ip", "10.89.1.50") == ["10.89.1.50/32"]
 
 
-# -- whereabouts: the MISSION.md examples -------------------------------------
+# -- whereabouts: exclusions, a network_name shared by two networks, dual stack --------
 
 def test_whereabouts_exclude_example(podman, tmp_path):
     db = tmp_path / "wb.db"
@@ -200,6 +205,79 @@ def test_network_reload_keeps_the_address(podman, tmp_path):
     assert held_addresses(db) == {"10.89.9.2": (cid, "eth0")}
     podman.ok("rm", "-f", "-t", "0", two)
     assert held(db) == []
+
+
+def reload_keeps(podman, box) -> list:
+    """``podman network reload`` (DEL, then ADD asking for the container's addresses again): the
+    addresses after it, which must be those before it, each once."""
+    before = podman.addresses(box)
+    podman.ok("network", "reload", box)
+    after = podman.addresses(box)
+    assert sorted(after) == sorted(before), f"reload changed the addresses: {before} -> {after}"
+    assert len(set(after)) == len(after), after
+    return after
+
+
+def test_network_reload_after_ip_keeps_the_address(podman, tmp_path):
+    """--ip A: reload sends runtimeConfig.ips ["A", "A"], one request for A."""
+    db = tmp_path / "wb.db"
+    net = podman.network("pm-reload-ip", whereabouts(db, range="10.89.14.0/24"))
+    box = podman.start("rlip", net, "--ip", "10.89.14.50")
+    assert reload_keeps(podman, box) == ["10.89.14.50/24"]
+    assert held_addresses(db) == {"10.89.14.50": (container_id(podman, box), "eth0")}
+    assert held_pods(db) == [box]  # podman's K8S_POD_NAME, without a namespace
+    podman.ok("rm", "-f", "-t", "0", box)
+    assert held(db) == []
+
+
+def test_network_reload_dual_stack_keeps_both_addresses(podman, tmp_path):
+    """--ip and --ip6 on a dual-stack network: reload asks for each address twice, bare."""
+    db = tmp_path / "wb.db"
+    net = podman.network("pm-reload-dual", whereabouts(db, ipRanges=[{"range": "10.89.15.0/24"}, {"range": "fd00:15::/64"}]))
+    asked = podman.start("rld1", net, "--ip", "10.89.15.9", "--ip6", "fd00:15::9")
+    plain = podman.start("rld2", net)
+    assert sorted(reload_keeps(podman, asked)) == ["10.89.15.9/24", "fd00:15::9/64"]
+    assert sorted(reload_keeps(podman, plain)) == ["10.89.15.1/24", "fd00:15::1/64"]
+    owners = held_addresses(db)
+    assert sorted(owners) == ["10.89.15.1", "10.89.15.9", "fd00:15::1", "fd00:15::9"]
+    assert owners["10.89.15.9"] == owners["fd00:15::9"] == (container_id(podman, asked), "eth0")
+    podman.ok("rm", "-f", "-t", "0", asked, plain)
+    assert held(db) == []
+
+
+def test_network_reload_static_with_one_address(podman):
+    """Reload sends IP=<the configured address>: that address, not a second copy of it."""
+    net = podman.network("pm-reload-s1", {"type": "static", "addresses": [{"address": "10.89.16.5/24", "gateway": "10.89.16.1"}]})
+    box = podman.start("rls1", net)
+    assert reload_keeps(podman, box) == ["10.89.16.5/24"]
+
+
+def test_network_reload_static_with_several_addresses(podman):
+    """Reload sends the addresses bare in runtimeConfig.ips: each takes its configured prefix."""
+    net = podman.network("pm-reload-s2", {"type": "static", "addresses": [{"address": "10.89.17.5/24"},
+                                                                          {"address": "fd00:17::5/64"}]})
+    box = podman.start("rls2", net)
+    assert sorted(reload_keeps(podman, box)) == ["10.89.17.5/24", "fd00:17::5/64"]
+
+
+def test_network_reload_static_after_ip(podman):
+    """--ip on static: reload asks for [the --ip address, the current addresses...]."""
+    with_config = podman.network("pm-reload-s3", {"type": "static", "addresses": [{"address": "10.89.18.5/24"}]})
+    without = podman.network("pm-reload-s4", {"type": "static"})
+    one = podman.start("rls3", with_config, "--ip", "10.89.18.9")
+    two = podman.start("rls4", without, "--ip", "10.89.19.9")
+    assert sorted(reload_keeps(podman, one)) == ["10.89.18.5/24", "10.89.18.9/24"]
+    assert reload_keeps(podman, two) == ["10.89.19.9/32"]
+
+
+def test_ip_outside_the_ranges_takes_the_prefix_of_a_configured_subnet(podman, tmp_path):
+    db = tmp_path / "wb.db"
+    net = podman.network("pm-ipout", whereabouts(db, range="10.89.20.0/28", addresses=[{"address": "10.89.21.5/24"}]))
+    got = podman.run_addresses(net, "--ip", "10.89.21.9")
+    assert sorted(got) == ["10.89.20.1/28", "10.89.21.5/24", "10.89.21.9/24"]
+    done = podman.podman("run", "--rm", "--network", net, "--ip", "10.89.22.9", IMAGE, "true")
+    assert done.returncode != 0
+    assert "10.89.22.9" in done.stderr and "podman's --ip cannot send a prefix length" in done.stderr, done.stderr
 
 
 def test_network_connect_and_disconnect_add_and_free_a_second_interface(podman, tmp_path):

@@ -80,6 +80,8 @@ DNS = {"nameservers": ["10.99.0.1", "2001:db8:99::53"], "domain": "example.test"
 PREV = {"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.50/24", "gateway": "10.99.0.1"}]}
 CODE_999 = ("Go reports every plain error as code 999; we use code 7 (invalid network config) "
             "with a message naming the field and the value")
+RELOAD = ("podman's `network reload` runs DEL, then ADD asking again for the container's addresses, bare; "
+          "refusing them leaves the running container without an address")
 ARGS_999 = "Go reports CNI_ARGS errors as code 999; we use code 4 (invalid environment variables)"
 
 
@@ -214,9 +216,39 @@ CASES = [
     Case("err-cni-args-bad-gateway", "ADD", conf(), args="IP=10.99.0.79/24;GATEWAY=x",
          ours=Err(7, "CNI_ARGS GATEWAY: \"x\" is not a valid IP address"),
          go=Err(999, "invalid gateway address: x"), reason=CODE_999),
-    Case("err-runtime-config-ip-not-cidr", "ADD", conf(top={"runtimeConfig": {"ips": ["10.99.0.9"]}}),
-         Err(7, "runtimeConfig.ips[0]: \"10.99.0.9\" is not a valid CIDR"),
-         go=Err(999, "an entry in the 'ips' field is NOT in CIDR notation, got: '10.99.0.9'"), reason=CODE_999),
+    Case("err-runtime-config-ip-not-cidr", "ADD", conf(top={"runtimeConfig": {"ips": ["10.99.0.9/x"]}}),
+         Err(7, "runtimeConfig.ips[0]: \"10.99.0.9/x\" is not a valid CIDR"),
+         go=Err(999, "an entry in the 'ips' field is NOT in CIDR notation, got: '10.99.0.9/x'"), reason=CODE_999),
+    # --- what podman 4.3 sends on `network reload`: DEL, then ADD asking for the addresses again ------
+    Case("runtime-config-ip-without-prefix", "ADD", conf(top={"runtimeConfig": {"ips": ["10.99.0.9"]}}),
+         ours=Ok({"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.9/32"}]}),
+         go=Err(999, "an entry in the 'ips' field is NOT in CIDR notation, got: '10.99.0.9'"),
+         reason=RELOAD + "; a bare address takes a prefix as a bare IP= does (here /32)"),
+    Case("reload-several-configured-addresses", "ADD",
+         conf(addresses=DUAL, top={"runtimeConfig": {"ips": ["10.99.0.50", "2001:db8:99::50"]}}),
+         ours=Ok({"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.50/24", "gateway": "10.99.0.1"},
+                                                 {"address": "2001:db8:99::50/64", "gateway": "2001:db8:99::1"}]}),
+         go=Err(999, "an entry in the 'ips' field is NOT in CIDR notation, got: '10.99.0.50'"),
+         reason=RELOAD + "; an address the config lists is that entry, gateway and all"),
+    Case("reload-one-configured-address", "ADD", conf(addresses=V4), args="IP=10.99.0.50",
+         ours=Ok({"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.50/24", "gateway": "10.99.0.1"}]}),
+         go=Err(999, "the 'ip' field is expected to be in CIDR notation, got: '10.99.0.50'"),
+         reason=RELOAD + "; IP=<an address the config lists> is that address, not a second one"),
+    Case("cni-args-ip-repeats-a-configured-address", "ADD", conf(addresses=V4), args="IP=10.99.0.50/24",
+         ours=Ok({"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.50/24", "gateway": "10.99.0.1"}]}),
+         go=Ok({"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.50/24", "gateway": "10.99.0.1"},
+                                               {"address": "10.99.0.50/24"}]}),
+         reason="an address the config lists, asked for again, is that address: Go returns it twice"),
+    Case("reload-after-podman-ip", "ADD",
+         conf(addresses=V4, top={"runtimeConfig": {"ips": ["10.99.0.9", "10.99.0.50", "10.99.0.9"]}}),
+         ours=Ok({"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.9/24"},
+                                                 {"address": "10.99.0.50/24", "gateway": "10.99.0.1"}]}),
+         go=Err(999, "an entry in the 'ips' field is NOT in CIDR notation, got: '10.99.0.9'"),
+         reason=RELOAD + " (the --ip address first, then the container's addresses): each once"),
+    Case("runtime-config-ips-repeated", "ADD", conf(top={"runtimeConfig": {"ips": ["10.99.0.9/24", "10.99.0.9/24"]}}),
+         ours=Ok({"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.9/24"}]}),
+         go=Ok({"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.9/24"}, {"address": "10.99.0.9/24"}]}),
+         reason="identical requested addresses are one request: Go returns the address twice"),
     Case("err-args-cni-ip-not-cidr", "ADD", conf(top={"args": {"cni": {"ips": ["10.99.0.8"]}}}),
          Err(7, "args.cni.ips[0]: \"10.99.0.8\" is not a valid CIDR"),
          go=Err(999, "an entry in the 'ips' field is NOT in CIDR notation"), reason=CODE_999),

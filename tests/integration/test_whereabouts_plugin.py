@@ -80,7 +80,7 @@ def addresses(result: dict) -> list:
     return [entry["address"] for entry in result["ips"]]
 
 
-# --- the examples of MISSION.md 1.3, exactly ---
+# --- the examples the demo runs (src/cni_ipam/demo.py), exactly ---
 
 def test_exclude_example_gives_197_then_198(wb):
     config = wb.net(range="192.0.2.192/27", exclude=["192.0.2.192/30", "192.0.2.196/32"])

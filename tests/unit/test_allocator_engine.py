@@ -39,7 +39,7 @@ def spec(range_text, network_name="", overlapping=True, key="ipam.range", **boun
 
 
 def mission(**kw) -> RangeSpec:
-    """MISSION's example: range 192.0.2.192/27 with two exclusions; the first free address is .197."""
+    """The demo's exclude example: range 192.0.2.192/27 with two exclusions; the first free address is .197."""
     return spec("192.0.2.192/27", exclude=["192.0.2.192/30", "192.0.2.196/32"], **kw)
 
 

@@ -54,7 +54,8 @@ def test_the_command_writes_the_same_files(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv", [["render", "--plain", "x.yaml", "--output-dir", "d"],
                                   ["render", "--plain"],
-                                  ["render", "--plain", "-o", "x", "--output-dir", "d"],
+                                  ["render", "--plain", "--output-file", "x", "--output-dir", "d"],
+                                  ["render", "--plain", "-o", "json", "--output-dir", "d"],
                                   ["render", "--output-dir", "d"]])
 def test_plain_flags_are_not_mixed_with_a_network_resources(argv, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -58,7 +58,8 @@ NADS = "NetworkAttachmentDefinition"
 INSTALLER = [("ServiceAccount", "openshift-multus", "cni-ipam-installer"),
              ("DaemonSet", "openshift-multus", "cni-ipam-installer")]
 DHCP = [("ServiceAccount", "openshift-multus", "dhcp-daemon"), ("DaemonSet", "openshift-multus", "dhcp-daemon")]
-RECONCILER = [("ServiceAccount", "openshift-multus", "whereabouts-reconciler"),
+RECONCILER = [("ConfigMap", "openshift-multus", "whereabouts-reconciler-config"),
+              ("ServiceAccount", "openshift-multus", "whereabouts-reconciler"),
               ("ClusterRole", None, "cni-ipam-whereabouts-reconciler"),
               ("ClusterRoleBinding", None, "cni-ipam-whereabouts-reconciler"),
               ("DaemonSet", "openshift-multus", "whereabouts-reconciler")]
@@ -276,10 +277,11 @@ def test_agent_listens_on_the_hosts_socket_with_host_paths(monkeypatch, capsys):
 def test_reconciler_without_kubernetes_source_has_no_rbac(monkeypatch, capsys):
     out, _ = rendered("shim-whereabouts", monkeypatch, capsys, "--no-kubernetes-source")
     docs = list(yaml.safe_load_all(out))
-    assert kinds(out) == [(NADS, "default", "whereabouts-shim")] + INSTALLER + RECONCILER[:1] + RECONCILER[-1:]
-    assert docs[3]["automountServiceAccountToken"] is False
-    command = docs[4]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command == ["cni-ipam", "reconciler", "--schedule-file", "/cron-schedule/config", "--source", "netns"]
+    assert kinds(out) == [(NADS, "default", "whereabouts-shim")] + INSTALLER + RECONCILER[:2] + RECONCILER[-1:]
+    assert docs[4]["automountServiceAccountToken"] is False
+    command = docs[5]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command == ["cni-ipam", "reconciler", "--schedule-file", "/cron-schedule/config",
+                       "--config", "/etc/cni-ipam/reconciler/config.json", "--source", "netns"]
 
 
 def test_reconciler_rbac_is_get_list_pods_only(monkeypatch, capsys):
@@ -295,7 +297,7 @@ def test_reconciler_rbac_is_get_list_pods_only(monkeypatch, capsys):
 def test_stdin_json_and_output_file(monkeypatch, capsys, tmp_path):
     resource = yaml.safe_load((FIXTURES / "shim-dhcp.yaml").read_text())
     target = tmp_path / "out.yaml"
-    code, out, err = run(["-o", str(target)], stdin=json.dumps(resource), monkeypatch=monkeypatch, capsys=capsys)
+    code, out, err = run(["--output-file", str(target)], stdin=json.dumps(resource), monkeypatch=monkeypatch, capsys=capsys)
     assert (code, out) == (0, "")
     assert target.read_text() == (FIXTURES / "shim-dhcp.golden.yaml").read_text()
 
@@ -363,7 +365,7 @@ BAD = [
 @pytest.mark.parametrize("name,item,reason", BAD, ids=[b[0] for b in BAD])
 def test_invalid_network_is_refused_before_anything_is_written(name, item, reason, monkeypatch, capsys, tmp_path):
     target = tmp_path / "out.yaml"
-    code, out, err = run(["-o", str(target)], stdin=network(GOOD, item), monkeypatch=monkeypatch, capsys=capsys)
+    code, out, err = run(["--output-file", str(target)], stdin=network(GOOD, item), monkeypatch=monkeypatch, capsys=capsys)
     assert code == 2
     assert out == "" and not target.exists()
     assert f"network {name}: " in err and reason in err, err
@@ -400,3 +402,82 @@ def test_every_bad_network_is_named_in_one_run(monkeypatch, capsys):
     code, out, err = run([], stdin=network(GOOD, *items), monkeypatch=monkeypatch, capsys=capsys)
     assert (code, out) == (2, "")
     assert [line.split(": ")[2] for line in err.splitlines()] == [f"network {b[0]}" for b in BAD[:3]]
+
+
+def _reconciler(docs):
+    daemon = next(d for d in docs if d["kind"] == "DaemonSet" and d["metadata"]["name"] == "whereabouts-reconciler")
+    return daemon["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-kubernetes-source",)])
+def test_rendered_reconciler_arguments_parse_with_the_reconcilers_own_parser(flags, monkeypatch, capsys, tmp_path):
+    """The command is what `cni-ipam reconciler` accepts, and its --config is a file the pod has, naming
+    the store the networks use: without it the reconciler would read the operator's flat file."""
+    from cni_ipam.cli import build_parser
+    from cni_ipam.reconciler.commands import _check_config
+
+    docs = list(yaml.safe_load_all(rendered("mixed", monkeypatch, capsys, *flags)[0]))
+    pod = _reconciler(docs)
+    [container] = pod["containers"]
+    assert container["command"][0] == "cni-ipam"
+    args = build_parser().parse_args(container["command"][1:])
+    assert args.command == "reconciler"
+    assert args.source == (["netns"] if flags else ["netns", "kubernetes"])
+    mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert os.path.dirname(args.config) == mounted["store-config"]
+    assert os.path.dirname(args.schedule_file) == mounted["cron-schedule"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "store-config")
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == volume["configMap"]["name"])
+    text = config_map["data"][os.path.basename(args.config)]
+    assert json.loads(text) == {"datastore": "sqlite"}
+    args.config = str(tmp_path / "config.json")  # the file as the pod sees it, here
+    (tmp_path / "config.json").write_text(text)
+    _check_config(args)  # the reconciler's own start-up check of --config
+
+
+def test_the_reconciler_gets_the_store_the_networks_name(monkeypatch, capsys):
+    wb = {"type": "whereabouts", "range": "192.0.2.0/24", "datastore": "etcd",
+          "etcd_endpoints": ["https://10.0.0.1:2379"], "etcd_ca_cert_file": "/etc/cni/net.d/whereabouts.d/ca.crt"}
+    resource = {"kind": "Network", "spec": {"additionalNetworks": [
+        {"name": f"net{i}", "namespace": "default", "type": "Raw",
+         "rawCNIConfig": json.dumps({"cniVersion": "0.3.1", "name": f"net{i}", "type": "macvlan", "ipam": wb})}
+        for i in (1, 2)]}}
+    code, out, err = run([], json.dumps(resource), monkeypatch, capsys)
+    assert code == 0, err
+    config_map = next(d for d in yaml.safe_load_all(out) if d["kind"] == "ConfigMap")
+    assert json.loads(config_map["data"]["config.json"]) == {
+        "datastore": "etcd", "etcd_endpoints": ["https://10.0.0.1:2379"],
+        "etcd_ca_cert_file": "/etc/cni/net.d/whereabouts.d/ca.crt"}
+
+
+def test_networks_naming_different_stores_are_refused(monkeypatch, capsys):
+    """One reconciler watches one store: the other network's leaks would never be freed."""
+    def network(name, ipam):
+        return {"name": name, "namespace": "default", "type": "Raw", "rawCNIConfig": json.dumps(
+            {"cniVersion": "0.3.1", "name": name, "type": "macvlan", "ipam": ipam})}
+    resource = {"kind": "Network", "spec": {"additionalNetworks": [
+        network("a", {"type": "whereabouts", "range": "192.0.2.0/24"}),
+        network("b", {"type": "whereabouts", "range": "198.51.100.0/24", "sqlite_path": "/var/lib/other.db"})]}}
+    code, out, err = run([], json.dumps(resource), monkeypatch, capsys)
+    assert code == 2 and out == ""
+    assert "different stores" in err and "/var/lib/other.db" in err
+
+
+def test_o_is_the_output_format_and_never_a_file_name(monkeypatch, capsys, tmp_path):
+    """`-o json` means JSON (as for pools and allocations): one v1 List of the same objects, on stdout."""
+    monkeypatch.chdir(tmp_path)
+    yaml_out, _ = rendered("mixed", monkeypatch, capsys)
+    json_out, _ = rendered("mixed", monkeypatch, capsys, "-o", "json")
+    listed = json.loads(json_out)
+    assert (listed["apiVersion"], listed["kind"]) == ("v1", "List")
+    assert listed["items"] == list(yaml.safe_load_all(yaml_out))
+    assert list(tmp_path.iterdir()) == []  # no file named json
+
+
+def test_an_unknown_output_format_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        run([str(FIXTURES / "mixed.yaml"), "-o", "out.yaml"], monkeypatch=monkeypatch, capsys=capsys)
+    assert info.value.code == 2
+    assert "invalid choice: 'out.yaml'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -68,7 +68,7 @@ def test_every_kind_rendered_is_covered():
     docs = objects("mixed", agent=True)
     assert "cni-ipam-agent" in {doc["metadata"]["name"] for doc in docs if doc["kind"] == "DaemonSet"}
     kinds = {doc["kind"] for doc in docs}
-    assert kinds == {"NetworkAttachmentDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+    assert kinds == {"NetworkAttachmentDefinition", "ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                      "DaemonSet"}
 
 

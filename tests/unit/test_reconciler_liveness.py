@@ -183,6 +183,8 @@ def test_kubernetes_source_against_recorded_pod_lists(api, kube):
         found[(address, pod)] = None if verdict is None else (verdict.alive, verdict.code)
     assert found == EXPECTED
     assert source.judge(alloc("192.0.2.99", pod="")) is None  # no pod recorded: not this source's business
+    assert source.judge(alloc("192.0.2.99", pod="web-0")) is None  # podman's name alone: not a Kubernetes pod
+    assert source.confirm(alloc("192.0.2.99", pod="web-0"), NOW) is None
 
 
 def test_reasons_name_the_pod_and_the_address(api, kube):

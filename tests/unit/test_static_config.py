@@ -256,8 +256,52 @@ def test_ips_must_be_lists(top, key):
     assert key in fails(request(top=top))
 
 
-def test_runtime_config_duplicate_is_caught():
-    assert "listed twice" in fails(request(top={"runtimeConfig": {"ips": ["10.0.0.10/24", "10.0.0.10/24"]}}))
+def test_runtime_config_same_address_with_two_prefixes_is_caught():
+    assert "listed twice" in fails(request(top={"runtimeConfig": {"ips": ["10.0.0.10/24", "10.0.0.10/16"]}}))
+
+
+# --- what podman asks for again on `network reload` (DEL, then ADD with the container's addresses) ----
+
+def test_runtime_config_repeated_address_is_one_request():
+    assert addresses(request(top={"runtimeConfig": {"ips": ["10.0.0.10/24", "10.0.0.10/24"]}})) == [("10.0.0.10/24", None)]
+
+
+def test_cni_args_ip_the_config_lists_is_that_address():
+    """One configured address: podman's reload sends IP=<that address>; it is the configured entry, gateway and all."""
+    assert addresses(request(ALL, cni_args="IP=10.0.0.5")) == [("10.0.0.5/24", "10.0.0.1")]
+    assert addresses(request(ALL, cni_args="IP=10.0.0.5/24")) == [("10.0.0.5/24", "10.0.0.1")]
+
+
+def test_cni_args_ip_repeated_is_one_request():
+    assert addresses(request(cni_args="IP=10.0.0.7/24,10.0.0.7/24")) == [("10.0.0.7/24", None)]
+
+
+def test_cni_args_ip_with_another_prefix_than_the_config_is_still_twice():
+    assert "10.0.0.5 is listed twice" in fails(request(ALL, cni_args="IP=10.0.0.5/16"))
+
+
+def test_bare_runtime_config_ips_take_the_configured_prefix_and_entry():
+    """Several configured addresses: podman's reload sends them bare in runtimeConfig.ips."""
+    ipam = {"addresses": [{"address": "10.0.0.5/24", "gateway": "10.0.0.1"}, {"address": "fd00::5/64"}]}
+    top = {"runtimeConfig": {"ips": ["10.0.0.5", "fd00::5"]}}
+    assert addresses(request(ipam, top=top)) == [("10.0.0.5/24", "10.0.0.1"), ("fd00::5/64", None)]
+
+
+def test_bare_runtime_config_ip_in_a_configured_subnet_takes_its_prefix():
+    assert addresses(request(ALL, top={"runtimeConfig": {"ips": ["10.0.0.9"]}})) == [("10.0.0.9/24", None)]
+
+
+def test_bare_runtime_config_ip_outside_every_subnet_takes_a_host_prefix():
+    top = {"runtimeConfig": {"ips": ["192.0.2.9", "2001:db8::9"]}}
+    assert addresses(request(ALL, top=top)) == [("192.0.2.9/32", None), ("2001:db8::9/128", None)]
+
+
+def test_reload_after_podman_ip_gives_the_same_addresses():
+    """``--ip 10.0.0.9`` on a network with one address: ADD had IP=10.0.0.9; reload asks for
+    [the --ip address, the current addresses...]: the same two come back, each once."""
+    first = addresses(request(ALL, cni_args="IP=10.0.0.9"))
+    again = addresses(request(ALL, top={"runtimeConfig": {"ips": ["10.0.0.9", "10.0.0.5", "10.0.0.9"]}}))
+    assert sorted(first) == sorted(again) == [("10.0.0.5/24", "10.0.0.1"), ("10.0.0.9/24", None)]
 
 
 # --- routes -------------------------------------------------------------------------------------

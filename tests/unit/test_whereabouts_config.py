@@ -359,6 +359,15 @@ def test_go_installer_flat_file_with_the_kubernetes_datastore_is_refused():
             "reconciler_cron_expression": "30 4 * * *"}
     error = config_error({"range": "10.0.0.0/24"}, files={wb.FLAT_FILE_PATHS[1]: flat})
     assert "not available yet" in error.msg and "kubernetes" in error.msg
+    assert wb.FLAT_FILE_PATHS[1] in error.msg  # where the setting came from
+    assert "in the network config" in error.details and "configuration_path" in error.details  # what to do
+
+
+def test_the_kubernetes_datastore_of_the_network_config_says_so():
+    flat = {"datastore": "sqlite"}
+    error = config_error({"range": "10.0.0.0/24", "datastore": "kubernetes"}, files={wb.FLAT_FILE_PATHS[1]: flat})
+    assert "in the network config" in error.msg and wb.FLAT_FILE_PATHS[1] not in error.msg
+    assert '"sqlite"' in error.details and '"etcd"' in error.details
 
 
 # --- errors: code 7, naming the key and the value ---
@@ -535,6 +544,12 @@ def test_pod_from_cni_args():
     assert config.pod == "team-a/web-0"
 
 
+def test_pod_name_without_namespace_is_recorded_as_podman_gives_it():
+    """podman sends K8S_POD_NAME=<container name> and no namespace."""
+    config, _ = load({"range": "10.0.0.0/24"}, "IgnoreUnknown=1;K8S_POD_NAME=web-0")
+    assert config.pod == "web-0"
+
+
 def test_no_pod_name_is_fine():
     config, _ = load({"range": "10.0.0.0/24"}, "IgnoreUnknown=1;K8S_POD_NAMESPACE=team-a")
     assert config.pod == ""
@@ -615,6 +630,41 @@ def test_runtime_config_ips_excluded_or_twice_are_errors():
 def test_ip_arg_and_runtime_config_for_the_same_range_conflict():
     error = config_error({"range": "10.0.0.0/24"}, "IP=10.0.0.5", runtimeConfig={"ips": ["10.0.0.6"]})
     assert "runtimeConfig.ips[0]" in error.msg and "second address" in error.msg
+
+
+# --- what podman asks for again on `network reload` (DEL, then ADD with the container's addresses) ----
+
+def test_the_same_address_asked_for_twice_is_one_request():
+    """A container started with --ip A gets runtimeConfig.ips ["A", "A"] on reload."""
+    config, _ = load({"range": "10.0.0.0/24"}, runtimeConfig={"ips": ["10.0.0.9", "10.0.0.9"]})
+    assert config.requested == {0: ip("10.0.0.9")}
+    config, _ = load({"range": "10.0.0.0/24"}, "IP=10.0.0.9", runtimeConfig={"ips": ["10.0.0.9/24"]})
+    assert config.requested == {0: ip("10.0.0.9")}
+
+
+def test_dual_stack_reload_asks_for_each_address_once():
+    config, _ = load({"ipRanges": [{"range": "10.0.0.0/24"}, {"range": "fd00::/64"}]},
+                     runtimeConfig={"ips": ["10.0.0.9", "fd00::9", "10.0.0.9", "fd00::9"]})
+    assert config.requested == {0: ip("10.0.0.9"), 1: ip("fd00::9")}
+
+
+def test_an_address_the_config_lists_is_that_address():
+    ipam = {"range": "10.0.0.0/24", "addresses": [{"address": "198.51.100.7/24", "gateway": "198.51.100.1"}]}
+    config, _ = load(ipam, runtimeConfig={"ips": ["10.0.0.9", "198.51.100.7"]})
+    assert config.requested == {0: ip("10.0.0.9")}
+    assert [(str(a.address), str(a.gateway)) for a in config.addresses] == [("198.51.100.7/24", "198.51.100.1")]
+
+
+def test_a_bare_address_outside_the_ranges_takes_the_prefix_of_a_configured_subnet():
+    ipam = {"range": "10.0.0.0/24", "addresses": [{"address": "198.51.100.7/24"}]}
+    config, _ = load(ipam, "IP=198.51.100.8")
+    assert [str(a.address) for a in config.addresses] == ["198.51.100.7/24", "198.51.100.8/24"]
+
+
+def test_a_bare_address_outside_every_subnet_says_what_to_do():
+    error = config_error({"range": "10.0.0.0/24"}, "IP=198.51.100.7")
+    assert "ipam.range 10.0.0.0/24" in error.msg
+    assert "inside a range" in error.details and "ipam.addresses" in error.details and "--ip" in error.details
 
 
 def test_runtime_config_ips_must_be_a_list():

@@ -60,12 +60,12 @@ def _endpoint(text: str, key: str, tls: bool) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def parse(ipam: dict) -> StoreSettings:
+def parse(ipam: dict, flat_file: str = "") -> StoreSettings:
+    """``flat_file``: the flat file's path when ``datastore`` came from it, named in the error for a later datastore."""
     implied = "etcd" if ipam.get("etcd_host") or ipam.get("etcd_endpoints") else "sqlite"
     datastore = _string(ipam, "datastore", implied)
     if datastore in LATER_DATASTORES:
-        raise invalid_config(f"ipam.datastore: {quote(datastore)} is not available yet in this cni-ipam build",
-                             "use \"sqlite\" (one node) or \"etcd\" (a cluster)")
+        raise _not_available_yet(datastore, flat_file)
     if datastore not in DATASTORES:
         raise invalid_config(f"ipam.datastore: {quote(datastore)} is not a datastore",
                              f"choose one of {', '.join(DATASTORES)}")
@@ -77,6 +77,22 @@ def parse(ipam: dict) -> StoreSettings:
     if datastore == "etcd":
         _etcd(ipam, settings)
     return settings
+
+
+def _not_available_yet(datastore: str, flat_file: str):
+    """The error for ``"datastore": "kubernetes"``: where the setting came from, and what to do instead."""
+    instead = "\"sqlite\" (one node) or \"etcd\" (a cluster, docs/etcd.md)"
+    if flat_file:
+        return invalid_config(
+            f"ipam.datastore: {quote(datastore)}, from the flat file {flat_file}, is not available yet "
+            f"in this cni-ipam build",
+            f"that file is Go whereabouts' or OpenShift's, whose Kubernetes store cni-ipam does not have yet "
+            f"(docs/deploying.md); set \"datastore\" to {instead} in the network config, which wins over the "
+            f"flat file, or point ipam.configuration_path at a flat file of your own")
+    return invalid_config(f"ipam.datastore: {quote(datastore)}, in the network config, is not available yet "
+                          f"in this cni-ipam build",
+                          f"set \"datastore\" to {instead}; the Kubernetes store is not in this build yet "
+                          f"(docs/deploying.md)")
 
 
 def _etcd(ipam: dict, settings: StoreSettings) -> None:

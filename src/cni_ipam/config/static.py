@@ -7,8 +7,12 @@ Addresses come from, in order (each later source as Go does it):
 3. ``args.cni.ips``, which replaces the list when not empty;
 4. ``runtimeConfig.ips``, which replaces it again (the runtime wins).
 
-Beyond Go: a bare ``IP=`` address (podman's ``--ip``) is accepted, with
-the prefix of a configured subnet that holds it, else /32 or /128.  A gateway of the other family, a route whose ``gw`` is of the
+Beyond Go: a bare address in ``IP=`` or ``runtimeConfig.ips`` (podman's
+``--ip``, and what podman sends on ``network reload``) is accepted, with the
+prefix of a configured subnet that holds it, else /32 or /128.  An address
+asked for in ``IP=`` or ``runtimeConfig.ips`` is asked for once however often
+it is repeated, and one the config already lists is that entry, gateway and
+all (:func:`_as_requested`).  A gateway of the other family, a route whose ``gw`` is of the
 other family than its ``dst``, a nameserver that is not an IP and an
 address listed twice are refused (code 7); a gateway outside its address's
 subnet is a warning (the bridge plugin can still use it as an on-link
@@ -21,7 +25,7 @@ from ..cni import versions
 from ..cni.args import parse_cni_args
 from ..cni.errors import invalid_config
 from ..cni.result import IPConfig
-from ..net.ip import parse_interface, parse_ip
+from ..net.ip import parse_interface, parse_ip, strict_ip
 from .common import address_errors_as_invalid_config, give_gateways, items, parse_addresses, parse_dns, parse_routes
 
 KNOWN_KEYS = ("type", "addresses", "routes", "dns", "name")
@@ -36,7 +40,7 @@ class StaticConfig:
         self.dns = dns
 
 
-def _cni_args_address(text: str, configured: list):
+def _cni_args_address(text: str, configured: list, key: str = "CNI_ARGS IP"):
     """``IP=`` as a CIDR, or (as podman's ``--ip`` sends it) a bare address.
 
     A bare address takes the prefix of the configured address whose subnet
@@ -44,19 +48,51 @@ def _cni_args_address(text: str, configured: list):
     address, so ``podman run --ip`` cannot work with it.
     """
     if "/" in text:
-        return IPConfig(parse_interface(text, "CNI_ARGS IP"))
-    ip = parse_ip(text, "CNI_ARGS IP")
+        return IPConfig(parse_interface(text, key))
+    ip = parse_ip(text, key)
     from ..net.addr import Interface
 
     prefix = next((c.address.network.prefixlen for c in configured if ip in c.address.network), ip.max_prefixlen)
     return IPConfig(Interface(int(ip), prefix, ip.version))
 
 
+def _is_bare_ip(text) -> bool:
+    """An address without a prefix length (``10.0.0.5``), as podman sends in ``runtimeConfig.ips``."""
+    try:
+        strict_ip(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _as_requested(asked: list, configured: list) -> list:
+    """Addresses the runtime asks for, each once; one that ``configured`` lists is that entry, gateway and all.
+
+    podman 4.3's ``network reload`` runs DEL, then ADD asking again for every
+    address the container had (``IP=<the configured address>``, or
+    ``runtimeConfig.ips`` with ``--ip`` repeated): the same addresses come back.
+    """
+    found = []
+    for ip in asked:
+        ip = next((entry for entry in configured if entry.address == ip.address), ip)
+        if all(ip.address != other.address for other in found):
+            found.append(ip)
+    return found
+
+
+def _addresses_from_runtime(value, configured: list) -> list:
+    """``runtimeConfig.ips``: CIDRs, or bare addresses given a prefix as ``IP=`` gives one."""
+    asked = [_cni_args_address(item, configured, where) if _is_bare_ip(item) else IPConfig(parse_interface(item, where))
+             for where, item in items(value, "runtimeConfig.ips", "a list of CIDRs")]
+    return _as_requested(asked, configured)
+
+
 def _addresses_from_cni_args(args: dict, configured: list = ()) -> list:
+    """``IP=`` addresses not already configured (:func:`_as_requested`), with their ``GATEWAY=``."""
     found = []
     if args.get("IP"):
-        for item in args["IP"].split(","):
-            found.append(_cni_args_address(item.strip(), configured))
+        asked = [_cni_args_address(item.strip(), configured) for item in args["IP"].split(",")]
+        found = [ip for ip in _as_requested(asked, configured) if all(ip is not entry for entry in configured)]
     if args.get("GATEWAY"):
         give_gateways([item.strip() for item in args["GATEWAY"].split(",")], found)
     return found
@@ -79,7 +115,7 @@ def parse(request) -> StaticConfig:
     if isinstance(cni_args, dict) and isinstance(cni_args.get("cni"), dict) and cni_args["cni"].get("ips"):
         addresses = _addresses_from_list(cni_args["cni"]["ips"], "args.cni.ips")
     if request.runtime_config.get("ips"):
-        addresses = _addresses_from_list(request.runtime_config["ips"], "runtimeConfig.ips")
+        addresses = _addresses_from_runtime(request.runtime_config["ips"], addresses)
     _check_addresses(addresses, request)
     return StaticConfig(addresses, parse_routes(ipam.get("routes"), "ipam.routes"), parse_dns(ipam.get("dns"), "ipam.dns"))
 

@@ -13,7 +13,10 @@ tested with plain values.  Differences from Go whereabouts, on purpose:
   handed out as a pod's address (Go gives it to the first pod, #601);
 * an address asked for with ``CNI_ARGS`` ``IP=`` or ``runtimeConfig.ips``
   that lies in a range is allocated from that range (exactly that address)
-  instead of being added as a second, static address (whereabouts #111).
+  instead of being added as a second, static address (whereabouts #111);
+  one asked for twice is one request, one that ``ipam.addresses`` lists is
+  that address, and a bare one outside the ranges takes the prefix of the
+  ``ipam.addresses`` subnet that holds it (podman's ``network reload``).
 """
 
 from __future__ import annotations
@@ -193,12 +196,47 @@ def _requested_text(request, cni_args: dict) -> list:
     return asked + items(request.runtime_config.get("ips") or [], "runtimeConfig.ips", "a list")
 
 
+def _already_asked(ip, asked_ips: set, statics: list) -> bool:
+    """Whether ``ip`` was asked for before in this request, or is one of ``ipam.addresses``.
+
+    podman 4.3's ``network reload`` asks again for every address the
+    container had, ``--ip`` twice over (``runtimeConfig.ips ["A", "A"]``):
+    identical requests are one, and a configured address is that address.
+    """
+    if ip in asked_ips or any(ip == static.address.ip for static in statics):
+        return True
+    asked_ips.add(ip)
+    return False
+
+
+def _bare_static(key: str, text: str, ip, specs: list, statics: list):
+    """A bare address outside every range, with the prefix of the ``ipam.addresses`` subnet that holds it.
+
+    podman's ``--ip`` cannot send a prefix length, so without such a subnet
+    the message says what to do instead.
+    """
+    from ..net.addr import Interface
+
+    for static in statics:
+        if ip in static.address.network:
+            return IPConfig(Interface(int(ip), static.address.prefixlen, ip.version))
+    ranges = ", ".join(f"{spec.key} {spec.range.cidr}" for spec in specs) or "no ranges"
+    raise invalid_config(f"{key}: {quote(text)} is in none of the ranges ({ranges}), and as an extra static "
+                         f"address it needs a prefix length (e.g. {text}/24)",
+                         "ask for an address inside a range, add a range that holds it, or list it with its prefix "
+                         "in ipam.addresses; podman's --ip cannot send a prefix length, other runtimes can send "
+                         f"{text}/<prefix>")
+
+
 def _place_requests(asked: list, specs: list, statics: list) -> dict:
     """Give each asked-for address to the range that holds it; others become static addresses."""
     requested = {}
+    asked_ips = set()
     for key, text in asked:
         address = parse_interface(text, key) if "/" in str(text) else None
         ip = address.ip if address is not None else parse_ip(text, key)
+        if _already_asked(ip, asked_ips, statics):
+            continue
         for index, spec in enumerate(specs):
             rng = spec.range
             if ip.version != rng.version or ip not in rng.network:
@@ -212,10 +250,7 @@ def _place_requests(asked: list, specs: list, statics: list) -> dict:
             requested[index] = int(ip)
             break
         else:
-            if address is None:
-                raise invalid_config(f"{key}: {quote(text)} is in none of the ranges, and as an extra static "
-                                     f"address it needs a prefix length (e.g. {text}/24)")
-            statics.append(IPConfig(address))
+            statics.append(IPConfig(address) if address is not None else _bare_static(key, text, ip, specs, statics))
     return requested
 
 
@@ -228,11 +263,27 @@ def _check_legacy_version(cni_version: str, families: list) -> None:
                              "use cniVersion 0.3.0 or later for several ranges of one family")
 
 
-def store_settings(ipam: dict):
-    """Where allocations live (:mod:`.datastore`); all DEL needs, so DEL works when ranges no longer parse."""
+def pod_ref(cni_args: dict) -> str:
+    """The pod as recorded: ``namespace/name`` from kubelet or Multus; podman sends
+    ``K8S_POD_NAME`` alone, recorded as it is; "" when there is no name."""
+    name = cni_args.get("K8S_POD_NAME", "")
+    namespace = cni_args.get("K8S_POD_NAMESPACE", "")
+    return f"{namespace}/{name}" if name and namespace else name
+
+
+def store_settings(ipam: dict, flat_file: str = ""):
+    """Where allocations live (:mod:`.datastore`); all DEL needs, so DEL works when ranges no longer parse.
+
+    ``flat_file``: the flat file's path when the datastore came from it (:func:`datastore_source`).
+    """
     from .datastore import parse
 
-    return parse(ipam)
+    return parse(ipam, flat_file)
+
+
+def datastore_source(request, flat_path) -> str:
+    """The flat file's path when it, not the network config, names the datastore; else ""."""
+    return flat_path if flat_path and not request.ipam.get("datastore") else ""
 
 
 def with_flat_file(request, read_json) -> tuple:
@@ -259,7 +310,7 @@ def load(request, read_json) -> WhereaboutsConfig:
     for key, why in IGNORED_KEYS.items():
         if ipam.get(key):
             warnings.append(f"ipam.{key} is ignored: {why}")
-    store = store_settings(ipam)
+    store = store_settings(ipam, datastore_source(request, flat_path))
     if ipam.get("kubernetes") and store.datastore != "kubernetes":
         warnings.append(f"ipam.kubernetes is ignored: the datastore is {store.datastore}")
     network_name = expect(ipam.get("network_name") or "", str, "ipam.network_name", "a string")
@@ -279,13 +330,10 @@ def load(request, read_json) -> WhereaboutsConfig:
     if log_level not in LOG_LEVELS:
         warnings.append(f"ipam.log_level {quote(log_level)} is not one of {', '.join(LOG_LEVELS)}; using debug")
         log_level = "debug"
-    pod = ""
-    if cni_args.get("K8S_POD_NAME"):
-        pod = f"{cni_args.get('K8S_POD_NAMESPACE', '')}/{cni_args['K8S_POD_NAME']}"
     return WhereaboutsConfig(
         network=request.name, ranges=specs, requested=requested, gateway=gateway,
         routes=parse_routes(ipam.get("routes"), "ipam.routes"), dns=parse_dns(ipam.get("dns"), "ipam.dns"),
         addresses=statics, network_name=network_name, overlapping=overlapping, store=store,
-        log_file=ipam.get("log_file") or None, log_level=log_level, pod=pod,
+        log_file=ipam.get("log_file") or None, log_level=log_level, pod=pod_ref(cni_args),
         flat_file=flat_path, ipam=ipam,
     )

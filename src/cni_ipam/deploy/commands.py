@@ -18,6 +18,7 @@ from .manifests import DEFAULT_CNI_BIN_DIR, DEFAULT_IMAGE, DEFAULT_NAMESPACE, DE
 PLAIN_NAMESPACE = "cni-ipam"  # plain.NAMESPACE; repeated so --help does not import the builders
 PLAIN_CNI_BIN_DIR = "/opt/cni/bin"  # plain.CNI_BIN_DIR, plain.RUNTIME_DIR: repeated for the same reason
 PLAIN_RUNTIME_DIR = "/opt/cni-ipam"
+OUTPUT_FORMATS = ("yaml", "json")
 
 
 def register(subparsers) -> None:
@@ -28,7 +29,8 @@ def register(subparsers) -> None:
                     "network uses dhcp and the whereabouts-reconciler DaemonSet when one uses whereabouts, as "
                     "the Cluster Network Operator would.",
         epilog="examples: 'cni-ipam render network.yaml --image registry.example.com/cni-ipam:0.1.0 | oc apply "
-               "-f -'; 'cni-ipam render --plain --output-dir deploy' (docs/deploying.md)")
+               "-f -'; 'cni-ipam render network.yaml -o json --output-file objects.json'; "
+               "'cni-ipam render --plain --output-dir deploy' (docs/deploying.md)")
     p.add_argument("input", nargs="?", default=None, metavar="FILE",
                    help="the Network resource, YAML or JSON (default: stdin)")
     p.add_argument("--namespace", default=None, metavar="NS",
@@ -47,7 +49,10 @@ def register(subparsers) -> None:
                         "(docs/agent.md)")
     p.add_argument("--no-kubernetes-source", dest="kubernetes_source", action="store_false",
                    help="reconciler without the kubernetes liveness source: netns only, and no RBAC at all")
-    p.add_argument("-o", "--output", default="-", metavar="FILE", help="where to write the YAML (default: stdout)")
+    p.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="yaml",
+                   help="output format, as for pools and allocations: yaml (default: one document per object) "
+                        "or json (one v1 List); both go to 'oc apply -f -'")
+    p.add_argument("--output-file", default="-", metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument("--plain", action="store_true",
                    help="write the plain manifest set for clusters without the OpenShift operator (no FILE), "
                         "one kustomization per directory, into --output-dir")
@@ -70,15 +75,25 @@ def read_resource(path: str):
     return documents[0]
 
 
-def render_text(resource, options) -> tuple:
-    """(YAML text, notes); raises RenderError."""
+def render_text(resource, options, output: str = "yaml") -> tuple:
+    """(text in the ``output`` format, notes); raises RenderError."""
     from .manifests import render
     from .networks import additional_networks
-    from .yamlout import dump_all
 
     networks = additional_networks(resource)
     notes = [note for n in networks for note in n.notes]
-    return dump_all(render(networks, options)), notes
+    return formatted(render(networks, options), output), notes
+
+
+def formatted(objects: list, output: str) -> str:
+    """Multi-document YAML, or JSON as one ``v1`` ``List`` (what ``kubectl get -o json`` prints for several)."""
+    if output == "json":
+        import json
+
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2) + "\n"
+    from .yamlout import dump_all
+
+    return dump_all(objects)
 
 
 def _dir(path: str) -> str:
@@ -98,8 +113,9 @@ def cmd_plain(args) -> int:
     """The plain set: no input; refuses the flags that only make sense for a Network resource."""
     from .plain import plain_files, plain_options, write_plain
 
-    if args.input is not None or args.output != "-" or not args.output_dir:
-        print("cni-ipam render: --plain reads no FILE and writes no -o; give --output-dir DIR", file=sys.stderr)
+    if args.input is not None or args.output_file != "-" or args.output != "yaml" or not args.output_dir:
+        print("cni-ipam render: --plain reads no FILE and writes YAML files into --output-dir DIR, with no "
+              "--output-file or -o json", file=sys.stderr)
         return 2
     if args.agent:
         print("cni-ipam render: --plain always writes the agent, in its own directory (agent/): drop --agent",
@@ -122,7 +138,7 @@ def cmd_render(args) -> int:
     if args.plain:
         return cmd_plain(args)
     if args.output_dir:
-        print("cni-ipam render: --output-dir goes with --plain; use -o FILE for a Network's objects",
+        print("cni-ipam render: --output-dir goes with --plain; use --output-file FILE for a Network's objects",
               file=sys.stderr)
         return 2
     args.input = args.input or "-"
@@ -137,16 +153,16 @@ def cmd_render(args) -> int:
         return 2
     options = options_from(args)
     try:
-        text, notes = render_text(resource, options)
+        text, notes = render_text(resource, options, args.output)
     except RenderError as exc:
         for error in getattr(exc, "errors", [exc]):
             print(f"cni-ipam render: refused, nothing written: {error}", file=sys.stderr)
         return 2
     for note in notes:
         print(f"cni-ipam render: note: {note}", file=sys.stderr)
-    if args.output == "-":
+    if args.output_file == "-":
         sys.stdout.write(text)
     else:
-        with open(args.output, "w", encoding="utf-8") as out:
+        with open(args.output_file, "w", encoding="utf-8") as out:
             out.write(text)
     return 0

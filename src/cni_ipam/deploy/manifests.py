@@ -38,6 +38,9 @@ AGENT_SOCKET_DIR = "/run/cni-ipam"
 STORE_DIR = "/var/lib/cni/whereabouts"
 CNI_CONF_DIRS = (("cni-net-dir", "/etc/kubernetes/cni/net.d"), ("cni-net-dir-upstream", "/etc/cni/net.d"))
 CONFIGMAP = "whereabouts-config"
+RECONCILER_CONFIG = "whereabouts-reconciler-config"  # the store the rendered networks name (render only)
+RECONCILER_CONFIG_DIR = "/etc/cni-ipam/reconciler"
+RECONCILER_CONFIG_FILE = "config.json"
 INSTALLER_NAME = "cni-ipam-installer"
 HOST = "/host"
 
@@ -68,7 +71,7 @@ def render(networks: list, options: Options) -> list:
     if "dhcp" in used:
         objects += dhcp_objects(options)
     if "whereabouts" in used:
-        objects += reconciler_objects(options)
+        objects += reconciler_objects(options, reconciler_config(networks))
         if options.agent:
             objects += agent_objects(options)
     return objects
@@ -190,9 +193,53 @@ def dhcp_objects(options: Options) -> list:
             daemon_set(DHCP_NAME, options, {"containers": [container], "volumes": volumes})]
 
 
-def reconciler_objects(options: Options) -> list:
+def store_config(ipam: dict) -> dict:
+    """The keys of a whereabouts ``ipam`` that name its store, ``datastore`` spelt out."""
+    from ..config.datastore import ETCD_KEYS, parse
+
+    kept = {key: ipam[key] for key in ("sqlite_path",) + ETCD_KEYS if ipam.get(key) not in (None, "", [])}
+    return {"datastore": parse(ipam).datastore, **kept}
+
+
+def reconciler_config(networks: list) -> dict:
+    """The store the whereabouts networks name, for the reconciler's ``--config``.
+
+    Without ``--config`` the reconciler reads the node's flat file, which on
+    OpenShift is the operator's (``"datastore": "kubernetes"``) and names a
+    store our plugins do not use.  One reconciler watches one store, so
+    networks naming different stores are refused.
+    """
+    import json
+
+    from .networks import RenderError, plugin_configs
+
+    found = {}
+    for network in networks:
+        for plugin in plugin_configs(json.loads(network.config)):
+            ipam = plugin.get("ipam")
+            if isinstance(ipam, dict) and ipam.get("type") == "whereabouts":
+                found.setdefault(json.dumps(store_config(ipam), sort_keys=True), network.name)
+    if len(found) > 1:
+        stores = "; ".join(f"{name}: {text}" for text, name in found.items())
+        raise RenderError("", f"the whereabouts networks name different stores ({stores}); the one reconciler "
+                              "watches one store: give them the same datastore settings")
+    return json.loads(next(iter(found)))
+
+
+def reconciler_config_map(options: Options, config: dict) -> dict:
+    import json
+
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": object_meta(RECONCILER_CONFIG, options),
+            "data": {RECONCILER_CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True) + "\n"}}
+
+
+def reconciler_objects(options: Options, config: dict | None = None) -> list:
+    """The reconciler; with ``config`` (render) it reads that store settings file, else (the plain set, whose
+    nodes get their flat file from the etcd Secret) the node's flat file."""
     sources = ["netns", "kubernetes"] if options.kubernetes_source else ["netns"]
     command = ["cni-ipam", "reconciler", "--schedule-file", "/cron-schedule/config"]
+    if config is not None:
+        command += ["--config", f"{RECONCILER_CONFIG_DIR}/{RECONCILER_CONFIG_FILE}"]
     for source in sources:
         command += ["--source", source]
     mounts = [
@@ -202,6 +249,8 @@ def reconciler_objects(options: Options) -> list:
         {"name": "netns", "mountPath": "/var/run/netns", "mountPropagation": "HostToContainer", "readOnly": True},
         {"name": "run-netns", "mountPath": "/run/netns", "mountPropagation": "HostToContainer", "readOnly": True},
     ]
+    if config is not None:
+        mounts.insert(1, {"name": "store-config", "mountPath": RECONCILER_CONFIG_DIR, "readOnly": True})
     container = {
         "name": "whereabouts-reconciler",
         "image": options.image,
@@ -222,6 +271,9 @@ def reconciler_objects(options: Options) -> list:
         host_path("run-netns", "/run/netns", "DirectoryOrCreate"),
     ]
     objects = [service_account(RECONCILER_NAME, options, token=options.kubernetes_source)]
+    if config is not None:
+        volumes.insert(1, {"name": "store-config", "configMap": {"name": RECONCILER_CONFIG, "defaultMode": 0o644}})
+        objects.insert(0, reconciler_config_map(options, config))
     if options.kubernetes_source:
         objects += pod_reader(options)
     objects.append(daemon_set(RECONCILER_NAME, options, {"containers": [container], "volumes": volumes}))

@@ -275,12 +275,12 @@ class KubernetesSource(Source):
         self.pods = pods
 
     def judge(self, allocation):
-        if not allocation.pod or self.pods is None:
+        if "/" not in allocation.pod or self.pods is None:  # no pod, or podman's name alone: not a Kubernetes pod
             return None
         return judge_pod(allocation, self.pods.get(allocation.pod), self.now, self.grace)
 
     def confirm(self, allocation, now: float):
-        if not allocation.pod:
+        if "/" not in allocation.pod:
             return None
         return judge_pod(allocation, self.get(allocation.pod), now, self.grace)
 

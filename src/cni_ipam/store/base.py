@@ -41,7 +41,7 @@ class Allocation:
         self.network = network
         self.container_id = container_id
         self.ifname = ifname
-        self.pod = pod  # "namespace/name" from CNI_ARGS, "" when the runtime gives none
+        self.pod = pod  # "namespace/name" from CNI_ARGS; the name alone from podman; "" when the runtime gives none
         self.netns = netns
         self.node = node
         self.created = created
