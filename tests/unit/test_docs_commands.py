@@ -135,7 +135,9 @@ def test_doc_command_line_parses(command):
 def scratch(tmp_path, monkeypatch):
     """The scratch directory of the module docstring."""
     from cni_ipam.cni.request import build_request
-    from cni_ipam.plugins.whereabouts import add
+    from cni_ipam.plugins.whereabouts import PLUGIN
+
+    add = PLUGIN.commands["ADD"]
 
     db = tmp_path / "store" / "whereabouts.db"
     flat = tmp_path / "whereabouts.conf"
