@@ -82,6 +82,16 @@ def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
     return fstype
 
 
+def _open_lock(path: str) -> int:
+    """The side lock file's descriptor; one that cannot be opened is a StoreError naming it (retry: an
+    operator can fix its owner or mode while the runtime retries)."""
+    try:
+        return os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"SQLite store {path!r}: cannot open its lock file {path + '.lock'!r}: "
+                         f"{exc.strerror or exc}", retry=True) from None
+
+
 class _Transaction:
     """flock the side lock file, then ``BEGIN IMMEDIATE``; commit or roll back."""
 
@@ -91,9 +101,14 @@ class _Transaction:
     def __enter__(self):
         import fcntl
 
-        self.store._lock_fd = os.open(self.store.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.store._lock_fd = _open_lock(self.store.path)
         fcntl.flock(self.store._lock_fd, fcntl.LOCK_EX)
-        self.store._run("BEGIN IMMEDIATE")
+        try:
+            self.store._run("BEGIN IMMEDIATE")
+        except StoreError:
+            os.close(self.store._lock_fd)
+            self.store._lock_fd = None
+            raise
         return self.store
 
     def __exit__(self, exc_type, exc, tb):
@@ -135,7 +150,7 @@ class SQLiteStore(Store):
         "database is locked" (no busy wait) while another process is switching it."""
         import fcntl
 
-        lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        lock_fd = _open_lock(self.path)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
