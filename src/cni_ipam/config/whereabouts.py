@@ -274,6 +274,9 @@ def load(request, read_json) -> WhereaboutsConfig:
     if not specs and not statics:
         raise invalid_config("ipam: no range to allocate from",
                              "set ipam.range (e.g. 192.0.2.192/27) or ipam.ipRanges")
+    log_file = ipam.get("log_file") or None
+    if log_file is not None and "\0" in expect(log_file, str, "ipam.log_file", "a file path"):
+        raise invalid_config(f"ipam.log_file: {quote(log_file)} contains a NUL byte")  # before anything commits
     log_level = ipam.get("log_level") or "debug"
     if log_level not in LOG_LEVELS:
         warnings.append(f"ipam.log_level {quote(log_level)} is not one of {', '.join(LOG_LEVELS)}; using debug")
@@ -285,6 +288,6 @@ def load(request, read_json) -> WhereaboutsConfig:
         network=request.name, ranges=specs, requested=requested, gateway=gateway,
         routes=parse_routes(ipam.get("routes"), "ipam.routes"), dns=parse_dns(ipam.get("dns"), "ipam.dns"),
         addresses=statics, network_name=network_name, overlapping=overlapping, store=store,
-        log_file=ipam.get("log_file") or None, log_level=log_level, pod=pod,
+        log_file=log_file, log_level=log_level, pod=pod,
         flat_file=flat_path, ipam=ipam,
     )

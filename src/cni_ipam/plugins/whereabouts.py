@@ -250,14 +250,18 @@ def _log_call(request, command, result, error) -> None:
         line["msg"] = getattr(error, "msg", None) or str(error)
     elif result is not None and getattr(result, "ips", None) is not None:
         line["ips"] = [str(ip.address) for ip in result.ips]
+    from ..trusted_paths import UntrustedPath, open_log
+
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = open_log(path)  # never through another user's symbolic link: see trusted_paths
         try:
             os.write(fd, (dumps(line) + "\n").encode())  # one write of one line: concurrent calls never interleave
         finally:
             os.close(fd)
+    except UntrustedPath as exc:
+        request.warnings.append(f"ipam.log_file {path!r} refused, not written: {exc}")
     except OSError as exc:
-        request.warnings.append(f"ipam.log_file {path}: cannot write: {exc.strerror or exc}")
+        request.warnings.append(f"ipam.log_file {path!r}: cannot write: {exc.strerror or exc}")
 
 
 def plugin(stores=None) -> Plugin:
