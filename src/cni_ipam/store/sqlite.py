@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - an interpreter without the private mod
     import sqlite3
 
 from ..net.pools import pool_version
-from .base import Allocation, Store, StoreError, merge_unique
+from .base import MAX_HINTS_PER_POOL, Allocation, Store, StoreError, merge_unique
 
 SCHEMA_VERSION = "1"
 PAGE = 256
@@ -242,8 +242,12 @@ class SQLiteStore(Store):
         return decode_ip(row[0])[0] if row else None
 
     def set_hint(self, key, pool, space, value):
-        version = pool_version(pool)
-        self._run("INSERT OR REPLACE INTO hints VALUES (?, ?, ?, ?)", (key, pool, space, encode_ip(value, version)))
+        value = encode_ip(value, pool_version(pool))
+        if self._run("UPDATE hints SET pool = ?, space = ?, value = ? WHERE key = ?", (pool, space, value, key)).rowcount:
+            return
+        self._run("INSERT INTO hints VALUES (?, ?, ?, ?)", (key, pool, space, value))
+        if self._run("SELECT count(*) FROM hints WHERE pool = ?", (pool,)).fetchone()[0] > MAX_HINTS_PER_POOL:
+            self._run("DELETE FROM hints WHERE pool = ? AND key != ?", (pool, key))
 
     def list_hints(self):
         rows = self._run("SELECT key, pool, space, value FROM hints ORDER BY key").fetchall()
