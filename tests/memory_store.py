@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 
 from cni_ipam.net.pools import pool_version
-from cni_ipam.store.base import Allocation, Store
+from cni_ipam.store.base import MAX_HINTS_PER_POOL, Allocation, Store
 
 
 class MemoryStore(Store):
@@ -76,7 +76,10 @@ class MemoryStore(Store):
         return entry[2] if entry else None
 
     def set_hint(self, key, pool, space, value):
+        new = key not in self.hints
         self.hints[key] = (pool, space, value)
+        if new and sum(p == pool for p, _, _ in self.hints.values()) > MAX_HINTS_PER_POOL:
+            self.hints = {k: h for k, h in self.hints.items() if h[0] != pool or k == key}
 
     def list_hints(self):
         return [(key, *self.hints[key]) for key in sorted(self.hints)]

@@ -58,7 +58,9 @@ def _forwarded(name: str):
     env = environment()
     if env.get("CNI_COMMAND", "") not in FORWARDED:
         return None
-    stdin = sys.stdin.buffer.read()
+    from .cni.request import MAX_STDIN
+
+    stdin = sys.stdin.buffer.read(MAX_STDIN + 1)  # whoever answers refuses more than MAX_STDIN
     answer = ask_agent(name, env, stdin)
     if answer is not None:
         stdout, stderr, code = answer

@@ -244,6 +244,36 @@ def test_release_without_space_lowers_its_pool_hints_only(store):
     assert store.hint("space", POOL_A, SPACE) == ip("192.0.2.90")
 
 
+def _pool_hints(store, pool) -> list:
+    return [key for key, p, _, _ in store.list_hints() if p == pool]
+
+
+@pytest.mark.parametrize("through", ["set_hint", "claim"])
+def test_hints_of_a_pool_are_pruned_past_the_bound_and_other_pools_kept(store, through):
+    """Every distinct exclude list makes a hint key (issue 14): a pool keeps at most MAX_HINTS_PER_POOL."""
+    from cni_ipam.store.base import MAX_HINTS_PER_POOL
+
+    store.hint("red", POOL_RED, "red")
+    store.set_hint("red", POOL_RED, "red", ip("192.0.2.5"))
+    for n in range(MAX_HINTS_PER_POOL + 1):
+        key = f"blue|space|192.0.2.0/24|exclude-{n:02d}"
+        assert store.hint(key, POOL_A, SPACE) is None
+        if through == "claim":
+            assert store.claim(alloc(POOL_A, f"192.0.2.{n + 1}", cid=f"c{n}"), (key, ip(f"192.0.2.{n + 2}")))
+        else:
+            store.set_hint(key, POOL_A, SPACE, ip(f"192.0.2.{n + 2}"))
+        assert len(_pool_hints(store, POOL_A)) == (n + 1 if n < MAX_HINTS_PER_POOL else 1)
+    newest = f"blue|space|192.0.2.0/24|exclude-{MAX_HINTS_PER_POOL:02d}"
+    assert _pool_hints(store, POOL_A) == [newest]
+    assert store.hint(newest, POOL_A, SPACE) == ip(f"192.0.2.{MAX_HINTS_PER_POOL + 2}")
+    assert store.hint("blue|space|192.0.2.0/24|exclude-00", POOL_A, SPACE) is None
+    assert _pool_hints(store, POOL_RED) == ["red"] and store.hint("red", POOL_RED, "red") == ip("192.0.2.5")
+    assert [h[2] for h in store.list_hints() if h[1] == POOL_A] == [SPACE]  # no stale space pointers
+    # moving an existing hint again prunes nothing
+    store.set_hint(newest, POOL_A, SPACE, ip("192.0.2.100"))
+    assert _pool_hints(store, POOL_A) == [newest]
+
+
 # --- find, update_owner, allocations ---
 
 @pytest.fixture

@@ -55,3 +55,30 @@ def test_no_log_file_writes_nothing_and_an_unwritable_one_only_warns(bin_dir, tm
     done = call(bin_dir, "ADD", "c2", {"log_file": str(tmp_path / "no-such-dir" / "w.log")}, tmp_path)
     assert done.ok  # the address is still handed out
     assert "ipam.log_file" in done.stderr and "cannot write" in done.stderr
+
+
+def test_a_symlink_planted_at_the_log_path_is_not_followed_and_the_add_succeeds(bin_dir, tmp_path):
+    target = tmp_path / "etc-somefile"
+    target.write_text("precious\n")
+    (tmp_path / "w.log").symlink_to(target)
+    done = call(bin_dir, "ADD", "c1", {"log_file": str(tmp_path / "w.log")}, tmp_path)
+    assert done.ok, done
+    assert "ipam.log_file" in done.stderr and "refused, not written" in done.stderr and "symbolic link" in done.stderr
+    assert target.read_text() == "precious\n"
+
+
+def test_a_nul_byte_in_log_file_is_code_7_before_anything_is_committed(bin_dir, tmp_path):
+    import sqlite3
+
+    done = call(bin_dir, "ADD", "c1", {"log_file": str(tmp_path / "w\0.log")}, tmp_path)
+    assert not done.ok and done.output["code"] == 7 and "NUL" in done.output["msg"], done
+    assert "Traceback" not in done.stderr
+    db = tmp_path / "w.db"
+    assert not db.exists() or sqlite3.connect(db).execute("SELECT count(*) FROM allocations").fetchone() == (0,)
+
+
+def test_a_symlink_at_sqlite_path_is_refused(bin_dir, tmp_path):
+    (tmp_path / "w.db").symlink_to(tmp_path / "elsewhere.db")
+    done = call(bin_dir, "ADD", "c1", {}, tmp_path)
+    assert not done.ok and "symbolic link" in done.output["msg"], done
+    assert not (tmp_path / "elsewhere.db").exists()

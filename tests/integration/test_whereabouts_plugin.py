@@ -463,3 +463,54 @@ def test_allocation_failures_map_to_codes(exception, code):
         _store_errors(command)(None)
     assert info.value.code == code
     assert str(raised) in info.value.msg
+
+
+# --- hostile input: a CNI error, never a traceback, never after committing (issue 14) ---
+
+def test_unusable_lock_file_is_code_11_naming_it_and_status_not_ready(wb):
+    config = wb.net(version="1.1.0", range="10.0.0.0/24")
+    ok(wb.add(config, "c1"))
+    before = wb.rows()
+    lock = wb.db + ".lock"
+    os.unlink(lock)
+    os.mkdir(lock)  # cannot be opened for writing, even by root
+    for command, call in (("ADD", lambda: wb.add(config, "c2")), ("DEL", lambda: wb.delete(config, "c1")),
+                          ("GC", lambda: wb.run("GC", dict(config, **{"cni.dev/valid-attachments": []})))):
+        error = failed(call(), 11)
+        assert lock in error["msg"] and "lock file" in error["msg"], command
+        assert call().stderr == "", command
+    error = failed(wb.run("STATUS", config), 50)
+    assert lock in error["msg"]
+    assert wb.rows() == before
+
+
+@pytest.mark.parametrize("name", ["CNI_IFNAME", "CNI_NETNS", "CNI_ARGS"])
+def test_variables_not_utf8_are_code_4_and_change_nothing(wb, name):
+    config = wb.net(range="10.0.0.0/24")
+    ok(wb.add(config, "seed"))
+    before = wb.rows()
+    env = cni_env("ADD", "c2", NETNS, "eth0", "IgnoreUnknown=1", wb.bin_dir)
+    env[name] = b"e\xff"
+    call = run_plugin(wb.path, env, config)
+    error = failed(call, 4)
+    assert error["msg"] == f"{name}: b'e\\xff' is not valid UTF-8"
+    assert call.stderr == "" and wb.rows() == before
+
+
+def test_del_of_an_interface_name_not_utf8_succeeds_and_frees_nothing(wb):
+    config = wb.net(range="10.0.0.0/24")
+    ok(wb.add(config, "c1"))
+    before = wb.rows()
+    env = cni_env("DEL", "c1", "", "eth0", "", wb.bin_dir)
+    env["CNI_IFNAME"] = b"eth\xff"
+    call = run_plugin(wb.path, env, config)
+    assert call.exit_code == 0 and "not valid UTF-8" in call.stderr
+    assert wb.rows() == before
+
+
+def test_deeply_nested_config_is_code_6_and_changes_nothing(wb):
+    ok(wb.add(wb.net(range="10.0.0.0/24"), "seed"))
+    before = wb.rows()
+    config = json.dumps(wb.net(range="10.0.0.0/24"))[:-1] + ',"x":' + "[" * 1000 + "]" * 1000 + "}"
+    error = failed(wb.run("ADD", config.encode(), "c2"), 6)
+    assert "nested more than" in error["msg"] and wb.rows() == before

@@ -301,3 +301,61 @@ def test_runtime_config_and_prev_result():
     assert request.prev_result == {"cniVersion": "1.0.0"}
     bare = build_request(env("ADD"), stdin_of(dict(CONFIG, runtimeConfig="junk")))
     assert bare.runtime_config == {} and bare.prev_result is None
+
+
+# --- hostile input: size, depth, bytes that are not UTF-8 (issue 14) -----------------------------
+
+def test_stdin_beyond_the_limit_is_code_6_naming_it():
+    from cni_ipam.cni.request import MAX_STDIN
+
+    big = json.dumps(dict(CONFIG, pad="x" * MAX_STDIN)).encode()
+    error = fails(env("ADD"), big)
+    assert error.code == DECODE_FAILURE
+    assert "larger than 4 MiB" in error.msg and str(MAX_STDIN) in error.details
+
+
+def test_stdin_at_the_limit_is_read():
+    from cni_ipam.cni.request import MAX_STDIN
+
+    data = json.dumps(CONFIG).encode()
+    data += b" " * (MAX_STDIN - len(data))
+    assert build_request(env("ADD"), stdin_of(data)).name == "net1"
+
+
+@pytest.mark.parametrize("depth", [300, 995, 1000])
+def test_deep_nesting_is_code_6(depth):
+    stdin = b'{"cniVersion":"1.0.0","name":"n","x":' + b"[" * depth + b"]" * depth + b"}"
+    error = fails(env("ADD"), stdin)
+    assert error.code == DECODE_FAILURE
+    assert "nested more than" in error.msg
+
+
+def test_unpaired_surrogate_in_config_is_code_6():
+    error = fails(env("ADD"), b'{"cniVersion":"1.0.0","name":"n","ipam":{"log_file":"/tmp/\\ud800"}}')
+    assert error.code == DECODE_FAILURE and "surrogate" in error.msg
+
+
+NOT_UTF8 = "e\udcff"  # b"e\xff" as cni.environ decodes it (surrogateescape)
+
+
+@pytest.mark.parametrize("command", ["ADD", "CHECK", "GC", "STATUS"])
+@pytest.mark.parametrize("name", ["CNI_IFNAME", "CNI_NETNS", "CNI_ARGS"])
+def test_variable_not_utf8_is_code_4_naming_it(command, name):
+    config = dict(CONFIG, cniVersion="1.1.0")
+    error = fails(env(command, **{name: NOT_UTF8}), config)
+    assert error.code == INVALID_ENV
+    assert error.msg == f"{name}: b'e\\xff' is not valid UTF-8"
+
+
+def test_del_of_an_interface_name_not_utf8_has_nothing_to_do():
+    from cni_ipam.cni.request import NothingToDo
+
+    with pytest.raises(NothingToDo, match="CNI_IFNAME b'e\\\\xff' is not valid UTF-8"):
+        build_request(env("DEL", CNI_IFNAME=NOT_UTF8), stdin_of(CONFIG))
+
+
+@pytest.mark.parametrize("name", ["CNI_NETNS", "CNI_ARGS"])
+def test_del_drops_netns_or_args_not_utf8_with_a_warning(name):
+    request = build_request(env("DEL", **{name: NOT_UTF8}), stdin_of(CONFIG))
+    assert (request.netns if name == "CNI_NETNS" else request.args) == ""
+    assert request.warnings == [f"{name} b'e\\xff' is not valid UTF-8; DEL ignores it"]

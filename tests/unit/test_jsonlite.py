@@ -51,3 +51,30 @@ def test_importing_it_does_not_import_json_re_or_enum():
     src = cni_ipam.__path__[0].rsplit("/", 1)[0]
     done = subprocess.run([sys.executable, "-IS", "-c", code, src], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# --- hostile documents (issue 14) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("depth", [jsonlite.MAX_DEPTH + 1, 995, 1000, 100_000])
+def test_nesting_beyond_the_limit_is_a_value_error_naming_it(depth):
+    for opener, closer in (("[", "]"), ('{"a":', "}")):
+        with pytest.raises(ValueError, match=f"nested more than {jsonlite.MAX_DEPTH} levels"):
+            jsonlite.loads(opener * depth + "1" + closer * depth)
+
+
+def test_nesting_up_to_the_limit_is_accepted():
+    depth = jsonlite.MAX_DEPTH
+    assert jsonlite.loads("[" * depth + "]" * depth) is not None
+    many_flat = "[" + ",".join(["[]"] * 5000) + "]"  # many brackets, little depth
+    assert len(jsonlite.loads(many_flat)) == 5000
+
+
+@pytest.mark.parametrize("text", ['"\\ud800"', '{"a": ["x\\uDFFF"]}', '{"\\udcff": 1}'])
+def test_unpaired_surrogate_escapes_are_refused_on_request(text):
+    assert jsonlite.loads(text) is not None  # the protocol framing keeps them (surrogate-escaped env)
+    with pytest.raises(ValueError, match="unpaired UTF-16 surrogate"):
+        jsonlite.loads(text, unicode_only=True)
+
+
+def test_paired_surrogate_escapes_are_one_character():
+    assert jsonlite.loads('"\\ud83d\\ude00"', unicode_only=True) == "\U0001F600"

@@ -259,3 +259,43 @@ def test_static_check_compares_ipv6_canonically():
     addresses = [{"address": "2001:db8::5/64", "gateway": "2001:db8::1"}]
     outcome = dispatch(static.PLUGIN, env("CHECK"), reader(check_config(prev, addresses, version="0.4.0")))
     assert outcome.exit_code == 0, outcome
+
+
+# --- hostile input (issue 14) --------------------------------------------------------------------
+
+def test_del_of_an_interface_not_utf8_succeeds_without_running_the_plugin():
+    calls = []
+
+    def delete(request):
+        calls.append(request)
+
+    plugin = Plugin("fake", "does fake things", {"DEL": delete})
+    outcome = dispatch(plugin, env("DEL", CNI_IFNAME="e\udcff"), reader(CONFIG))
+    assert (outcome.exit_code, outcome.stdout, calls) == (0, "", [])
+    assert outcome.stderr.startswith("fake: warning: CNI_IFNAME b'e\\xff' is not valid UTF-8")
+
+
+def test_a_deeply_nested_config_is_code_6_in_every_command():
+    deep = b'{"cniVersion":"1.1.0","name":"n","x":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    for command in ("ADD", "DEL", "CHECK", "GC", "STATUS"):
+        outcome = dispatch(static.PLUGIN, env(command), reader(deep))
+        assert error_of(outcome)["code"] == 6, outcome
+        assert outcome.stderr == ""
+
+
+def test_main_reads_at_most_one_byte_past_the_stdin_limit():
+    import subprocess
+    import sys
+
+    from cni_ipam.cni.request import MAX_STDIN
+
+    # After main() answers, the child counts what it left unread on stdin.
+    code = ("import sys; from cni_ipam.cni import skel; from cni_ipam.plugins import static\n"
+            "try:\n    skel.main(static.PLUGIN)\nexcept SystemExit:\n"
+            "    sys.stderr.write(str(len(sys.stdin.buffer.read())))")
+    stdin = b'{"cniVersion":"1.0.0","name":"n","ipam":{}}' + b" " * (2 * MAX_STDIN)
+    done = subprocess.run([sys.executable, "-c", code], input=stdin, capture_output=True,
+                          env=dict(env("ADD"), PATH="/usr/bin:/bin"), timeout=60)
+    assert json.loads(done.stdout)["code"] == 6
+    assert b"larger than 4 MiB" in done.stdout
+    assert int(done.stderr) == len(stdin) - MAX_STDIN - 1

@@ -709,3 +709,30 @@ def test_legacy_versions_refuse_two_addresses_of_one_family(version):
     assert version in error.msg and "1 address per family" in error.msg
     config, _ = load({"range": "10.0.0.0/24", "ipRanges": [{"range": "fd00::/64"}]}, cniVersion=version)
     assert len(config.ranges) == 2  # one of each family is fine
+
+
+# --- bounds on hostile input (issue 14) ---
+
+def _hosts(count: int) -> list:
+    return [str(ipaddress.ip_address("10.0.0.0") + i) for i in range(count)]
+
+
+@pytest.mark.parametrize("where", ["top", "ipRanges"])
+def test_more_exclude_entries_than_the_bound_is_code_7_naming_key_and_bound(where):
+    exclude = _hosts(wb.MAX_EXCLUDE + 1)
+    ipam = ({"range": "10.0.0.0/16", "exclude": exclude} if where == "top" else
+            {"ipRanges": [{"range": "10.1.0.0/24"}, {"range": "10.0.0.0/16", "exclude": exclude}]})
+    error = config_error(ipam)
+    key = "ipam.exclude" if where == "top" else "ipam.ipRanges[1].exclude"
+    assert error.msg == f"{key}: {wb.MAX_EXCLUDE + 1} entries, more than the {wb.MAX_EXCLUDE} allowed"
+
+
+def test_exclude_entries_up_to_the_bound_and_a_gateway_in_the_range_are_accepted():
+    config, _ = load({"range": "10.0.0.0/16", "exclude": _hosts(wb.MAX_EXCLUDE), "gateway": "10.0.255.254"})
+    assert config.ranges[0].range.first_allocatable() == ip("10.0.4.0")
+
+
+def test_a_nul_byte_in_log_file_or_sqlite_path_is_code_7():
+    assert "NUL" in config_error({"range": "10.0.0.0/24", "log_file": "/tmp/a\0b"}).msg
+    assert "NUL" in config_error({"range": "10.0.0.0/24", "sqlite_path": "/tmp/a\0b"}).msg
+    assert "ipam.log_file: expected a file path" in config_error({"range": "10.0.0.0/24", "log_file": 5}).msg

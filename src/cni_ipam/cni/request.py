@@ -26,6 +26,12 @@ REQUIRED_ENV = {
 MIN_VERSION = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 
 MAX_IFNAME = 15
+# Variables whose text reaches the store, a log line or a file name, where bytes that are not UTF-8 cannot
+# go.  (CNI_CONTAINERID is held to ASCII by its own pattern.)
+TEXT_ENV = ("CNI_IFNAME", "CNI_NETNS", "CNI_ARGS")
+# The bound on stdin.  A NetworkAttachmentDefinition cannot be larger than etcd's request limit
+# (1.5 MiB), so no config a cluster can hold is refused; reading stops one byte past it.
+MAX_STDIN = 4 << 20
 
 
 def _is_name(text: str) -> bool:
@@ -68,12 +74,50 @@ def check_ifname(ifname: str) -> None:
         raise CNIError(INVALID_ENV, f"interface name {ifname!r} contains / or : or whitespace characters")
 
 
+class NothingToDo(Exception):
+    """A call that succeeds without running the plugin; the message is its warning."""
+
+
+def not_utf8(env: dict) -> list:
+    """The :data:`TEXT_ENV` variables whose bytes are not UTF-8 (:mod:`.environ` keeps them as surrogates)."""
+    bad = []
+    for name in TEXT_ENV:
+        try:
+            env.get(name, "").encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(name)
+    return bad
+
+
+def check_utf8(command: str, env: dict, warnings: list) -> dict:
+    """``env`` without variables that are not UTF-8, or an error naming them.
+
+    Go passes such bytes through; they cannot be stored, so ADD, CHECK, GC
+    and STATUS refuse them (code 4).  DEL must succeed whenever there is
+    nothing to free, and no ADD can have stored an interface name that is
+    not UTF-8: such a DEL succeeds at once (:class:`NothingToDo`).  DEL does
+    not need CNI_NETNS or CNI_ARGS, so bad ones are dropped with a warning.
+    """
+    bad = not_utf8(env)
+    if not bad:
+        return env
+    raw = {name: env[name].encode("utf-8", "surrogateescape") for name in bad}
+    if command != "DEL":
+        raise CNIError(INVALID_ENV, f"{bad[0]}: {raw[bad[0]]!r} is not valid UTF-8",
+                       f"not valid UTF-8: {', '.join(bad)}")
+    if "CNI_IFNAME" in bad:
+        raise NothingToDo(f"CNI_IFNAME {raw['CNI_IFNAME']!r} is not valid UTF-8, so no ADD can have "
+                          f"used it: nothing to delete")
+    warnings += [f"{name} {raw[name]!r} is not valid UTF-8; DEL ignores it" for name in bad]
+    return {k: v for k, v in env.items() if k not in bad}
+
+
 def decode_config(stdin: bytes) -> dict:
     """The network configuration: a JSON object with a valid ``name``."""
     from ..jsonlite import loads
 
     try:
-        config = loads(stdin)
+        config = loads(stdin, unicode_only=True)
     except ValueError as exc:
         raise CNIError(DECODE_FAILURE, f"error unmarshalling network config: {exc}") from None
     if not isinstance(config, dict):
@@ -154,12 +198,17 @@ class Request:
 def build_request(env: dict, read_stdin) -> Request:
     """Check the environment and stdin of a non-VERSION call, as Go's skel does.
 
-    ``read_stdin`` is a function so that VERSION never reads stdin.
+    ``read_stdin`` is a function so that VERSION never reads stdin; it
+    returns at most ``MAX_STDIN + 1`` bytes, so a larger stdin is refused
+    without being held in memory.
     """
     command = check_env(env)
     if command == "VERSION":
         return Request(command)
     stdin = read_stdin()
+    if len(stdin) > MAX_STDIN:
+        raise CNIError(DECODE_FAILURE, f"network config on stdin is larger than {MAX_STDIN >> 20} MiB",
+                       f"this plugin reads at most {MAX_STDIN} bytes of stdin")
     config = decode_config(stdin)
     container_id = env.get("CNI_CONTAINERID", "")
     ifname = env.get("CNI_IFNAME", "")
@@ -167,7 +216,9 @@ def build_request(env: dict, read_stdin) -> Request:
         check_container_id(container_id)
         check_ifname(ifname)
     check_version(command, config.get("cniVersion") or versions.DEFAULT)
-    return Request(
+    warnings = []
+    env = check_utf8(command, env, warnings)
+    request = Request(
         command,
         container_id=container_id,
         netns=env.get("CNI_NETNS", ""),
@@ -177,3 +228,5 @@ def build_request(env: dict, read_stdin) -> Request:
         config=config,
         stdin=stdin,
     )
+    request.warnings += warnings
+    return request

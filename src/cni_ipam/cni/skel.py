@@ -66,7 +66,7 @@ def dispatch(plugin: Plugin, env: dict, read_stdin) -> Outcome:
         return Outcome(stderr=about_text(plugin))
     if env.get("CNI_COMMAND") == "VERSION":
         return Outcome(version_text())
-    from .request import build_request
+    from .request import NothingToDo, build_request
 
     cni_version = versions.LATEST
     request = None
@@ -84,6 +84,8 @@ def dispatch(plugin: Plugin, env: dict, read_stdin) -> Outcome:
         from .result import to_dict
 
         return Outcome(dumps(to_dict(result, cni_version)) + "\n", warnings)
+    except NothingToDo as done:
+        return Outcome(stderr=f"{plugin.name}: warning: {done}\n")
     except CNIError as error:
         warnings = "".join(f"{plugin.name}: warning: {w}\n" for w in request.warnings) if request else ""
         return error_outcome(error, cni_version if cni_version in versions.SUPPORTED else versions.LATEST, warnings)
@@ -104,7 +106,9 @@ def main(plugin: Plugin, stdin: "bytes | None" = None) -> None:
         if stdin is not None:
             return stdin
         try:
-            return sys.stdin.buffer.read()
+            from .request import MAX_STDIN
+
+            return sys.stdin.buffer.read(MAX_STDIN + 1)  # one byte more tells a larger stdin apart
         except OSError as exc:
             from .errors import IO_FAILURE
 

@@ -45,6 +45,8 @@ def _string(ipam: dict, key: str, default: str = "") -> str:
         return default
     if not isinstance(value, str):
         raise invalid_config(f"ipam.{key}: expected a string, got {quote(value)}")
+    if "\0" in value:
+        raise invalid_config(f"ipam.{key}: {quote(value)} contains a NUL byte")
     return value
 
 

@@ -38,6 +38,9 @@ FLAT_FILE_PATHS = (
 FLAT_FILE_NAME = "whereabouts.conf"
 LOG_LEVELS = ("debug", "verbose", "error", "panic")
 
+# Entries of one range's ``exclude`` list.  Go whereabouts has no bound; real lists hold a handful of
+# CIDRs, and each entry costs parsing and memory on every call (300,000 took 5 s and 142 MB).
+MAX_EXCLUDE = 1024
 RANGE_KEYS = ("range", "range_start", "range_end", "exclude")
 KNOWN_KEYS = RANGE_KEYS + (
     "type", "name", "ipRanges", "gateway", "routes", "dns", "addresses", "network_name",
@@ -159,8 +162,11 @@ def _without_gateway(rng, gateway, parse):
     return parse(str(gateway))
 
 
-def _plus(exclude, extra):
+def _plus(exclude, extra, key):
     """``exclude`` with the extra entries; a malformed ``exclude`` is left for the parser to name."""
+    if isinstance(exclude, (list, tuple)) and len(exclude) > MAX_EXCLUDE:
+        raise invalid_config(f"{key}.exclude: {len(exclude)} entries, more than the {MAX_EXCLUDE} allowed",
+                             "exclude whole subnets (a CIDR per block) instead of single addresses")
     return list(exclude) + list(extra) if extra and isinstance(exclude, (list, tuple)) else exclude
 
 
@@ -171,7 +177,7 @@ def _ranges(ipam: dict, network_name: str, overlapping: bool, warnings: list, ga
     if ipam.get("range"):
         def parse(*extra):
             return parse_range("ipam", ipam["range"], ipam.get("range_start"), ipam.get("range_end"),
-                               _plus(ipam.get("exclude") or (), extra))
+                               _plus(ipam.get("exclude") or (), extra, "ipam"))
         specs.append(RangeSpec("ipam.range", _without_gateway(parse(), gateway, parse), network_name, overlapping))
     for key, entry in items(ipam.get("ipRanges") or [], "ipam.ipRanges", "a list of ranges"):
         expect(entry, dict, key, "an object with range, range_start, range_end, exclude")
@@ -180,7 +186,7 @@ def _ranges(ipam: dict, network_name: str, overlapping: bool, warnings: list, ga
             raise invalid_config(f"{key}.range: missing", "each ipRanges entry needs a range, e.g. 192.168.10.0/24")
         def parse(*extra, key=key, entry=entry):
             return parse_range(key, entry["range"], entry.get("range_start"), entry.get("range_end"),
-                               _plus(entry.get("exclude") or (), extra))
+                               _plus(entry.get("exclude") or (), extra, key))
         specs.append(RangeSpec(key, _without_gateway(parse(), gateway, parse), network_name, overlapping))
     return specs
 
@@ -326,6 +332,9 @@ def load(request, read_json) -> WhereaboutsConfig:
     if not specs and not statics:
         raise invalid_config("ipam: no range to allocate from",
                              "set ipam.range (e.g. 192.0.2.192/27) or ipam.ipRanges")
+    log_file = ipam.get("log_file") or None
+    if log_file is not None and "\0" in expect(log_file, str, "ipam.log_file", "a file path"):
+        raise invalid_config(f"ipam.log_file: {quote(log_file)} contains a NUL byte")  # before anything commits
     log_level = ipam.get("log_level") or "debug"
     if log_level not in LOG_LEVELS:
         warnings.append(f"ipam.log_level {quote(log_level)} is not one of {', '.join(LOG_LEVELS)}; using debug")
@@ -334,6 +343,6 @@ def load(request, read_json) -> WhereaboutsConfig:
         network=request.name, ranges=specs, requested=requested, gateway=gateway,
         routes=parse_routes(ipam.get("routes"), "ipam.routes"), dns=parse_dns(ipam.get("dns"), "ipam.dns"),
         addresses=statics, network_name=network_name, overlapping=overlapping, store=store,
-        log_file=ipam.get("log_file") or None, log_level=log_level, pod=pod_ref(cni_args),
+        log_file=log_file, log_level=log_level, pod=pod_ref(cni_args),
         flat_file=flat_path, ipam=ipam,
     )

@@ -30,7 +30,7 @@ def _read_json(path):
     except OSError as exc:
         raise invalid_config(f"flat file {path}: cannot read it: {exc.strerror or exc}") from None
     try:
-        return loads(data)
+        return loads(data, unicode_only=True)
     except ValueError as exc:
         raise invalid_config(f"flat file {path}: not valid JSON: {exc}") from None
 
@@ -179,7 +179,8 @@ def gc(request, stores):
 
 
 def status(request, stores):
-    """Ready when the store opens and every range has a free address (else code 50, saying why)."""
+    """Ready when the store opens, a write transaction can begin (SQLite: its lock file opens), and every
+    range has a free address (else code 50, saying why)."""
     from ..allocator.engine import has_free
     from ..cni.errors import CNIError, NOT_AVAILABLE
     from ..config.whereabouts import load
@@ -191,6 +192,8 @@ def status(request, stores):
     except StoreError as exc:
         raise CNIError(NOT_AVAILABLE, f"whereabouts: store unavailable: {exc}") from None
     try:
+        with store.transaction():  # ADD and DEL need one; nothing is written in it
+            pass
         for spec in config.ranges:
             if not has_free(store, spec):
                 raise CNIError(NOT_AVAILABLE, f"whereabouts: {spec.key} {spec.range.cidr} has no free address")
@@ -247,14 +250,18 @@ def _log_call(request, command, result, error) -> None:
         line["msg"] = getattr(error, "msg", None) or str(error)
     elif result is not None and getattr(result, "ips", None) is not None:
         line["ips"] = [str(ip.address) for ip in result.ips]
+    from ..trusted_paths import UntrustedPath, open_log
+
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = open_log(path)  # never through another user's symbolic link: see trusted_paths
         try:
             os.write(fd, (dumps(line) + "\n").encode())  # one write of one line: concurrent calls never interleave
         finally:
             os.close(fd)
+    except UntrustedPath as exc:
+        request.warnings.append(f"ipam.log_file {path!r} refused, not written: {exc}")
     except OSError as exc:
-        request.warnings.append(f"ipam.log_file {path}: cannot write: {exc.strerror or exc}")
+        request.warnings.append(f"ipam.log_file {path!r}: cannot write: {exc.strerror or exc}")
 
 
 def plugin(stores=None) -> Plugin:

@@ -14,7 +14,11 @@ address "held":
 proposes candidates.  Stores also keep a *hint* per range: an address below
 which everything is held, so finding the lowest free address costs the same
 in an empty range and in a full one.  A stale hint can only change which
-free address is chosen, never hand out a held one.
+free address is chosen, never hand out a held one.  Hints are keyed by the
+range's whole definition, so every distinct ``exclude`` list makes a new
+one: a store keeps at most :data:`MAX_HINTS_PER_POOL` per pool (creating
+one more drops the pool's others, which costs their ranges one scan from
+the start), so hints cannot grow without bound.
 
 The interface is split by caller: :class:`AllocatorStore` holds the verbs of
 one plugin command, :class:`MaintenanceStore` what the reconciler and the
@@ -24,6 +28,8 @@ consistency check).  A backend (:class:`Store`) implements both;
 """
 
 from __future__ import annotations
+
+MAX_HINTS_PER_POOL = 16
 
 
 class Allocation:
@@ -163,6 +169,8 @@ class AllocatorStore:
         raise NotImplementedError
 
     def set_hint(self, key: str, pool: str, space: str | None, value: int) -> None:
+        """Set the hint ``key``; creating it in a pool that then holds more than :data:`MAX_HINTS_PER_POOL`
+        hints drops the pool's other hints."""
         raise NotImplementedError
 
     def close(self) -> None:

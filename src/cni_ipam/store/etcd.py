@@ -28,7 +28,7 @@ from .. import jsonlite as json  # the json module costs 8 ms per plugin call
 
 from . import etcd_client as ec
 from ..net.pools import pool_version
-from .base import Allocation, Store, StoreError, merge_unique
+from .base import MAX_HINTS_PER_POOL, Allocation, Store, StoreError, merge_unique
 
 DEFAULT_PREFIX = "/cni-ipam/"
 PAGE = 256
@@ -152,10 +152,13 @@ class EtcdStore(Store):
             compare.append(ec.absent(self._space_key(allocation)))
             success.append(ec.put(self._space_key(allocation), allocation.pool.encode()))
         success += [ec.put(key, value) for key in self._index_keys(allocation)]
+        new_hint = hint is not None and not self._hint_seen.get(self._hint_key(hint[0], allocation.pool, None))
         if hint is not None:
             success.append(ec.nested(*self._hint_update(hint[0], allocation.pool, allocation.space, hint[1])))
         self._forget_indexes()
         if self._call(self.client.txn, compare, success)["succeeded"]:
+            if new_hint:
+                self._prune_hints(allocation.pool, hint[0])
             return True
         current = self._call(self.client.get, self._pool_key(allocation))
         return current is not None and json.loads(current["value"]).get("claim") == record["claim"]
@@ -311,7 +314,26 @@ class EtcdStore(Store):
 
     def set_hint(self, key, pool, space, value):
         """Raise the hint only if nobody moved it since we read it (a release may have lowered it)."""
-        self._call(self.client.txn, *self._hint_update(key, pool, space, value))
+        new = not self._hint_seen.get(self._hint_key(key, pool, space))
+        if self._call(self.client.txn, *self._hint_update(key, pool, space, value))["succeeded"] and new:
+            self._prune_hints(pool, key)
+
+    def _prune_hints(self, pool: str, kept: str) -> None:
+        """After creating hint ``kept``: past :data:`MAX_HINTS_PER_POOL` in the pool, drop the others and their
+        ``hint-spaces/`` pointers (the space of a pool's hints is its network name, when it has one)."""
+        from ..net.pools import split_pool
+
+        base = self._k("hints", seg(pool)) + b"/"
+        keys = [kv["key"] for kv in self._call(self.client.range, base, ec.prefix_end(base), 0, True)]
+        if len(keys) <= MAX_HINTS_PER_POOL:
+            return
+        space = seg(split_pool(pool)[0])
+        ops = []
+        for key in keys:
+            key_seg = key[len(base):].decode()
+            if key_seg != seg(kept):
+                ops += [ec.delete(key), ec.delete(self._k("hint-spaces", space, key_seg))]
+        self._call(self.client.txn, [], ops)
 
     def list_hints(self):
         """``hints/<pool>/<key>``, with the space from the ``hint-spaces/`` pointers."""

@@ -20,6 +20,15 @@ def open_store(settings):
                             username=settings.username, password=settings.password, ca_file=settings.ca_file,
                             cert_file=settings.cert_file, key_file=settings.key_file)
         return EtcdStore(client, settings.prefix)
+    from ..trusted_paths import UntrustedPath, check_store_path
+    from .base import StoreError
+
+    try:
+        check_store_path(settings.sqlite_path)
+    except UntrustedPath as exc:
+        raise StoreError(f"sqlite_path {settings.sqlite_path!r} refused: {exc}") from None
+    except OSError as exc:
+        raise StoreError(f"cannot open the SQLite store {settings.sqlite_path!r}: {exc.strerror or exc}") from None
     from .sqlite import SQLiteStore
 
     return SQLiteStore(settings.sqlite_path)

@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - an interpreter without the private mod
     import sqlite3
 
 from ..net.pools import pool_version
-from .base import Allocation, Store, StoreError, merge_unique
+from .base import MAX_HINTS_PER_POOL, Allocation, Store, StoreError, merge_unique
 
 SCHEMA_VERSION = "1"
 PAGE = 256
@@ -82,6 +82,16 @@ def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
     return fstype
 
 
+def _open_lock(path: str) -> int:
+    """The side lock file's descriptor; one that cannot be opened is a StoreError naming it (retry: an
+    operator can fix its owner or mode while the runtime retries)."""
+    try:
+        return os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"SQLite store {path!r}: cannot open its lock file {path + '.lock'!r}: "
+                         f"{exc.strerror or exc}", retry=True) from None
+
+
 class _Transaction:
     """flock the side lock file, then ``BEGIN IMMEDIATE``; commit or roll back."""
 
@@ -91,9 +101,14 @@ class _Transaction:
     def __enter__(self):
         import fcntl
 
-        self.store._lock_fd = os.open(self.store.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.store._lock_fd = _open_lock(self.store.path)
         fcntl.flock(self.store._lock_fd, fcntl.LOCK_EX)
-        self.store._run("BEGIN IMMEDIATE")
+        try:
+            self.store._run("BEGIN IMMEDIATE")
+        except StoreError:
+            os.close(self.store._lock_fd)
+            self.store._lock_fd = None
+            raise
         return self.store
 
     def __exit__(self, exc_type, exc, tb):
@@ -135,7 +150,7 @@ class SQLiteStore(Store):
         "database is locked" (no busy wait) while another process is switching it."""
         import fcntl
 
-        lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        lock_fd = _open_lock(self.path)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
@@ -227,8 +242,12 @@ class SQLiteStore(Store):
         return decode_ip(row[0])[0] if row else None
 
     def set_hint(self, key, pool, space, value):
-        version = pool_version(pool)
-        self._run("INSERT OR REPLACE INTO hints VALUES (?, ?, ?, ?)", (key, pool, space, encode_ip(value, version)))
+        value = encode_ip(value, pool_version(pool))
+        if self._run("UPDATE hints SET pool = ?, space = ?, value = ? WHERE key = ?", (pool, space, value, key)).rowcount:
+            return
+        self._run("INSERT INTO hints VALUES (?, ?, ?, ?)", (key, pool, space, value))
+        if self._run("SELECT count(*) FROM hints WHERE pool = ?", (pool,)).fetchone()[0] > MAX_HINTS_PER_POOL:
+            self._run("DELETE FROM hints WHERE pool = ? AND key != ?", (pool, key))
 
     def list_hints(self):
         rows = self._run("SELECT key, pool, space, value FROM hints ORDER BY key").fetchall()

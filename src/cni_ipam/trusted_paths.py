@@ -1,0 +1,142 @@
+"""Files a network config names (``log_file``, ``sqlite_path``), reached without following anyone else's links.
+
+NetworkAttachmentDefinitions may be written by tenants, and the plugins run
+as root: a path through a symbolic link another user planted (``/tmp/x ->
+/etc/shadow``, or ``/tmp/dir -> /etc``) would create or append to any file.
+The rule, like the kernel's ``fs.protected_symlinks`` but not relying on it:
+
+* a symbolic link among the directories is followed only when root (or the
+  plugin's own user) owns it, so ``/var/run -> /run`` keeps working;
+* every directory on the way is owned by root (or the plugin's user) and
+  not writable by others unless sticky (``/tmp``): nobody else can swap an
+  entry after it was checked.  Group-writable is accepted (``/var/log`` is
+  ``root:syslog 0775`` on Debian);
+* the file itself is never a symbolic link (``O_NOFOLLOW``).
+
+Directories are opened one at a time with ``openat``, so what is checked is
+what is used.  :func:`open_log` and :func:`check_store_path` add what each
+kind of file needs.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+MAX_LINKS = 40  # as the kernel's limit on links in one path lookup
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class UntrustedPath(Exception):
+    """A path the rule above refuses; the message says which part and why."""
+
+
+def _trusted(uid: int) -> bool:
+    return uid in (0, os.geteuid())
+
+
+def _check_dir(fd: int, where: str, sticky_ok: bool = True) -> None:
+    st = os.fstat(fd)
+    if not _trusted(st.st_uid):
+        raise UntrustedPath(f"directory {where} is owned by uid {st.st_uid}, not root")
+    if st.st_mode & stat.S_IWOTH and not (sticky_ok and st.st_mode & stat.S_ISVTX):
+        raise UntrustedPath(f"directory {where} is writable by every user")
+
+
+def _split(path: str) -> tuple:
+    if not isinstance(path, str) or "\0" in path:
+        raise UntrustedPath("the path contains a NUL byte")
+    head, _, name = path.rpartition("/")
+    if name in ("", ".", ".."):
+        raise UntrustedPath("the path does not name a file")
+    return head, name
+
+
+def open_parent(path: str, missing_ok: bool = False) -> tuple:
+    """``(fd, name)``: the directory holding ``path``'s last component, reached by the rule, and that name.
+
+    With ``missing_ok``, a directory that does not exist yet ends the walk
+    and ``fd`` is None (the caller creates the rest under trusted ground).
+    The caller closes ``fd``.
+    """
+    head, name = _split(path)
+    fd = os.open("/" if path.startswith("/") else ".", _DIR_FLAGS)
+    try:
+        _check_dir(fd, "/" if path.startswith("/") else "(the working directory)")
+        parts = [p for p in head.split("/") if p not in ("", ".")]
+        links, where = 0, ""
+        while parts:
+            part = parts.pop(0)
+            where = f"{where}/{part}"
+            try:
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if missing_ok:
+                    os.close(fd)
+                    return None, name
+                raise
+            if stat.S_ISLNK(st.st_mode):
+                if not _trusted(st.st_uid):
+                    raise UntrustedPath(f"{where} is a symbolic link owned by uid {st.st_uid}, not root")
+                links += 1
+                if links > MAX_LINKS:
+                    raise UntrustedPath(f"more than {MAX_LINKS} symbolic links")
+                target = os.readlink(part, dir_fd=fd)
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd = os.open("/", _DIR_FLAGS)
+                parts[:0] = [p for p in target.split("/") if p not in ("", ".")]
+                continue
+            following = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)  # fails if swapped for a link
+            os.close(fd)
+            fd = following
+            _check_dir(fd, where)
+        return fd, name
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_log(path: str) -> int:
+    """A descriptor to append to the log file ``path`` (created 0644 if absent).
+
+    Besides the rule: it must be a regular file (not a FIFO or a device,
+    opened without blocking), of the plugin's user, with one link (not a
+    hard link to a file elsewhere).
+    """
+    fd, name = open_parent(path)
+    try:
+        log = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+                      | os.O_CLOEXEC, 0o644, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the file itself is a symbolic link
+            raise UntrustedPath(f"{path} is a symbolic link") from None
+        raise
+    finally:
+        os.close(fd)
+    st = os.fstat(log)
+    why = ("not a regular file" if not stat.S_ISREG(st.st_mode) else
+           f"owned by uid {st.st_uid}" if st.st_uid != os.geteuid() else
+           f"a file with {st.st_nlink} hard links" if st.st_nlink != 1 else "")
+    if why:
+        os.close(log)
+        raise UntrustedPath(f"{path} is {why}")
+    return log
+
+
+def check_store_path(path: str) -> None:
+    """Refuse a SQLite store path against the rule; its own directory, if it exists, must not be writable by
+    others even when sticky, since SQLite creates ``-wal``, ``-shm`` (and we ``.lock``) there by name."""
+    fd, name = open_parent(path, missing_ok=True)
+    if fd is None:
+        return  # the store creates the missing directories, 0700, under checked ones
+    try:
+        _check_dir(fd, os.path.dirname(path) or ".", sticky_ok=False)
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise UntrustedPath(f"{path} is a symbolic link")
+    finally:
+        os.close(fd)
