@@ -125,7 +125,7 @@ def test_every_shipped_manifest_is_valid(path, doc):
 def test_the_kinds_shipped():
     assert {d["kind"] for _, d in DOCUMENTS} == {
         "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Secret",
-        "NetworkAttachmentDefinition"}
+        "NetworkAttachmentDefinition", "CustomResourceDefinition", "Role", "RoleBinding"}
 
 
 # --- every NAD accepted by our plugin's parser (render's check), with the flat file the nodes get --------
@@ -196,11 +196,16 @@ def test_installer_copies_the_optional_etcd_secret_to_the_flat_file_dir():
     assert command[command.index("--to") + 1] == mounts["flat-file-dir"] == "/host/etc/cni/net.d/whereabouts.d"
 
 
+def schedule_config_map():
+    return next(d for _, d in DOCUMENTS if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "whereabouts-config")
+
+
 def test_everything_in_the_cni_ipam_namespace_with_the_schedule_config_map():
     for path, doc in DOCUMENTS:
-        if doc["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "NetworkAttachmentDefinition"):
+        if doc["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "NetworkAttachmentDefinition",
+                               "CustomResourceDefinition"):
             assert doc["metadata"]["namespace"] == NAMESPACE, path
-    config_map = next(d for _, d in DOCUMENTS if d["kind"] == "ConfigMap")
+    config_map = schedule_config_map()
     assert (config_map["metadata"]["name"], config_map["data"]) == (
         "whereabouts-config", {"reconciler_cron_expression": "30 4 * * *"})
     namespace = next(d for _, d in DOCUMENTS if d["kind"] == "Namespace")
@@ -210,5 +215,5 @@ def test_everything_in_the_cni_ipam_namespace_with_the_schedule_config_map():
 def test_the_reconciler_schedule_is_one_the_reconciler_accepts():
     from cni_ipam.reconciler.cron import parse
 
-    config_map = next(d for _, d in DOCUMENTS if d["kind"] == "ConfigMap")
+    config_map = schedule_config_map()
     parse(config_map["data"]["reconciler_cron_expression"])
