@@ -125,7 +125,7 @@ def test_every_shipped_manifest_is_valid(path, doc):
 def test_the_kinds_shipped():
     assert {d["kind"] for _, d in DOCUMENTS} == {
         "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Secret",
-        "NetworkAttachmentDefinition"}
+        "NetworkAttachmentDefinition", "CustomResourceDefinition", "Role", "RoleBinding"}
 
 
 # --- every NAD accepted by our plugin's parser (render's check), with the flat file the nodes get --------
@@ -196,11 +196,16 @@ def test_installer_copies_the_optional_etcd_secret_to_the_flat_file_dir():
     assert command[command.index("--to") + 1] == mounts["flat-file-dir"] == "/host/etc/cni/net.d/whereabouts.d"
 
 
+def schedule_config_map():
+    return next(d for _, d in DOCUMENTS if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "whereabouts-config")
+
+
 def test_everything_in_the_cni_ipam_namespace_with_the_schedule_config_map():
     for path, doc in DOCUMENTS:
-        if doc["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "NetworkAttachmentDefinition"):
+        if doc["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "NetworkAttachmentDefinition",
+                               "CustomResourceDefinition"):
             assert doc["metadata"]["namespace"] == NAMESPACE, path
-    config_map = next(d for _, d in DOCUMENTS if d["kind"] == "ConfigMap")
+    config_map = schedule_config_map()
     assert (config_map["metadata"]["name"], config_map["data"]) == (
         "whereabouts-config", {"reconciler_cron_expression": "30 4 * * *"})
     namespace = next(d for _, d in DOCUMENTS if d["kind"] == "Namespace")
@@ -210,5 +215,78 @@ def test_everything_in_the_cni_ipam_namespace_with_the_schedule_config_map():
 def test_the_reconciler_schedule_is_one_the_reconciler_accepts():
     from cni_ipam.reconciler.cron import parse
 
-    config_map = next(d for _, d in DOCUMENTS if d["kind"] == "ConfigMap")
+    config_map = schedule_config_map()
     parse(config_map["data"]["reconciler_cron_expression"])
+
+
+# --- the Kubernetes store: opt-in, CRDs as upstream ships them, exactly the verbs used ------------------------
+
+STORE = DEPLOY / "kubernetes-store"
+
+
+def store_documents() -> dict:
+    return {(d["kind"], d["metadata"]["name"]): d for p, d in DOCUMENTS if p.parent == STORE}
+
+
+def test_the_store_directory_holds_upstreams_crds_unchanged():
+    from cni_ipam.deploy.kubernetes_store import CRD_DIR
+
+    vendored = [d for p in sorted(pathlib.Path(CRD_DIR).glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    shipped = [d for (kind, _), d in store_documents().items() if kind == "CustomResourceDefinition"]
+    key = lambda d: d["metadata"]["name"]  # noqa: E731
+    assert sorted(shipped, key=key) == sorted(vendored, key=key)
+    assert sorted(map(key, shipped)) == ["ippools.whereabouts.cni.cncf.io", "nodeslicepools.whereabouts.cni.cncf.io",
+                                         "overlappingrangeipreservations.whereabouts.cni.cncf.io"]
+
+
+def rules(role) -> dict:
+    return {(group, resource): sorted(rule["verbs"])
+            for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]}
+
+
+def test_the_store_rbac_grants_exactly_the_verbs_used():
+    docs = store_documents()
+    objects = sorted(["create", "delete", "get", "list", "patch", "watch"])  # never update: the store only patches
+    assert rules(docs["Role", "cni-ipam-kubernetes-store"]) == {
+        ("whereabouts.cni.cncf.io", "ippools"): objects,
+        ("whereabouts.cni.cncf.io", "overlappingrangeipreservations"): objects,
+        ("whereabouts.cni.cncf.io", "nodeslicepools"): ["get", "list", "watch"]}
+    assert docs["Role", "cni-ipam-kubernetes-store"]["metadata"]["namespace"] == NAMESPACE
+    assert rules(docs["ClusterRole", "cni-ipam-kubernetes-store-reconciler"]) == {
+        ("", "pods"): ["get", "list", "watch"], ("", "nodes"): ["get", "list", "watch"],
+        ("", "events"): ["create", "patch"], ("events.k8s.io", "events"): ["create", "patch"]}
+    role_subjects = {s["name"] for s in docs["RoleBinding", "cni-ipam-kubernetes-store"]["subjects"]}
+    assert role_subjects == {"cni-ipam-installer", "whereabouts-reconciler"}
+    binding = docs["ClusterRoleBinding", "cni-ipam-kubernetes-store-reconciler"]
+    assert [s["name"] for s in binding["subjects"]] == ["whereabouts-reconciler"]
+
+
+def test_the_installer_writes_the_kubeconfig_only_once_the_store_config_map_exists():
+    """The installer's node-kubeconfig container reads the opt-in ConfigMap's flat file, whose kubeconfig is the
+    file that container writes, on the host, in the directory the reconciler and agent mount."""
+    pod = daemon_sets()["cni-ipam-installer"]
+    container = next(c for c in pod["containers"] if c["name"] == "node-kubeconfig")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    command = container["command"]
+    config_map = store_documents()["ConfigMap", "cni-ipam-kubernetes-store"]
+    assert volumes["kubernetes-store"]["configMap"]["name"] == config_map["metadata"]["name"]
+    assert volumes["kubernetes-store"]["configMap"]["optional"] is True
+    flat = json.loads(config_map["data"]["whereabouts.conf"])
+    assert flat == {"datastore": "kubernetes",
+                    "kubernetes": {"kubeconfig": "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig"},
+                    "configuration_path": "/etc/cni/net.d/whereabouts.d"}
+    assert command[command.index("--flat-file") + 1] == mounts["kubernetes-store"] + "/whereabouts.conf"
+    assert command[command.index("--to") + 1] == mounts["flat-file-dir"] == "/host" + flat["configuration_path"]
+    # Only this container has a token, and it is the installer's own service account's.
+    assert mounts["service-account"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+    sources = volumes["service-account"]["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    for other in pod["containers"]:
+        if other is not container:
+            assert "service-account" not in {m["name"] for m in other["volumeMounts"]}, other["name"]
+    installer_account = next(d for _, d in DOCUMENTS
+                             if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "cni-ipam-installer")
+    assert installer_account["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "cni-ipam-installer"
+

@@ -481,3 +481,49 @@ def test_an_unknown_output_format_is_a_usage_error(monkeypatch, capsys, tmp_path
     assert info.value.code == 2
     assert "invalid choice: 'out.yaml'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# --- a network on the Kubernetes store (docs/deploying.md, "Kubernetes store") -------------------------------
+
+def kubernetes_network(name="kube", kubeconfig="/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.kubeconfig"):
+    """Built directly: the plugin's parser in this build refuses "kubernetes" until the store lands, so
+    render's network check (the plugin's parser) would too; the objects are what this test is about."""
+    from cni_ipam.deploy.networks import Network
+
+    ipam = {"type": "whereabouts", "range": "192.0.2.0/24", "datastore": "kubernetes",
+            "kubernetes": {"kubeconfig": kubeconfig}}
+    config = json.dumps({"cniVersion": "0.3.1", "name": name, "type": "macvlan", "ipam": ipam})
+    return Network(name, "default", config, {"whereabouts"})
+
+
+def test_a_kubernetes_network_gives_the_reconciler_the_store_rbac_and_no_crds():
+    """The operator installs the CRDs and writes the nodes' kubeconfig and flat file on every cluster with
+    Multus (openshift/cluster-network-operator bindata/network/additional-networks/crd/001-crd.yaml and
+    bindata/network/multus/multus.yaml @ 2a6a57fef3ac1c8fde00e85b603e9f73ef29b75c): render adds only what
+    our reconciler needs, on the objects in openshift-multus, where the operator's kubeconfig keeps them."""
+    docs = render([kubernetes_network()], Options(namespace="cni-ipam"))
+    found = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    assert found[-5:] == [("Role", "openshift-multus", "cni-ipam-kubernetes-store"),
+                          ("RoleBinding", "openshift-multus", "cni-ipam-kubernetes-store"),
+                          ("ClusterRole", None, "cni-ipam-kubernetes-store-reconciler"),
+                          ("ClusterRoleBinding", None, "cni-ipam-kubernetes-store-reconciler"),
+                          ("DaemonSet", "cni-ipam", "whereabouts-reconciler")]
+    assert "CustomResourceDefinition" not in {kind for kind, _, _ in found}
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "whereabouts-reconciler", "namespace": "cni-ipam"}]
+    config_map = next(d for d in docs if d["metadata"]["name"] == "whereabouts-reconciler-config")
+    assert json.loads(config_map["data"]["config.json"]) == {
+        "datastore": "kubernetes",
+        "kubernetes": {"kubeconfig": "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.kubeconfig"}}
+    installer = next(d for d in docs if d["kind"] == "DaemonSet" and d["metadata"]["name"] == "cni-ipam-installer")
+    assert [c["name"] for c in installer["spec"]["template"]["spec"]["containers"]] == ["install-cni-ipam"]
+    schema = pytest.importorskip("test_deploy_schema", reason="pip install -e '.[test]' (kubernetes-validate)")
+    for doc in docs:
+        schema.validate_object(doc, schema.VERSIONS[-1])
+
+
+def test_the_reconciler_keeps_a_token_for_the_kubernetes_store_without_the_kubernetes_source():
+    docs = render([kubernetes_network()], Options(kubernetes_source=False))
+    account = next(d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "whereabouts-reconciler")
+    assert account["automountServiceAccountToken"] is True
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"] == ["cni-ipam-kubernetes-store-reconciler"]

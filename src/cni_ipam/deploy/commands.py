@@ -6,7 +6,8 @@ stderr).  Notes (warnings from the plugins' parsers) go to stderr too.
 
 ``--plain --output-dir DIR`` writes the plain manifest set (``deploy/``)
 instead, from the same functions (:mod:`.plain`).  This module also
-registers ``cni-ipam sync-files`` (:mod:`.syncfiles`), which that set runs.
+registers ``cni-ipam sync-files`` (:mod:`.syncfiles`) and ``cni-ipam
+node-kubeconfig`` (:mod:`.kubeconfig_writer`), which that set runs.
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ def register(subparsers) -> None:
     p.add_argument("--output-dir", metavar="DIR", help="with --plain: where to write it (e.g. deploy)")
     p.set_defaults(func=cmd_render)
 
+    from .kubeconfig_writer import register as register_node_kubeconfig
     from .syncfiles import register as register_sync_files
 
     register_sync_files(subparsers)
+    register_node_kubeconfig(subparsers)
 
 
 def read_resource(path: str):

@@ -20,6 +20,13 @@ Privileges, and why:
   ``/run/cni-ipam/agent.sock`` and reads flat files and the store at the
   paths the plugins name, so those directories are mounted at the same
   paths as on the host (the CNI config dirs read-only).
+* Kubernetes store (a whereabouts network with ``"datastore": "kubernetes"``):
+  the reconciler also gets a Role on the whereabouts objects in
+  ``openshift-multus`` (where the operator's kubeconfig keeps them) and a
+  ClusterRole on pods, nodes and events (:mod:`.kubernetes_store`).  The
+  CRDs, the plugins' RBAC, the nodes' kubeconfig and flat file are the
+  operator's, which installs and writes them on every cluster with Multus:
+  render emits none of them, so it never fights the operator.
 * Host namespaces' directory ``/var/run/netns`` is mounted
   ``HostToContainer``, so netns mounts made after the pod started are seen;
   no daemon makes mounts the host must see, so none is ``Bidirectional``.
@@ -42,6 +49,11 @@ RECONCILER_CONFIG = "whereabouts-reconciler-config"  # the store the rendered ne
 RECONCILER_CONFIG_DIR = "/etc/cni-ipam/reconciler"
 RECONCILER_CONFIG_FILE = "config.json"
 INSTALLER_NAME = "cni-ipam-installer"
+# The namespace of the operator's whereabouts kubeconfig (WHEREABOUTS_NAMESPACE in
+# openshift/cluster-network-operator bindata/network/multus/multus.yaml @ 2a6a57fef3ac1c8fde00e85b603e9f73ef29b75c):
+# the Kubernetes store keeps its objects there on OpenShift.
+OPENSHIFT_STORE_NAMESPACE = "openshift-multus"
+KUBERNETES = "kubernetes"
 HOST = "/host"
 
 
@@ -194,11 +206,16 @@ def dhcp_objects(options: Options) -> list:
 
 
 def store_config(ipam: dict) -> dict:
-    """The keys of a whereabouts ``ipam`` that name its store, ``datastore`` spelt out."""
+    """The keys of a whereabouts ``ipam`` that name its store, ``datastore`` spelt out.
+
+    ``"kubernetes"`` is taken as written: it has no keys to check here but
+    ``kubernetes.kubeconfig``, which the plugin's parser checks.
+    """
     from ..config.datastore import ETCD_KEYS, parse
 
-    kept = {key: ipam[key] for key in ("sqlite_path",) + ETCD_KEYS if ipam.get(key) not in (None, "", [])}
-    return {"datastore": parse(ipam).datastore, **kept}
+    kept = {key: ipam[key] for key in ("sqlite_path", KUBERNETES) + ETCD_KEYS if ipam.get(key) not in (None, "", [])}
+    datastore = KUBERNETES if ipam.get("datastore") == KUBERNETES else parse(ipam).datastore
+    return {"datastore": datastore, **kept}
 
 
 def reconciler_config(networks: list) -> dict:
@@ -270,12 +287,17 @@ def reconciler_objects(options: Options, config: dict | None = None) -> list:
         host_path("netns", "/var/run/netns", "DirectoryOrCreate"),
         host_path("run-netns", "/run/netns", "DirectoryOrCreate"),
     ]
-    objects = [service_account(RECONCILER_NAME, options, token=options.kubernetes_source)]
+    kubernetes_store = config is not None and config["datastore"] == KUBERNETES
+    objects = [service_account(RECONCILER_NAME, options, token=options.kubernetes_source or kubernetes_store)]
     if config is not None:
         volumes.insert(1, {"name": "store-config", "configMap": {"name": RECONCILER_CONFIG, "defaultMode": 0o644}})
         objects.insert(0, reconciler_config_map(options, config))
     if options.kubernetes_source:
         objects += pod_reader(options)
+    if kubernetes_store:
+        from .kubernetes_store import store_rbac
+
+        objects += store_rbac(options, OPENSHIFT_STORE_NAMESPACE, accounts=(), reconciler=RECONCILER_NAME)
     objects.append(daemon_set(RECONCILER_NAME, options, {"containers": [container], "volumes": volumes}))
     return objects
 

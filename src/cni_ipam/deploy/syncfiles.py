@@ -49,7 +49,8 @@ def source_files(source: str) -> dict:
     return files
 
 
-def _current(path: str):
+def current_bytes(path: str):
+    """The file's bytes, or None when it does not exist."""
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -74,7 +75,7 @@ def sync_once(source: str, target: str) -> list:
     written = []
     for name, data in source_files(source).items():
         path = os.path.join(target, name)
-        if _current(path) != data:
+        if current_bytes(path) != data:
             os.makedirs(target, exist_ok=True)
             write_private(path, data)
             written.append(name)
