@@ -152,3 +152,14 @@ def test_the_command_once(tmp_path, monkeypatch, capsys):
     assert main(argv) == 0
     assert capsys.readouterr().err.count("wrote ") == 3
     assert json.loads((target / "whereabouts.conf").read_text()) == {"datastore": "kubernetes"}
+
+
+def test_the_plugins_own_reader_takes_what_the_installer_writes():
+    """What lands on the node is read by cni_ipam.kube.kubeconfig, the stdlib reader the plugin uses."""
+    from cni_ipam.kube.kubeconfig import parse
+
+    ca = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    settings = parse(kubeconfig_text("https://[fd00::1]:6443", ca, "tok.en-123", "cni-ipam"),
+                     "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig")
+    assert (settings.scheme, settings.host, settings.port) == ("https", "fd00::1", 6443)
+    assert (settings.ca_data, settings.token, settings.namespace) == (ca, "tok.en-123", "cni-ipam")
