@@ -382,3 +382,46 @@ def test_without_its_python_launcher_the_forwarder_says_so_in_cni_form(builds, t
     code, out, err = run(str(lonely / "whereabouts"), cni_env("VERSION", None), b"")
     assert code == 1 and json.loads(out) == {
         "code": 999, "msg": f"cni-ipam forwarder: cannot run {lonely}/.whereabouts-py: No such file or directory"}
+
+
+# --- installed ------------------------------------------------------------------------------------
+
+def test_install_native_writes_the_forwarder_and_the_python_launcher_beside_it(tmp_path):
+    from cni_ipam.install import NATIVE_FORWARDER
+
+    done = subprocess.run([sys.executable, "-m", "cni_ipam.cli", "install", "--native", "--cni-bin-dir",
+                           str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["installed " + str(tmp_path / name)
+                                          for name in ("static", ".whereabouts-py", "whereabouts")]
+    with open(NATIVE_FORWARDER, "rb") as f:
+        assert (tmp_path / "whereabouts").read_bytes() == f.read()
+    assert (tmp_path / ".whereabouts-py").read_text().startswith(f"#!{sys.executable} -IS\n")
+    version = subprocess.run([str(tmp_path / "whereabouts")], env={"CNI_COMMAND": "VERSION"}, capture_output=True)
+    assert json.loads(version.stdout)["cniVersion"] == "1.1.0"
+
+
+@pytest.mark.root
+def test_on_a_node_without_python_the_bundled_forwarder_falls_back_to_the_bundled_runtime(tmp_path):
+    """``--runtime-dir``: the forwarder is copied into the version and loads its loader and libc, as the
+    interpreter does; with no agent on the node, the call is the Python plugin's."""
+    from node_root import (CHROOT, NODE_BIN, NODE_RUNTIME, WHEREABOUTS_NET, make_node_root, need_patchelf,
+                           need_root)
+
+    need_patchelf()
+    need_root()
+    root = str(tmp_path / "rootfs")
+    make_node_root(root)
+    done = subprocess.run([sys.executable, "-m", "cni_ipam.cli", "install", "--native", "--cni-bin-dir",
+                           root + NODE_BIN, "--runtime-dir", root + NODE_RUNTIME, "--host-root", root],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    forwarder = root + NODE_BIN + "/whereabouts"
+    interpreter = subprocess.run(["patchelf", "--print-interpreter", forwarder], capture_output=True, text=True)
+    assert interpreter.stdout.startswith(NODE_RUNTIME + "/v"), interpreter
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "pod-a", "CNI_NETNS": "/proc/1/ns/net", "CNI_IFNAME": "eth0",
+           "CNI_PATH": NODE_BIN, "CNI_IPAM_AGENT_SOCKET": "/run/cni-ipam/none.sock"}
+    added = subprocess.run([CHROOT, root, NODE_BIN + "/whereabouts"], input=json.dumps(WHEREABOUTS_NET).encode(),
+                           env=env, capture_output=True, timeout=60)
+    assert added.returncode == 0, added
+    assert json.loads(added.stdout)["ips"] == [{"address": "192.168.2.225/28"}]
