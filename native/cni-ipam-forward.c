@@ -759,15 +759,15 @@ static int read_stdin(struct buf *in)
             return 1;
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 || put(in, chunk, (size_t)n))
-            return 0;
+        if (n < 0 || put(in, chunk, (size_t)n) || in->len > MAX_MESSAGE)
+            return 0; /* every byte read is kept: the Python plugin gets them all */
     }
 }
 
 int main(int argc, char **argv)
 {
     const char *socket_path = getenv(ENV_SOCKET);
-    struct buf in = {NULL, 0, 0, MAX_MESSAGE}, req = {NULL, 0, 0, MAX_MESSAGE};
+    struct buf in = {NULL, 0, 0, MAX_MESSAGE + 65536}, req = {NULL, 0, 0, MAX_MESSAGE};
     struct buf answer = {NULL, 0, 0, 0}, out = {NULL, 0, 0, MAX_MESSAGE}, err = {NULL, 0, 0, MAX_MESSAGE};
     int code = 0;
 

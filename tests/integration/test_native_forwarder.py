@@ -15,6 +15,7 @@ plugin; the forwarder prints what it prints there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -361,6 +362,21 @@ def test_without_a_working_agent_the_python_plugin_does_the_call_with_the_origin
         alone = run(python(builds["asan-short"]), {**env, "CNI_IPAM_AGENT_SOCKET": ""}, conf)
         assert ours == alone, socket_path
         assert ours[0] == 0 and json.loads(ours[1])["ips"][0]["address"] == f"10.40.0.{i + 1}/24"
+
+
+@pytest.mark.parametrize("size", [0, 1000, 300_000, (16 << 20) - 1, (16 << 20) + 1, 17 << 20])
+def test_the_fallback_gets_every_byte_of_stdin_and_no_agent(builds, tmp_path, size):
+    """A stand-in for the Python launcher prints the hash of its stdin and its CNI_IPAM_AGENT_SOCKET."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    with open(native(builds["asan"]), "rb") as f:
+        (bin_dir / "whereabouts").write_bytes(f.read())
+    (bin_dir / ".whereabouts-py").write_text('#!/bin/sh\nsha256sum\necho "[$CNI_IPAM_AGENT_SOCKET]"\n')
+    for name in ("whereabouts", ".whereabouts-py"):
+        (bin_dir / name).chmod(0o755)
+    stdin = random.Random(size).randbytes(size)
+    code, out, _ = run(str(bin_dir / "whereabouts"), cni_env("ADD", str(tmp_path / "missing.sock")), stdin)
+    assert (code, out) == (0, f"{hashlib.sha256(stdin).hexdigest()}  -\n[]\n".encode())
 
 
 def test_a_stdin_beyond_the_agents_bound_goes_whole_to_the_python_plugin(builds, tmp_path, fake_agent):
