@@ -14,6 +14,7 @@ APT_PACKAGES=(
   podman runc conmon busybox-static  # podman e2e tests: CNI backend, runc, busybox image imported without a registry
   patchelf                     # cni-ipam install --runtime-dir: the copied runtime loads only its own libraries
   mmdebstrap                   # tests/integration/test_image.py: the Containerfile's Debian base, made locally (no registry)
+  gcc libc6-dev                # the native forwarder to the node agent (native/cni-ipam-forward.c)
 )
 
 missing=()
@@ -49,4 +50,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
   touch "$stamp"
+fi
+
+# The native forwarder, beside the venv's interpreter where 'cni-ipam install --native' finds it.
+forwarder=.venv/libexec/cni-ipam/cni-ipam-forward
+if [ ! -x "$forwarder" ] || [ native/cni-ipam-forward.c -nt "$forwarder" ] || [ native/build.sh -nt "$forwarder" ]; then
+  bash native/build.sh "$forwarder"
 fi

@@ -14,7 +14,7 @@ def cmd_install(args) -> int:
 
     try:
         written = install_launchers(args.cni_bin_dir, args.python, runtime_dir=args.runtime_dir,
-                                    host_root=args.host_root)
+                                    host_root=args.host_root, native=args.native)
     except (BundleError, ValueError, OSError) as e:
         print(f"cni-ipam install: {e}", file=sys.stderr)
         return 2
@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the node's root is mounted in the installer, e.g. /host: stripped from "
                         "--runtime-dir for the paths written into the runtime and launchers "
                         "(default: \"\", the installer runs on the node)")
+    p.add_argument("--native", action="store_true",
+                   help="install whereabouts as the native forwarder to the node agent, its Python launcher "
+                        "beside it as .whereabouts-py for when the agent does not answer (docs/agent.md)")
     p.add_argument("--keep", type=seconds(zero_allowed=False, most=3600), default=None, metavar="SECONDS",
                    help="after installing, stay and check the launchers every SECONDS, putting ours back when "
                         "something else replaced them (OpenShift's multus-additional-cni-plugins copies Go's "

@@ -16,10 +16,28 @@ from __future__ import annotations
 import os
 import sys
 
-from .plugins.table import PLUGINS
+from .plugins.table import PLUGINS, SERVED_BY_AGENT
 
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 MARKER = "# cni-ipam launcher, written by 'cni-ipam install'; do not edit."
+# The native forwarder to the node agent (native/cni-ipam-forward.c), where `make setup` and the
+# Containerfile build it: beside this environment's interpreter.
+NATIVE_FORWARDER = os.path.join(sys.prefix, "libexec", "cni-ipam", "cni-ipam-forward")
+
+
+def python_launcher_name(name: str) -> str:
+    """With ``--native``, the Python launcher's name beside the forwarder (which execs it when the agent
+    does not answer: native/cni-ipam-forward.c, launcher_path)."""
+    return f".{name}-py"
+
+
+def read_native_forwarder(path: str = NATIVE_FORWARDER) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ValueError(f"no native forwarder at {path}: build it with 'make setup' "
+                         f"(or native/build.sh {path})") from None
 
 
 def package_parent() -> str:
@@ -47,32 +65,36 @@ def compile_package(parent: str) -> None:
 
 
 def install(bin_dir: str = DEFAULT_BIN_DIR, python: str | None = None, names=None,
-            runtime_dir: str | None = None, host_root: str = "") -> list:
+            runtime_dir: str | None = None, host_root: str = "", native: bool = False) -> list:
     """Write the launchers (their paths are returned); see :func:`install_launchers`."""
-    return list(install_launchers(bin_dir, python, names, runtime_dir, host_root))
+    return list(install_launchers(bin_dir, python, names, runtime_dir, host_root, native))
 
 
 def install_launchers(bin_dir: str = DEFAULT_BIN_DIR, python: str | None = None, names=None,
-                      runtime_dir: str | None = None, host_root: str = "") -> dict:
+                      runtime_dir: str | None = None, host_root: str = "", native: bool = False) -> dict:
     """Write the launchers, ``{path: bytes written}``; with ``runtime_dir``, first copy a runtime for them.
 
     Without ``runtime_dir`` the launchers run this environment's interpreter
     and package in place.  With it (an installer in a container image),
     they run a copy the node can run by itself: see :mod:`cni_ipam.runtime_bundle`.
+    With ``native``, the plugins the agent serves are the native forwarder, their Python launchers beside it.
     """
     if runtime_dir is None:
         if host_root:
             raise ValueError("host_root only applies with runtime_dir (--host-root needs --runtime-dir)")
         parent = package_parent()
-        written = write_launchers(bin_dir, python or sys.executable, parent, names)
+        written = write_launchers(bin_dir, python or sys.executable, parent, names,
+                                  read_native_forwarder() if native else None)
         compile_package(parent)
         return written
     if python:
         raise ValueError("python and runtime_dir exclude each other: the runtime brings its own interpreter")
-    return install_with_runtime(bin_dir, runtime_dir, host_root, names)
+    if native:
+        read_native_forwarder()  # refuse before anything is copied
+    return install_with_runtime(bin_dir, runtime_dir, host_root, names, native)
 
 
-def install_with_runtime(bin_dir: str, runtime_dir: str, host_root: str, names=None) -> dict:
+def install_with_runtime(bin_dir: str, runtime_dir: str, host_root: str, names=None, native: bool = False) -> dict:
     """Copy a new runtime version unless ``current`` is already the same, switch to it, write the
     launchers, then drop older versions but the one before (under a lock: one installer at a time)."""
     from . import runtime_bundle
@@ -84,19 +106,29 @@ def install_with_runtime(bin_dir: str, runtime_dir: str, host_root: str, names=N
         if version is None or runtime_bundle.stamp(version.path) != made_of:
             version = runtime_bundle.build(runtime_dir, host_root, package_parent(), made_of)
             runtime_bundle.switch(runtime_dir, version)
-        written = write_launchers(bin_dir, version.python, version.package_parent, names)
+        forwarder = read_native_forwarder(version.native_forwarder) if native else None
+        written = write_launchers(bin_dir, version.python, version.package_parent, names, forwarder)
         runtime_bundle.remove_old(runtime_dir, keep=version)
     return written
 
 
-def write_launchers(bin_dir: str, python: str, parent: str, names=None) -> dict:
-    """Write the launchers, each whole (a running plugin never sees half a file); ``{path: bytes}``."""
+def write_launchers(bin_dir: str, python: str, parent: str, names=None, native: bytes | None = None) -> dict:
+    """Write the launchers, each whole (a running plugin never sees half a file); ``{path: bytes}``.
+
+    With ``native`` (the forwarder's bytes), a plugin the agent serves gets its Python launcher under
+    :func:`python_launcher_name` first, then the forwarder under its own name.
+    """
     os.makedirs(bin_dir, exist_ok=True)
     written = {}
     for name in names or PLUGINS:
-        path = os.path.join(bin_dir, name)
-        written[path] = launcher_text(python, parent, PLUGINS[name]).encode()
-        write_executable(path, written[path])
+        launcher = launcher_text(python, parent, PLUGINS[name]).encode()
+        if native is not None and name in SERVED_BY_AGENT:
+            written[os.path.join(bin_dir, python_launcher_name(name))] = launcher
+            written[os.path.join(bin_dir, name)] = native
+        else:
+            written[os.path.join(bin_dir, name)] = launcher
+    for path, data in written.items():
+        write_executable(path, data)
     return written
 
 

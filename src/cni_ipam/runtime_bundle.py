@@ -18,6 +18,7 @@ Layout on the node (``RUNTIME`` is ``--runtime-dir`` without the host root)::
     RUNTIME/VERSION/lib/python3.11/    the standard library (its os.py is the
                                        landmark from which Python finds its prefix)
     RUNTIME/VERSION/lib/cni-ipam/      the cni_ipam package, compiled
+    RUNTIME/VERSION/bin/cni-ipam-forward  the native forwarder, when built (patched like the interpreter)
 
 Each install writes a new ``VERSION`` directory, checks it, switches
 ``current`` and the launchers to it, then removes older versions but the
@@ -39,6 +40,7 @@ import sys
 import sysconfig
 import tempfile
 
+from .install import NATIVE_FORWARDER
 from .plugins.table import PLUGINS, SERVED_BY_AGENT
 
 MARKER = ".cni-ipam-runtime"  # in every version dir (only such dirs are ever removed); holds its identity
@@ -80,6 +82,11 @@ class Version:
     def python(self) -> str:
         """The interpreter, by its path on the node (the launchers' shebang)."""
         return os.path.join(self.node_path, "bin", PYTHON_NAME)
+
+    @property
+    def native_forwarder(self) -> str:
+        """The native forwarder's copy, by its path in the installer."""
+        return os.path.join(self.path, "bin", os.path.basename(NATIVE_FORWARDER))
 
     @property
     def package_parent(self) -> str:
@@ -141,6 +148,9 @@ def identity(package_parent: str, node_runtime: str) -> str:
             digest.update(os.path.relpath(path, package).encode() + b"\0")
             with open(path, "rb") as f:
                 digest.update(f.read() + b"\0")
+    if os.path.exists(NATIVE_FORWARDER):
+        with open(NATIVE_FORWARDER, "rb") as f:
+            digest.update(b"native forwarder\0" + f.read())
     return "\n".join([f"cni-ipam {__version__}", f"python {sys.version.split()[0]} {os.path.realpath(sys.executable)}",
                       f"node {node_runtime}", f"left out {sorted(LEFT_OUT_DIRS)} {LEFT_OUT_DIR_PREFIXES} "
                       f"{LEFT_OUT_EXTENSIONS}", f"sources {digest.hexdigest()}"]) + "\n"
@@ -184,6 +194,7 @@ def build(runtime_dir: str, host_root: str, package_parent: str, made_of: str) -
         extensions = copy_stdlib(path)
         loader = copy_libraries(path, [python, *extensions])
         patch(version, python, loader, extensions)
+        copy_native_forwarder(version, loader)
         copy_package(package_parent, version)
         compile_tree(version, STDLIB)
         smoke_check(version, loader)
@@ -377,6 +388,16 @@ def patch(version: Version, python: str, loader_name: str, extensions: list) -> 
         run_patchelf("--set-rpath", origin_rpath(path, lib), path)
         if has_interpreter(path):  # libc.so.6 is also a program (it prints its version)
             run_patchelf("--set-interpreter", loader, path)
+
+
+def copy_native_forwarder(version: Version, loader_name: str) -> None:
+    """Copy the native forwarder, when built, to load the copied loader and libc: the node's glibc may be
+    older than the image's.  Like the interpreter, it names ``lib`` by its absolute node path."""
+    if not os.path.exists(NATIVE_FORWARDER):
+        return
+    shutil.copy2(NATIVE_FORWARDER, version.native_forwarder)
+    run_patchelf("--set-interpreter", os.path.join(version.node_path, "lib", loader_name),
+                 "--set-rpath", os.path.join(version.node_path, "lib"), version.native_forwarder)
 
 
 def has_interpreter(elf: str) -> bool:

@@ -1,0 +1,792 @@
+/*
+ * cni-ipam-forward: the whereabouts executable when the node agent runs, in C.
+ *
+ * It does what src/cni_ipam/agent_client.py does before Python would have
+ * started: send the CNI environment and stdin to `cni-ipam agent` over its
+ * Unix socket as one line of JSON, then print the answer and exit with its
+ * code.  It makes no decision of its own.  Anything it cannot forward (a
+ * command other than ADD, DEL, CHECK, GC and STATUS, no agent, a refused,
+ * slow or closed connection, an answer it cannot read) goes to the Python
+ * launcher instead, with the original stdin, so a dead agent never blocks a
+ * pod.
+ *
+ * The wire format is src/cni_ipam/linejson.py's, byte for byte:
+ *   request  {"plugin":"whereabouts","env":{CNI_* variables},"stdin":"..."}\n
+ *   answer   {"stdout":"...","stderr":"...","exit":N}\n
+ * Bytes become text as Python's bytes.decode("utf-8", "surrogateescape")
+ * does, and text is escaped as json's ensure_ascii does.  The answer is
+ * printed as the Python launcher prints it (sys.stdout.write in the C or
+ * C.UTF-8 locale: UTF-8 with surrogateescape; sys.stderr.write:
+ * backslashreplace).
+ *
+ * The Python launcher is `.<plugin>-py` in the directory this program was
+ * run from (argv[0], else /proc/self/exe): `cni-ipam install --native`
+ * writes both.  C99 and libc only; built by native/build.sh.
+ */
+#define _GNU_SOURCE /* O_TMPFILE, SOCK_CLOEXEC, MSG_NOSIGNAL, syscall() */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef PLUGIN
+#define PLUGIN "whereabouts"
+#endif
+#define DEFAULT_SOCKET "/run/cni-ipam/agent.sock" /* agent_client.DEFAULT_SOCKET */
+#define ENV_SOCKET "CNI_IPAM_AGENT_SOCKET"       /* set to "" to never use the agent */
+#define MAX_MESSAGE ((size_t)16 << 20)          /* agent_client.MAX_MESSAGE: either way, newline excluded */
+#ifndef CONNECT_TIMEOUT_S
+#define CONNECT_TIMEOUT_S 5 /* the agent's listen backlog stays full this long: it is wedged */
+#endif
+#ifndef ANSWER_TIMEOUT_MS
+#define ANSWER_TIMEOUT_MS 60000 /* agent_client.TIMEOUT, for the whole exchange */
+#endif
+#define MAX_DEPTH 512 /* nesting in an answer; Python's scanner stops near 1000 */
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 1U
+#endif
+
+extern char **environ;
+
+/* A growing byte buffer that refuses to grow past its limit. */
+struct buf {
+    char *data;
+    size_t len, cap, limit;
+};
+
+static int put(struct buf *b, const void *bytes, size_t n)
+{
+    if (n > b->limit - b->len)
+        return -1;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        char *grown;
+        while (cap < b->len + n)
+            cap *= 2;
+        if (cap > b->limit)
+            cap = b->limit;
+        grown = realloc(b->data, cap);
+        if (!grown)
+            return -1;
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, bytes, n);
+    b->len += n;
+    return 0;
+}
+
+static int puts_(struct buf *b, const char *s) { return put(b, s, strlen(s)); }
+
+/* ---- bytes to text: CPython's UTF-8 decoder with errors="surrogateescape" ----
+ * One step at s: the length of a valid sequence (its code point in *cp), or, with *cp unset and
+ * *valid 0, how many bytes make the invalid one: its longest valid prefix, at least one byte.
+ * CPython (Objects/stringlib/codecs.h utf8_decode, Objects/unicodeobject.c unicode_decode_utf8)
+ * turns each of those bytes b into U+DC00+b and goes on after them; overlong forms, surrogates and
+ * code points above U+10FFFF are not valid, and a truncated sequence at the end is its prefix. */
+static size_t decode_step(const unsigned char *s, size_t n, uint32_t *cp, int *valid)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+    size_t need, k;
+
+    *valid = 0;
+    if (c < 0x80) {
+        *cp = c;
+        *valid = 1;
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf)
+        need = 2;
+    else if (c >= 0xe0 && c <= 0xef)
+        need = 3;
+    else if (c >= 0xf0 && c <= 0xf4)
+        need = 4;
+    else
+        return 1;
+    if (c == 0xe0)
+        lo = 0xa0; /* overlong */
+    else if (c == 0xed)
+        hi = 0x9f; /* surrogates */
+    else if (c == 0xf0)
+        lo = 0x90; /* overlong */
+    else if (c == 0xf4)
+        hi = 0x8f; /* above U+10FFFF */
+    for (k = 1; k < need; k++) {
+        if (k >= n || s[k] < lo || s[k] > hi)
+            return k;
+        lo = 0x80;
+        hi = 0xbf;
+    }
+    if (need == 2)
+        *cp = (uint32_t)(c & 0x1f) << 6 | (s[1] & 0x3f);
+    else if (need == 3)
+        *cp = (uint32_t)(c & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (s[2] & 0x3f);
+    else
+        *cp = (uint32_t)(c & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 | (uint32_t)(s[2] & 0x3f) << 6 |
+              (s[3] & 0x3f);
+    *valid = 1;
+    return need;
+}
+
+/* One code point as json.dumps(ensure_ascii=True) writes it (Modules/_json.c ascii_escape_unichar). */
+static int put_json_char(struct buf *b, uint32_t cp)
+{
+    char esc[16];
+
+    switch (cp) {
+    case '"': return puts_(b, "\\\"");
+    case '\\': return puts_(b, "\\\\");
+    case '\b': return puts_(b, "\\b");
+    case '\f': return puts_(b, "\\f");
+    case '\n': return puts_(b, "\\n");
+    case '\r': return puts_(b, "\\r");
+    case '\t': return puts_(b, "\\t");
+    default: break;
+    }
+    if (cp >= 0x20 && cp <= 0x7e) {
+        char c = (char)cp;
+        return put(b, &c, 1);
+    }
+    if (cp >= 0x10000) {
+        cp -= 0x10000;
+        sprintf(esc, "\\u%04x\\u%04x", (unsigned)(0xd800 | (cp >> 10)), (unsigned)(0xdc00 | (cp & 0x3ff)));
+    } else {
+        sprintf(esc, "\\u%04x", (unsigned)cp);
+    }
+    return puts_(b, esc);
+}
+
+/* Bytes as the JSON string of their surrogateescape-decoded text. */
+static int put_json_string(struct buf *b, const char *bytes, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)bytes;
+    size_t i = 0, k, step;
+    uint32_t cp = 0;
+    int valid;
+
+    if (puts_(b, "\""))
+        return -1;
+    while (i < n) {
+        step = decode_step(s + i, n - i, &cp, &valid);
+        if (valid) {
+            if (put_json_char(b, cp))
+                return -1;
+        } else {
+            for (k = 0; k < step; k++)
+                if (put_json_char(b, 0xdc00u + s[i + k]))
+                    return -1;
+        }
+        i += step;
+    }
+    return puts_(b, "\"");
+}
+
+/* ---- the request ---- */
+
+static int already_seen(char **entry, size_t key_len)
+{
+    char **earlier;
+
+    for (earlier = environ; earlier != entry; earlier++)
+        if (strncmp(*earlier, *entry, key_len + 1) == 0)
+            return 1; /* os.environ keeps the first of duplicate names */
+    return 0;
+}
+
+static int build_request(struct buf *req, const struct buf *in)
+{
+    char **entry;
+    int first = 1;
+
+    if (puts_(req, "{\"plugin\":") || put_json_string(req, PLUGIN, strlen(PLUGIN)) || puts_(req, ",\"env\":{"))
+        return -1;
+    for (entry = environ; *entry; entry++) {
+        const char *eq = strchr(*entry, '=');
+        size_t key_len;
+
+        if (!eq || strncmp(*entry, "CNI_", 4) != 0)
+            continue;
+        key_len = (size_t)(eq - *entry);
+        if (already_seen(entry, key_len))
+            continue;
+        if ((!first && puts_(req, ",")) || put_json_string(req, *entry, key_len) || puts_(req, ":") ||
+            put_json_string(req, eq + 1, strlen(eq + 1)))
+            return -1;
+        first = 0;
+    }
+    if (puts_(req, "},\"stdin\":") || put_json_string(req, in->data ? in->data : "", in->len) || puts_(req, "}"))
+        return -1;
+    req->limit = MAX_MESSAGE + 1;
+    return puts_(req, "\n");
+}
+
+/* ---- the exchange ---- */
+
+static long long now_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static int wait_for(int fd, short events, long long deadline)
+{
+    struct pollfd p;
+    long long left;
+    int ready;
+
+    p.fd = fd;
+    p.events = events;
+    for (;;) {
+        left = deadline - now_ms();
+        if (left <= 0)
+            return -1;
+        ready = poll(&p, 1, (int)left);
+        if (ready > 0)
+            return 0;
+        if (ready < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+/* The answer's line (newline excluded) in *answer, or -1 for no answer. */
+static int exchange(int fd, const struct buf *req, struct buf *answer)
+{
+    long long deadline = now_ms() + ANSWER_TIMEOUT_MS;
+    size_t sent = 0;
+    char chunk[65536];
+    ssize_t n;
+
+    while (sent < req->len) {
+        if (wait_for(fd, POLLOUT, deadline))
+            return -1;
+        n = send(fd, req->data + sent, req->len - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            return -1;
+        if (n > 0)
+            sent += (size_t)n;
+    }
+    answer->limit = MAX_MESSAGE + sizeof chunk + 1;
+    for (;;) { /* as linejson.Reader.read */
+        if (answer->len > MAX_MESSAGE || wait_for(fd, POLLIN, deadline))
+            return -1;
+        n = recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+        if (n == 0)
+            return -1; /* closed before a whole line */
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            return -1;
+        if (n > 0) {
+            char *newline = memchr(chunk, '\n', (size_t)n);
+
+            if (put(answer, chunk, (size_t)n))
+                return -1;
+            if (newline) {
+                answer->len -= (size_t)(chunk + n - newline);
+                return answer->len > MAX_MESSAGE ? -1 : 0;
+            }
+        }
+    }
+}
+
+static int ask_agent(const char *path, const struct buf *req, struct buf *answer)
+{
+    struct sockaddr_un addr;
+    struct timeval connect_timeout = {CONNECT_TIMEOUT_S, 0};
+    size_t len = strlen(path);
+    int fd, rc = -1;
+
+    if (len > sizeof addr.sun_path)
+        return -1; /* Python: "AF_UNIX path too long" */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    memcpy(addr.sun_path, path, len);
+    /* A blocking connect to a full backlog waits SO_SNDTIMEO (Linux unix_stream_connect). */
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &connect_timeout, sizeof connect_timeout) == 0 &&
+        connect(fd, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) == 0)
+        rc = exchange(fd, req, answer);
+    close(fd);
+    return rc;
+}
+
+/* ---- the answer: JSON text back to the bytes Python would print ---- */
+
+enum sink { SKIP, STDOUT_TEXT, STDERR_TEXT };
+
+struct parser {
+    const unsigned char *p, *end;
+    int depth;
+};
+
+static void skip_ws(struct parser *ps)
+{
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
+        ps->p++;
+}
+
+static int put_utf8(struct buf *b, uint32_t cp)
+{
+    unsigned char u[4];
+    size_t n;
+
+    if (cp < 0x80) {
+        u[0] = (unsigned char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (unsigned char)(0xc0 | cp >> 6);
+        u[1] = (unsigned char)(0x80 | (cp & 0x3f));
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (unsigned char)(0xe0 | cp >> 12);
+        u[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+        u[2] = (unsigned char)(0x80 | (cp & 0x3f));
+        n = 3;
+    } else {
+        u[0] = (unsigned char)(0xf0 | cp >> 18);
+        u[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3f));
+        u[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+        u[3] = (unsigned char)(0x80 | (cp & 0x3f));
+        n = 4;
+    }
+    return put(b, u, n);
+}
+
+/* One code point as sys.stdout (UTF-8, surrogateescape) or sys.stderr (UTF-8, backslashreplace)
+ * encodes it; -1 where Python would raise (a surrogate stdout cannot encode). */
+static int emit(struct buf *out, enum sink sink, uint32_t cp)
+{
+    char esc[8];
+
+    if (sink == SKIP)
+        return 0;
+    if (cp < 0xd800 || cp > 0xdfff)
+        return put_utf8(out, cp);
+    if (sink == STDOUT_TEXT) {
+        unsigned char byte = (unsigned char)(cp - 0xdc00);
+
+        return cp >= 0xdc80 && cp <= 0xdcff ? put(out, &byte, 1) : -1;
+    }
+    sprintf(esc, "\\u%04x", (unsigned)cp);
+    return puts_(out, esc);
+}
+
+static int hex4(const unsigned char *p, const unsigned char *end, uint32_t *value)
+{
+    int i;
+
+    *value = 0;
+    if (end - p < 4)
+        return -1;
+    for (i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+
+        *value <<= 4;
+        if (c >= '0' && c <= '9')
+            *value |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            *value |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            *value |= (uint32_t)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    return 0;
+}
+
+/* A JSON string at ps->p (its opening quote), as Modules/_json.c scanstring_unicode reads it with
+ * strict=True; its text goes to ``out`` as ``sink`` says. */
+static int parse_string(struct parser *ps, struct buf *out, enum sink sink)
+{
+    uint32_t cp, low;
+    int valid;
+
+    if (ps->p >= ps->end || *ps->p != '"')
+        return -1;
+    ps->p++;
+    for (;;) {
+        if (ps->p >= ps->end || *ps->p < 0x20)
+            return -1; /* unterminated, or a raw control character */
+        if (*ps->p == '"') {
+            ps->p++;
+            return 0;
+        }
+        if (*ps->p != '\\') {
+            ps->p += decode_step(ps->p, (size_t)(ps->end - ps->p), &cp, &valid);
+            if (!valid || emit(out, sink, cp))
+                return -1;
+            continue;
+        }
+        if (ps->end - ps->p < 2)
+            return -1;
+        switch (ps->p[1]) {
+        case '"': cp = '"'; break;
+        case '\\': cp = '\\'; break;
+        case '/': cp = '/'; break;
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'n': cp = '\n'; break;
+        case 'r': cp = '\r'; break;
+        case 't': cp = '\t'; break;
+        case 'u':
+            if (hex4(ps->p + 2, ps->end, &cp))
+                return -1;
+            ps->p += 4;
+            if (cp >= 0xd800 && cp <= 0xdbff && ps->end - ps->p >= 8 && ps->p[2] == '\\' && ps->p[3] == 'u' &&
+                hex4(ps->p + 4, ps->end, &low) == 0 && low >= 0xdc00 && low <= 0xdfff) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+                ps->p += 6;
+            }
+            break;
+        default: return -1;
+        }
+        ps->p += 2;
+        if (emit(out, sink, cp))
+            return -1;
+    }
+}
+
+/* A JSON number; an integer's value in *value (overflow refused), *integer says which it was. */
+static int parse_number(struct parser *ps, long long *value, int *integer)
+{
+    int negative = 0;
+    long long v = 0;
+
+    *integer = 1;
+    if (ps->p < ps->end && *ps->p == '-') {
+        negative = 1;
+        ps->p++;
+    }
+    if (ps->p >= ps->end || *ps->p < '0' || *ps->p > '9')
+        return -1;
+    if (*ps->p == '0')
+        ps->p++;
+    else
+        while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
+            if (v > (LLONG_MAX - 9) / 10)
+                *integer = 0; /* too big to be an exit code */
+            else
+                v = v * 10 + (*ps->p - '0');
+            ps->p++;
+        }
+    if (ps->p < ps->end && *ps->p == '.') {
+        *integer = 0;
+        if (++ps->p >= ps->end || *ps->p < '0' || *ps->p > '9')
+            return -1;
+        while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')
+            ps->p++;
+    }
+    if (ps->p < ps->end && (*ps->p == 'e' || *ps->p == 'E')) {
+        *integer = 0;
+        ps->p++;
+        if (ps->p < ps->end && (*ps->p == '+' || *ps->p == '-'))
+            ps->p++;
+        if (ps->p >= ps->end || *ps->p < '0' || *ps->p > '9')
+            return -1;
+        while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')
+            ps->p++;
+    }
+    *value = negative ? -v : v;
+    return 0;
+}
+
+static int skip_value(struct parser *ps);
+
+static int skip_container(struct parser *ps, unsigned char close, int keyed)
+{
+    if (++ps->depth > MAX_DEPTH)
+        return -1;
+    ps->p++;
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        ps->depth--;
+        return 0;
+    }
+    for (;;) {
+        if (keyed) {
+            if (parse_string(ps, NULL, SKIP))
+                return -1;
+            skip_ws(ps);
+            if (ps->p >= ps->end || *ps->p++ != ':')
+                return -1;
+            skip_ws(ps);
+        }
+        if (skip_value(ps))
+            return -1;
+        skip_ws(ps);
+        if (ps->p >= ps->end)
+            return -1;
+        if (*ps->p == close) {
+            ps->p++;
+            ps->depth--;
+            return 0;
+        }
+        if (*ps->p++ != ',')
+            return -1;
+        skip_ws(ps);
+    }
+}
+
+static int literal(struct parser *ps, const char *word)
+{
+    size_t n = strlen(word);
+
+    if ((size_t)(ps->end - ps->p) < n || memcmp(ps->p, word, n) != 0)
+        return -1;
+    ps->p += n;
+    return 0;
+}
+
+static int skip_value(struct parser *ps)
+{
+    long long ignored;
+    int integer;
+
+    if (ps->p >= ps->end)
+        return -1;
+    switch (*ps->p) {
+    case '"': return parse_string(ps, NULL, SKIP);
+    case '{': return skip_container(ps, '}', 1);
+    case '[': return skip_container(ps, ']', 0);
+    case 't': return literal(ps, "true");
+    case 'f': return literal(ps, "false");
+    case 'n': return literal(ps, "null");
+    default: return parse_number(ps, &ignored, &integer);
+    }
+}
+
+/* The answer line's stdout and stderr bytes and exit code; -1 for anything the agent never sends. */
+static int parse_answer(const struct buf *line, struct buf *out, struct buf *err, int *code)
+{
+    struct parser ps;
+    struct buf key = {NULL, 0, 0, MAX_MESSAGE};
+    int have_out = 0, have_err = 0, have_exit = 0, rc = -1;
+
+    ps.p = (const unsigned char *)line->data;
+    ps.end = ps.p + line->len;
+    ps.depth = 1;
+    skip_ws(&ps);
+    if (ps.p >= ps.end || *ps.p++ != '{')
+        return -1;
+    skip_ws(&ps);
+    if (ps.p < ps.end && *ps.p == '}')
+        goto done;
+    for (;;) {
+        key.len = 0;
+        if (parse_string(&ps, &key, STDERR_TEXT))
+            goto done;
+        skip_ws(&ps);
+        if (ps.p >= ps.end || *ps.p++ != ':')
+            goto done;
+        skip_ws(&ps);
+        if (key.len == 6 && memcmp(key.data, "stdout", 6) == 0) {
+            out->len = 0; /* a repeated key: the last one counts, as in Python */
+            if (parse_string(&ps, out, STDOUT_TEXT))
+                goto done;
+            have_out = 1;
+        } else if (key.len == 6 && memcmp(key.data, "stderr", 6) == 0) {
+            err->len = 0;
+            if (parse_string(&ps, err, STDERR_TEXT))
+                goto done;
+            have_err = 1;
+        } else if (key.len == 4 && memcmp(key.data, "exit", 4) == 0) {
+            long long value;
+            int integer;
+
+            if (ps.p >= ps.end || (*ps.p != '-' && (*ps.p < '0' || *ps.p > '9')) ||
+                parse_number(&ps, &value, &integer) || !integer || value > INT_MAX || value < INT_MIN)
+                goto done;
+            *code = (int)value;
+            have_exit = 1;
+        } else if (skip_value(&ps)) {
+            goto done;
+        }
+        skip_ws(&ps);
+        if (ps.p >= ps.end)
+            goto done;
+        if (*ps.p == '}')
+            break;
+        if (*ps.p++ != ',')
+            goto done;
+        skip_ws(&ps);
+    }
+    ps.p++;
+    skip_ws(&ps);
+    if (ps.p == ps.end && have_out && have_err && have_exit)
+        rc = 0;
+done:
+    free(key.data);
+    return rc;
+}
+
+/* ---- the Python launcher, with the original stdin ---- */
+
+static void write_all(int fd, const char *data, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, data, n);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        data += w;
+        n -= (size_t)w;
+    }
+}
+
+static void fail(const char *what, const char *path, int error)
+{
+    struct buf msg = {NULL, 0, 0, 1 << 16}, text = {NULL, 0, 0, 1 << 16};
+
+    if (puts_(&text, "cni-ipam forwarder: ") || puts_(&text, what) || puts_(&text, " ") || puts_(&text, path) ||
+        puts_(&text, ": ") || puts_(&text, strerror(error)))
+        text.len = 0;
+    if (puts_(&msg, "{\"code\":999,\"msg\":") || put_json_string(&msg, text.data, text.len) || puts_(&msg, "}\n"))
+        msg.len = 0;
+    write_all(1, msg.data, msg.len);
+    write_all(2, text.data, text.len);
+    write_all(2, "\n", 1);
+    free(msg.data);
+    free(text.data);
+    exit(1);
+}
+
+/* A file holding the stdin bytes read so far, then whatever of stdin is left; at offset 0. */
+static int stdin_file(const struct buf *in, int rest)
+{
+    char chunk[65536];
+    ssize_t n;
+    int fd = (int)syscall(SYS_memfd_create, "cni-stdin", MFD_CLOEXEC);
+
+    if (fd < 0)
+        fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int p[2];
+
+        if (rest || in->len > 65536 || pipe(p)) /* a pipe holds 64 KiB unread */
+            return -1;
+        write_all(p[1], in->data, in->len);
+        close(p[1]);
+        return p[0];
+    }
+    write_all(fd, in->data, in->len);
+    while (rest && ((n = read(0, chunk, sizeof chunk)) > 0 || (n < 0 && errno == EINTR)))
+        if (n > 0)
+            write_all(fd, chunk, (size_t)n);
+    if (lseek(fd, 0, SEEK_SET) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void launcher_path(const char *argv0, char *path, size_t size)
+{
+    char self[PATH_MAX];
+    const char *from = argv0, *slash;
+    ssize_t n;
+
+    if (!from || !strchr(from, '/')) {
+        n = readlink("/proc/self/exe", self, sizeof self - 1);
+        self[n > 0 ? n : 0] = '\0';
+        from = self;
+    }
+    slash = strrchr(from, '/');
+    if (!slash || (size_t)snprintf(path, size, "%.*s/.%s-py", (int)(slash - from), from, PLUGIN) >= size)
+        fail("cannot find the Python launcher beside", from, slash ? ENAMETOOLONG : ENOENT);
+}
+
+/* exec the Python launcher; with ``in`` (a forwarded command the agent did not answer), stdin becomes a file
+ * of ``in`` and the rest of stdin if ``rest``, and CNI_IPAM_AGENT_SOCKET="" keeps the launcher from asking
+ * the agent again: the Python plugin does the work in that process. */
+static void run_python(char **argv, const struct buf *in, int rest)
+{
+    char path[PATH_MAX];
+    char *fallback_argv[2] = {NULL, NULL};
+
+    launcher_path(argv[0], path, sizeof path);
+    if (in) {
+        int fd = stdin_file(in, rest);
+
+        if (fd < 0 || dup2(fd, 0) < 0)
+            fail("cannot hand stdin to", path, errno);
+        close(fd);
+        if (setenv(ENV_SOCKET, "", 1))
+            fail("cannot set " ENV_SOCKET " for", path, errno);
+    }
+    if (!argv[0])
+        argv = fallback_argv;
+    argv[0] = path;
+    execv(path, argv);
+    fail("cannot run", path, errno);
+}
+
+static int forwarded(const char *command)
+{
+    static const char *const commands[] = {"ADD", "DEL", "CHECK", "GC", "STATUS"};
+    size_t i;
+
+    for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (command && strcmp(command, commands[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* All of stdin up to the request's bound: 1 if it all came, 0 if there is more (or it failed). */
+static int read_stdin(struct buf *in)
+{
+    char chunk[65536];
+    ssize_t n;
+
+    for (;;) {
+        n = read(0, chunk, sizeof chunk);
+        if (n == 0)
+            return 1;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || put(in, chunk, (size_t)n) || in->len > MAX_MESSAGE)
+            return 0; /* every byte read is kept: the Python plugin gets them all */
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *socket_path = getenv(ENV_SOCKET);
+    struct buf in = {NULL, 0, 0, MAX_MESSAGE + 65536}, req = {NULL, 0, 0, MAX_MESSAGE};
+    struct buf answer = {NULL, 0, 0, 0}, out = {NULL, 0, 0, MAX_MESSAGE}, err = {NULL, 0, 0, MAX_MESSAGE};
+    int code = 0;
+
+    (void)argc;
+    if (!socket_path)
+        socket_path = DEFAULT_SOCKET;
+    if (!forwarded(getenv("CNI_COMMAND")) || !*socket_path)
+        run_python(argv, NULL, 0);
+    if (!read_stdin(&in))
+        run_python(argv, &in, 1);
+    if (build_request(&req, &in) || ask_agent(socket_path, &req, &answer) ||
+        parse_answer(&answer, &out, &err, &code))
+        run_python(argv, &in, 0);
+    write_all(1, out.data, out.len);
+    write_all(2, err.data, err.len);
+    free(in.data);
+    free(req.data);
+    free(answer.data);
+    free(out.data);
+    free(err.data);
+    return code;
+}
