@@ -11,8 +11,11 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
+import sys
 import tempfile
+import time
 
 import pytest
 
@@ -233,3 +236,160 @@ def _status(rpc, path):
         return rpc.call(path, {"op": "status"}, first_timeout=1)
     except (rpc.Unreachable, rpc.NoAnswer):
         return None
+
+
+# -- What the daemon refuses (cni_ipam.dhcp.netns; docs/dhcp.md "What the daemon accepts") --
+
+def _link_up(netns: str, ifname: str) -> bool:
+    [link] = json.loads(Lab.ip(netns, "-j", "link", "show", "dev", ifname))
+    return "UP" in link["flags"]
+
+
+def _refused(add, daemon, netns: str, fragment: str) -> None:
+    """Code 4 naming CNI_NETNS and its value, with the reason; the same refusal in the daemon's log."""
+    assert add.output["code"] == 4, add
+    assert add.output["msg"].startswith(f"dhcp: CNI_NETNS {netns!r}") and fragment in add.output["msg"], add
+    assert any(e["msg"] == add.output["msg"] and e["code"] == 4 for e in daemon.wait_for("rpc.refused")), \
+        daemon.log_text()
+
+
+def test_the_daemon_never_enters_its_own_namespace(dhcp, plugin_bin_dir, lab):
+    """/proc/self/ns/net (or any path to the daemon's namespace) would bring a host link up and DISCOVER from it."""
+    net, daemon = dhcp()
+    lab.ip(net.node, "link", "add", "bait", "type", "veth", "peer", "name", "baitport")
+    lab.ip(net.node, "link", "set", "baitport", "master", "dhcpbr0", "up")
+    assert not _link_up(net.node, "bait")
+    for path in ("/proc/self/ns/net", f"/proc/{daemon.process.pid}/ns/net", Lab.path(net.node)):
+        env = cni_env("ADD", "c1", path, "bait", "", plugin_bin_dir)
+        add = run_plugin(os.path.join(plugin_bin_dir, "dhcp"), env,
+                         {"cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan",
+                          "ipam": {"type": "dhcp", "daemonSocketPath": daemon.socket_path}})
+        _refused(add, daemon, path, "own network namespace")
+    assert not _link_up(net.node, "bait")
+    assert "DHCPDISCOVER" not in net.dnsmasq.log() and daemon.leases() == []
+
+
+def test_a_fifo_as_netns_is_answered_at_once_and_the_daemon_keeps_serving(dhcp, plugin_bin_dir, tmp_path):
+    net, daemon = dhcp(timeout="2s")
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    env = cni_env("ADD", "c1", fifo, "net1", "", plugin_bin_dir)
+    config = {"cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan",
+              "ipam": {"type": "dhcp", "daemonSocketPath": daemon.socket_path}}
+    started = time.monotonic()
+    add = run_plugin(os.path.join(plugin_bin_dir, "dhcp"), env, config)
+    assert time.monotonic() - started < 3, add
+    _refused(add, daemon, fifo, "is a FIFO, not a network namespace")
+    assert plugin(plugin_bin_dir, "ADD", daemon, net.veth_pod("pod"), container_id="c2").ok
+
+
+def test_dotdot_cannot_climb_out_of_the_host_prefix(dhcp, plugin_bin_dir):
+    """-hostprefix H: CNI_NETNS /../../run/netns/pod would be the daemon's /run/netns/pod, outside H."""
+    net, _ = dhcp(with_daemon=False)
+    pod = net.veth_pod("pod")
+    short = tempfile.mkdtemp(prefix="hp", dir="/tmp")
+    host = os.path.join(short, "h")
+    os.makedirs(host)
+    climb = "/.." * host.count("/") + Lab.path(pod)
+    assert os.path.exists(host + climb)
+    daemon = DaemonProcess(net.node, short, name="hp", extra=("-hostprefix", host))
+    daemon.socket_path = f"{host}{daemon.socket_path}"
+    daemon.start()
+    try:
+        env = cni_env("ADD", "c1", climb, "net1", "", plugin_bin_dir)
+        add = run_plugin(os.path.join(plugin_bin_dir, "dhcp"), env,
+                         {"cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan",
+                          "ipam": {"type": "dhcp", "daemonSocketPath": daemon.socket_path}})
+        _refused(add, daemon, climb, "has a '..' component: refused")
+        assert "DHCPDISCOVER" not in net.dnsmasq.log()
+    finally:
+        daemon.stop()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_an_unreadable_netns_gets_an_answer_and_a_log_line(dhcp, plugin_bin_dir, tmp_path):
+    """A daemon without CAP_DAC_OVERRIDE meets a namespace it may not open: code 4, not silence."""
+    net, _ = dhcp(with_daemon=False)
+    pod = net.veth_pod("pod")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    os.chown(locked, 65534, 65534)
+    (locked / "ns").touch()
+    subprocess.run(["mount", "--bind", Lab.path(pod), str(locked / "ns")], check=True)
+    daemon = DaemonProcess(net.node, str(tmp_path), name="nodac", command=[
+        "setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-m", "cni_ipam.dhcp.daemon"])
+    try:
+        daemon.start()
+        path = str(locked / "ns")
+        env = cni_env("ADD", "c1", path, "net1", "", plugin_bin_dir)
+        add = run_plugin(os.path.join(plugin_bin_dir, "dhcp"), env,
+                         {"cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan",
+                          "ipam": {"type": "dhcp", "daemonSocketPath": daemon.socket_path}})
+        _refused(add, daemon, path, f"network namespace {path} cannot be opened: Permission denied")
+    finally:
+        daemon.stop()
+        subprocess.run(["umount", str(locked / "ns")], check=True)
+
+
+_PROBER = """
+import json, os, socket, stat, sys
+path, stop = sys.argv[1:]
+connected = seen_open = tries = 0
+while not os.path.exists(stop):
+    tries += 1
+    try:
+        if os.stat(path).st_mode & 0o007:
+            seen_open += 1
+    except OSError:
+        pass
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        connected += 1
+    except OSError:
+        pass
+    finally:
+        probe.close()
+print(json.dumps({"connected": connected, "seen_open": seen_open, "tries": tries}))
+"""
+
+
+def test_no_other_user_can_reach_the_socket_at_any_moment():
+    """Under umask 0 a bound socket file is mode 0777 until chmod: nobody (uid 65534) races many restarts."""
+    workdir = tempfile.mkdtemp(prefix="sockrace", dir="/tmp")
+    os.chmod(workdir, 0o755)  # nobody may look inside; only the socket's own mode keeps it out
+    daemon = DaemonProcess(None, workdir, command=["sh", "-c", 'umask 0 && exec "$@"', "sh", sys.executable, "-m",
+                                                   "cni_ipam.dhcp.daemon"])
+    stop = os.path.join(workdir, "stop")
+    prober = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                               _PROBER, daemon.socket_path, stop], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(30):
+            daemon.start()
+            assert stat.S_IMODE(os.stat(daemon.socket_path).st_mode) == 0o660
+            daemon.stop()
+    finally:
+        daemon.stop()
+        open(stop, "w").close()
+        seen = json.loads(prober.communicate(timeout=10)[0])
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert seen["tries"] > 100 and seen["connected"] == 0 and seen["seen_open"] == 0, seen
+
+
+def test_variables_that_are_not_utf8(dhcp, plugin_bin_dir):
+    """Bytes b"\\xff" in CNI_IFNAME, CNI_NETNS or CNI_ARGS: ADD code 4, DEL succeeds, the daemon never fails."""
+    net, daemon = dhcp()
+    pod = net.veth_pod("pod")
+    bad = {"CNI_IFNAME": "net1\udcff", "CNI_NETNS": f"{Lab.path(pod)}\udcff", "CNI_ARGS": "K8S_POD_NAME=\udcff"}
+    config = {"cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan",
+              "ipam": {"type": "dhcp", "daemonSocketPath": daemon.socket_path}}
+    for variable, value in bad.items():
+        for command in ("ADD", "DEL"):
+            env = dict(cni_env(command, "c1", Lab.path(pod), "net1", "", plugin_bin_dir), **{variable: value})
+            done = run_plugin(os.path.join(plugin_bin_dir, "dhcp"), env, config)  # subprocess encodes \udcff as \xff
+            if command == "ADD":
+                assert done.output["code"] == 4 and f"{variable} is not valid UTF-8" in done.output["msg"], done
+            else:
+                assert done.ok and done.stdout == "", done
+    assert "DHCPDISCOVER" not in net.dnsmasq.log()
+    assert daemon.events("rpc.crashed") == [] and daemon.leases() == []

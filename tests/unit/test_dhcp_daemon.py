@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 
 import pytest
 
@@ -85,6 +86,29 @@ def test_bad_requests(extra, fragment):
     assert caught.value.code == 7 and fragment in caught.value.msg
 
 
+@pytest.mark.parametrize("netns", ["/run/netns/../../proc/1/ns/net", "/..", "/run/netns/p/..", "/run/netns/p\udcff"])
+def test_netns_paths_the_daemon_refuses_before_looking(netns):
+    """``..`` (which would climb out of -hostprefix) and invalid UTF-8: code 4, naming CNI_NETNS and its value."""
+    with pytest.raises(RequestError) as caught:
+        Spec.from_request(request(netns=netns))
+    assert caught.value.code == 4 and f"CNI_NETNS {netns!r}" in caught.value.msg
+    assert "'..'" in caught.value.msg or "not valid UTF-8" in caught.value.msg
+    assert "not the daemon's own" in caught.value.details
+
+
+@pytest.mark.parametrize("netns", ["/run/netns/..pod", "/run/netns/pod..", "/proc/self/ns/net", "//run/./netns/p"])
+def test_netns_paths_that_pass_to_the_open(netns):
+    """No ``..`` component: what the path leads to is judged when it is opened (test_dhcp_netns.py)."""
+    assert Spec.from_request(request(netns=netns)).netns == netns
+
+
+@pytest.mark.parametrize("key", ["containerID", "network", "ifname"])
+def test_text_fields_must_be_utf8(key):
+    with pytest.raises(RequestError) as caught:
+        Spec.from_request(request(**{key: "e\udcff"}), with_options=False)
+    assert caught.value.code == 7 and f"{key!r} is not valid UTF-8" in caught.value.msg
+
+
 def test_json_log_lines():
     record = logging.LogRecord("cni_ipam.dhcp", logging.WARNING, __file__, 1, "lost %s", ("192.0.2.5",), None)
     record.event = "lease.lost"
@@ -155,3 +179,44 @@ def test_the_server_answers_each_connection_with_one_line(tmp_path):
                               (b'{"op": "check", "containerID": "c1", "network": "n"}\n', "'ifname' must be")):
         answer = ask(payload)
         assert answer["ok"] is False and answer["code"] == 7 and fragment in answer["msg"], (payload, answer)
+
+
+def test_refused_requests_are_answered_in_time_and_logged(tmp_path, caplog):
+    """A FIFO, the daemon's own namespace, invalid UTF-8: each gets its CNI error at once and a log line.
+
+    A FIFO used to block the request's thread in open(2) for good; the
+    daemon's own namespace used to be entered (and its link brought up).
+    """
+    import socket
+    import threading
+
+    from cni_ipam import linejson
+    from cni_ipam.dhcp.daemon.server import Daemon
+
+    server = Daemon(Settings(build_parser("x").parse_args(["--lease-dir", str(tmp_path / "leases"), "-timeout", "1s"])))
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+
+    def ask(**fields) -> dict:
+        ours, theirs = socket.socketpair()
+        with ours:
+            ours.settimeout(5)
+            ours.sendall(linejson.encode(dict({"containerID": "c1", "network": "n", "ifname": "eth0"}, **fields)))
+            threading.Thread(target=server.handle, args=(theirs,), daemon=True).start()
+            reader = linejson.Reader(ours)
+            while True:
+                message = reader.read()  # TimeoutError if the daemon hangs
+                if "ok" in message:
+                    return message
+
+    with caplog.at_level(logging.WARNING, logger="cni_ipam.dhcp"):
+        answers = {"fifo": ask(op="add", netns=fifo), "own": ask(op="add", netns="/proc/self/ns/net"),
+                   "utf8": ask(op="del", ifname="e\udcff")}
+    assert answers["fifo"]["code"] == 4 and answers["fifo"]["msg"] == (
+        f"dhcp: CNI_NETNS {fifo!r} refused: {fifo} is a FIFO, not a network namespace")
+    assert answers["own"]["code"] == 4 and "is the DHCP daemon's own network namespace" in answers["own"]["msg"]
+    assert answers["utf8"]["code"] == 7 and "'ifname' is not valid UTF-8" in answers["utf8"]["msg"]
+    logged = [(r.fields["op"], r.fields["code"], r.getMessage()) for r in caplog.records if r.event == "rpc.refused"]
+    assert [entry[:2] for entry in logged] == [("add", 4), ("add", 4), ("del", 7)]
+    assert logged[0][2] == answers["fifo"]["msg"]
+    assert ask(op="status") == {"ok": True, "leases": 0}

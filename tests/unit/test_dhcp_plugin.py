@@ -33,8 +33,8 @@ def daemon(tmp_path):
     fake.close()
 
 
-def call(command, socket_path, version="1.0.0", args="", netns="/run/netns/pod", **config):
-    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": "c1", "CNI_NETNS": netns, "CNI_IFNAME": "net1",
+def call(command, socket_path, version="1.0.0", args="", netns="/run/netns/pod", ifname="net1", **config):
+    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": "c1", "CNI_NETNS": netns, "CNI_IFNAME": ifname,
            "CNI_PATH": "/opt/cni/bin", "CNI_ARGS": args}
     ipam = dict({"type": "dhcp", "daemonSocketPath": socket_path}, **config.pop("ipam", {}))
     stdin = json.dumps(dict({"cniVersion": version, "name": "mynet", "type": "macvlan", "ipam": ipam}, **config))
@@ -129,6 +129,31 @@ def test_del_passes_the_daemons_note_on_and_needs_no_netns(daemon):
     assert outcome.exit_code == 0 and output is None
     assert "no lease was held" in outcome.stderr
     assert daemon.requests[0]["netns"] == ""
+
+
+# What cni.environ makes of a variable that is not UTF-8 (b"\\xff" read with surrogateescape).
+NOT_UTF8 = {"ifname": "e\udcff", "netns": "/run/netns/p\udcff", "args": "K8S_POD_NAME=\udcff"}
+
+
+@pytest.mark.parametrize("field,variable", [("ifname", "CNI_IFNAME"), ("netns", "CNI_NETNS"), ("args", "CNI_ARGS")])
+def test_add_and_check_refuse_variables_that_are_not_utf8(daemon, field, variable):
+    for command in ("ADD", "CHECK"):
+        outcome, output = call(command, daemon.path, prevResult={"cniVersion": "1.0.0"}, **{field: NOT_UTF8[field]})
+        assert outcome.exit_code == 1 and output["code"] == 4, outcome
+        assert output["msg"].startswith(f"dhcp: {variable} is not valid UTF-8: b'") and "\\xff" in output["msg"]
+    assert daemon.requests == []
+
+
+def test_del_with_variables_that_are_not_utf8_succeeds(daemon):
+    """DEL always succeeds: no lease can exist for such an ifname; a bad netns or args is not needed."""
+    outcome, output = call("DEL", daemon.path, ifname=NOT_UTF8["ifname"])
+    assert outcome.exit_code == 0 and output is None and daemon.requests == []
+    assert "nothing to release: CNI_IFNAME is not valid UTF-8: b'e\\xff'" in outcome.stderr
+    for field in ("netns", "args"):
+        outcome, output = call("DEL", daemon.path, **{field: NOT_UTF8[field]})
+        assert outcome.exit_code == 0 and output is None, outcome
+    assert [(r["op"], r["ifname"], r["netns"]) for r in daemon.requests] == [("del", "net1", ""),
+                                                                             ("del", "net1", "/run/netns/pod")]
 
 
 def test_del_without_an_ipam_section_still_succeeds(tmp_path):

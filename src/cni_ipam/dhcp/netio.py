@@ -1,7 +1,7 @@
 """Sockets on a pod's interface, opened from inside the pod's network namespace.
 
-A thread enters the namespace (``setns`` through ctypes: Python 3.11 has no
-``os.setns``), looks the link up, brings it up if it is down, opens its
+A thread enters the namespace (:class:`~cni_ipam.dhcp.netns.Entered`, which
+checks what it enters), looks the link up, brings it up if it is down, opens its
 sockets and leaves again.  A socket belongs to the namespace it was
 created in for the rest of its life, so the thread holds the namespace
 only while it has sockets open: between renewals nothing keeps a deleted
@@ -22,14 +22,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import os
 import socket
 import struct
 import time
 
 from . import packet
+from .netns import Entered, Gone
 
-CLONE_NEWNET = 0x40000000
 ETH_P_IP = 0x0800
 SO_ATTACH_FILTER = 26
 SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCGIFHWADDR = 0x8913, 0x8914, 0x8927
@@ -51,89 +50,8 @@ _BPF = [
 ]
 
 
-class Gone(OSError):
-    def __str__(self):
-        return self.strerror or super().__str__()
-
-
-class NetnsGone(Gone):
-    """The pod's network namespace no longer exists (or the path now names another one)."""
-
-
 class LinkGone(Gone):
     """The interface is not in the pod's namespace."""
-
-
-_libc = None
-
-
-def _setns(fd: int) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    # nstype CLONE_NEWNET: the kernel refuses an fd that is not a network
-    # namespace, so a wrong path can never switch anything else.
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"setns: {os.strerror(code)}")
-
-
-class Home:
-    """The daemon's own namespace, to return to; open it in the main thread at start."""
-
-    fd = None
-
-    @classmethod
-    def open(cls) -> None:
-        if cls.fd is None:
-            cls.fd = os.open(f"/proc/{os.getpid()}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-
-
-def netns_identity(path: str) -> tuple:
-    """``(st_dev, st_ino)`` of a namespace file; NetnsGone if there is none."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise NetnsGone(errno.ENOENT, f"network namespace {path} does not exist") from None
-    except NotADirectoryError:
-        raise NetnsGone(errno.ENOENT, f"network namespace {path} does not exist") from None
-    return st.st_dev, st.st_ino
-
-
-class Entered:
-    """``with Entered(path, identity):`` runs the block in that namespace, in this thread only."""
-
-    def __init__(self, path: str, identity=None):
-        self.path = path
-        self.identity = identity
-        self.fd = None
-
-    def __enter__(self):
-        Home.open()
-        try:
-            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            raise NetnsGone(errno.ENOENT, f"network namespace {self.path} does not exist") from None
-        st = os.fstat(self.fd)
-        found = (st.st_dev, st.st_ino)
-        if self.identity is not None and tuple(self.identity) != found:
-            os.close(self.fd)
-            raise NetnsGone(errno.ENOENT, f"{self.path} now names another network namespace")
-        try:
-            _setns(self.fd)
-        except OSError as exc:
-            os.close(self.fd)
-            if exc.errno == errno.EINVAL:
-                raise NetnsGone(errno.EINVAL, f"{self.path} is not a network namespace") from None
-            raise
-        self.identity = found
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            _setns(Home.fd)
-        finally:
-            os.close(self.fd)
 
 
 def _ifreq(ifname: str, data: bytes = b"") -> bytes:
@@ -151,7 +69,7 @@ def _bpf_program() -> tuple:
 
 
 def check_link(path: str, ifname: str, identity=None) -> tuple:
-    """The namespace's identity if it and ``ifname`` in it exist; NetnsGone or LinkGone otherwise."""
+    """The namespace's identity if it and ``ifname`` in it exist; NetnsGone, Refused or LinkGone otherwise."""
     with Entered(path, identity) as ns:
         try:
             socket.if_nametoindex(ifname)
@@ -161,7 +79,7 @@ def check_link(path: str, ifname: str, identity=None) -> tuple:
 
 
 def link_identity(path: str, ifname: str) -> tuple:
-    """``((st_dev, st_ino), MAC)`` of ``ifname`` in namespace ``path``; NetnsGone or LinkGone otherwise."""
+    """``((st_dev, st_ino), MAC)`` of ``ifname`` in namespace ``path``; NetnsGone, Refused or LinkGone otherwise."""
     with Entered(path) as ns:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ctl:
             try:

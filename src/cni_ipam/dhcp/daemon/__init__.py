@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 
-from .. import netio
+from .. import netns
 from . import logs
 from .flags import Settings, build_parser
 from .server import Daemon
@@ -51,7 +51,7 @@ def run(args) -> int:
     logs.setup(settings.log_level)
     _raise_fd_limit()
     threading.stack_size(512 * 1024)  # one thread per lease: keep each small
-    netio.Home.open()  # the namespace to come back to, from the main thread
+    netns.Home.open()  # the namespace to come back to (and never to serve), from the main thread
     d = Daemon(settings)
     d.listener = d.listen()
 

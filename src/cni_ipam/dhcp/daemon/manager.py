@@ -8,10 +8,10 @@ import time
 
 from ...cni.errors import INVALID_CONFIG, TRY_AGAIN_LATER, UNKNOWN_CONTAINER
 from .. import client as dhcp_client
-from .. import netio
+from .. import netio, netns
 from ..lease import Lease, LeaseError, cni_view
 from .logs import emit
-from .requests import RequestError, Spec, text_field
+from .requests import RequestError, Spec, netns_refused, text_field
 from .worker import Worker, mono_of
 
 ADD_MARGIN = 3.0    # link set-up and carrier wait, on top of -timeout
@@ -72,9 +72,13 @@ class Manager:
         spec = Spec.from_request(request)
         try:
             identity, mac = netio.link_identity(self.d.settings.netns_path(spec.netns), spec.ifname)
+        except netns.Refused as exc:
+            raise netns_refused(spec.netns, exc) from None
         except netio.Gone as exc:
             raise RequestError(UNKNOWN_CONTAINER, str(exc), "the pod's network namespace or interface is missing") \
                 from None
+        except OSError as exc:  # a passing shortage (EMFILE, ENOMEM): not a verdict on the request
+            raise RequestError(TRY_AGAIN_LATER, f"dhcp: cannot open CNI_NETNS {spec.netns!r}: {exc}") from None
         for _ in range(3):  # more rounds only if an existing lease ended or was replaced while we looked
             created = False
             replaced = None

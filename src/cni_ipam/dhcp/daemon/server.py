@@ -8,15 +8,16 @@ makes, after making sure no other daemon listens on it.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 
 from ... import linejson
-from ...cni.errors import INTERNAL, INVALID_CONFIG
+from ...cni.errors import INTERNAL, INVALID_CONFIG, IO_FAILURE
 from ..store import LeaseStore
 from .flags import Settings
-from .logs import LOG
+from .logs import LOG, emit
 from .manager import ADD_MARGIN, RELEASE_WAIT, Manager
 from .metrics import Metrics
 from .requests import RequestError
@@ -37,41 +38,28 @@ class Daemon:
         self.stopping = threading.Event()
 
     def handle(self, conn: socket.socket) -> None:
-        """Answer one connection's request: a ``wait`` promise first when the answer is slow, then the reply."""
+        """Answer one connection's request: a ``wait`` promise first when the answer is slow, then the reply.
+
+        Every refusal is answered with its CNI code and logged; an error from
+        the connection itself (the plugin went away) only ends it.
+        """
+        request = {}
         try:
             conn.settimeout(10)
-            try:
-                request = linejson.Reader(conn, MAX_REQUEST).read()
-            except linejson.BadMessage as exc:
-                raise RequestError(INVALID_CONFIG, f"request is not JSON, not a JSON object or too long: {exc}") \
-                    from None
-            except linejson.Closed as exc:
-                raise RequestError(INVALID_CONFIG, f"request is not a whole line: {exc}") from None
-            op = request.get("op")
-            if op == "add":
-                linejson.send(conn, {"wait": self.settings.timeout + ADD_MARGIN + 2})
-                conn.settimeout(None)
-                reply = self.manager.add(request)
-            elif op == "del":
-                linejson.send(conn, {"wait": RELEASE_WAIT + 2})
-                reply = self.manager.release(request)
-            elif op == "check":
-                reply = self.manager.check(request)
-            elif op == "gc":
-                linejson.send(conn, {"wait": 60})
-                reply = self.manager.gc(request)
-            elif op == "status":
-                reply = {"ok": True, "leases": len(self.manager.workers)}
-            elif op == "list":
-                reply = self.manager.listing()
-            else:
-                raise RequestError(INVALID_CONFIG, f"unknown op {op!r}")
+            request = self._read(conn)
+            reply = self._answer(conn, request)
+        except _PeerGone:
+            conn.close()
+            return
         except RequestError as exc:
             reply = {"ok": False, "code": exc.code, "msg": exc.msg}
             if exc.details:
                 reply["details"] = exc.details
-        except OSError:
-            return  # the plugin went away
+            emit(logging.WARNING, "rpc.refused", exc.msg, op=request.get("op"), code=exc.code,
+                 **{key: request[key] for key in ("containerID", "network", "ifname", "netns") if key in request})
+        except OSError as exc:  # the daemon's own I/O (lease files): not the request's fault
+            emit(logging.ERROR, "rpc.io_failed", f"{request.get('op')}: {exc}", op=request.get("op"))
+            reply = {"ok": False, "code": IO_FAILURE, "msg": f"dhcp daemon: {exc}"}
         except Exception as exc:  # a bug: answer, log, keep serving
             LOG.exception("request failed", extra={"event": "rpc.crashed", "fields": {}})
             reply = {"ok": False, "code": INTERNAL, "msg": f"internal error in the DHCP daemon: {exc}"}
@@ -81,6 +69,38 @@ class Daemon:
             pass
         finally:
             conn.close()
+
+    @staticmethod
+    def _read(conn: socket.socket) -> dict:
+        try:
+            return linejson.Reader(conn, MAX_REQUEST).read()
+        except linejson.BadMessage as exc:
+            raise RequestError(INVALID_CONFIG, f"request is not JSON, not a JSON object or too long: {exc}") \
+                from None
+        except linejson.Closed as exc:
+            raise RequestError(INVALID_CONFIG, f"request is not a whole line: {exc}") from None
+        except OSError:
+            raise _PeerGone() from None
+
+    def _answer(self, conn: socket.socket, request: dict) -> dict:
+        op = request.get("op")
+        if op == "add":
+            _promise(conn, self.settings.timeout + ADD_MARGIN + 2)
+            conn.settimeout(None)
+            return self.manager.add(request)
+        if op == "del":
+            _promise(conn, RELEASE_WAIT + 2)
+            return self.manager.release(request)
+        if op == "check":
+            return self.manager.check(request)
+        if op == "gc":
+            _promise(conn, 60)
+            return self.manager.gc(request)
+        if op == "status":
+            return {"ok": True, "leases": len(self.manager.workers)}
+        if op == "list":
+            return self.manager.listing()
+        raise RequestError(INVALID_CONFIG, f"unknown op {op!r}")
 
     def listen(self) -> socket.socket:
         activated = _systemd_socket()
@@ -101,7 +121,15 @@ class Daemon:
             finally:
                 probe.close()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
+        # Owner-only from the moment the file exists (bind makes it with the
+        # umask's mode), then opened to root's group: no other user ever
+        # gets a moment to connect.  The main thread runs this before any
+        # other thread starts, so the umask is nobody else's.
+        umask = os.umask(0o077)
+        try:
+            listener.bind(path)
+        finally:
+            os.umask(umask)
         os.chmod(path, 0o660)
         listener.listen(128)
         return listener
@@ -116,6 +144,18 @@ class Daemon:
                 raise
             threading.Thread(target=self.handle, args=(conn,), name="rpc", daemon=True).start()
 
+
+
+class _PeerGone(Exception):
+    """The plugin closed the connection: nobody to answer."""
+
+
+def _promise(conn: socket.socket, seconds: float) -> None:
+    """Tell the plugin how long the answer may take (:mod:`cni_ipam.dhcp.rpc`)."""
+    try:
+        linejson.send(conn, {"wait": seconds})
+    except OSError:
+        raise _PeerGone() from None
 
 
 def _systemd_socket():

@@ -15,10 +15,10 @@ import time
 
 from ...cni.errors import TRY_AGAIN_LATER, UNKNOWN_CONTAINER
 from .. import client as dhcp_client
-from .. import netio, packet
+from .. import netio, netns, packet
 from ..lease import Lease
 from .logs import LOG, emit
-from .requests import Spec
+from .requests import Spec, netns_refused
 
 RECORD_VERSION = 1  # of the lease files the worker saves
 
@@ -136,6 +136,10 @@ class Worker(threading.Thread):
             try:
                 self.io = netio.LinkIO(self.path, self.spec.ifname,
                                        carrier_wait=min(2.0, self.d.settings.timeout / 2))
+            except netns.Refused as exc:
+                refusal = netns_refused(self.spec.netns, exc)
+                self._fail(refusal.code, refusal.msg, refusal.details)
+                return
             except netio.Gone as exc:
                 self._fail(UNKNOWN_CONTAINER, str(exc), "the pod's network namespace or interface is missing")
                 return
