@@ -388,7 +388,8 @@ def test_variables_that_are_not_utf8(dhcp, plugin_bin_dir):
             env = dict(cni_env(command, "c1", Lab.path(pod), "net1", "", plugin_bin_dir), **{variable: value})
             done = run_plugin(os.path.join(plugin_bin_dir, "dhcp"), env, config)  # subprocess encodes \udcff as \xff
             if command == "ADD":
-                assert done.output["code"] == 4 and f"{variable} is not valid UTF-8" in done.output["msg"], done
+                assert done.output["code"] == 4 and done.output["msg"].startswith(f"{variable}: b'"), done
+                assert done.output["msg"].endswith("is not valid UTF-8"), done
             else:
                 assert done.ok and done.stdout == "", done
     assert "DHCPDISCOVER" not in net.dnsmasq.log()

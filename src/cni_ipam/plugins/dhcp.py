@@ -25,28 +25,6 @@ def _netns(path: str) -> str:
     return posix.getcwd() + "/" + path
 
 
-def _not_utf8(request) -> tuple:
-    """``(variable, raw bytes)`` of the first of CNI_IFNAME, CNI_NETNS, CNI_ARGS that is not UTF-8, or ``()``.
-
-    The environment is read with surrogateescape (:mod:`cni_ipam.cni.environ`);
-    such a value cannot go to the daemon as JSON text, nor name a lease.
-    """
-    for name, value in (("CNI_IFNAME", request.ifname), ("CNI_NETNS", request.netns), ("CNI_ARGS", request.args)):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return name, value.encode("utf-8", "surrogateescape")
-    return ()
-
-
-def _require_utf8(request) -> None:
-    from ..cni.errors import INVALID_ENV, CNIError
-
-    bad = _not_utf8(request)
-    if bad:
-        raise CNIError(INVALID_ENV, f"dhcp: {bad[0]} is not valid UTF-8: {bad[1]!r}")
-
-
 def _attachment(request) -> dict:
     return {"containerID": request.container_id, "network": request.name, "ifname": request.ifname}
 
@@ -88,7 +66,6 @@ def _result(view: dict, priority):
 def add(request):
     from ..dhcp.config import parse
 
-    _require_utf8(request)
     config = parse(request)
     message = dict(_attachment(request), op="add", netns=_netns(request.netns), params=config.params,
                    provide={str(code): value.hex() for code, value in config.provide.items()})
@@ -102,7 +79,6 @@ def check(request):
     from ..cni.result import addresses_in
     from ..dhcp.config import parse
 
-    _require_utf8(request)
     config = parse(request)
     reply = _ask(config.socket_path, dict(_attachment(request), op="check"))
     held = reply["lease"]["address"]
@@ -122,12 +98,9 @@ def delete(request):
     socket_path = (ipam.get("daemonSocketPath") if isinstance(ipam, dict) else None) or DEFAULT_SOCKET
     if not isinstance(socket_path, str):
         socket_path = DEFAULT_SOCKET
-    bad = _not_utf8(request)
-    if bad and bad[0] == "CNI_IFNAME":  # ADD refuses it: no lease can be held for it
-        request.warnings.append(f"nothing to release: CNI_IFNAME is not valid UTF-8: {bad[1]!r}")
-        return None
     # The daemon finds the lease by attachment; the namespace is only passed on, when it can be.
-    netns = "" if bad and bad[0] == "CNI_NETNS" else _netns(request.netns)
+    # (Variables that are not UTF-8 never get here: cni.request.check_utf8 answers for every plugin.)
+    netns = _netns(request.netns)
     try:
         reply = _ask(socket_path, dict(_attachment(request), op="del", netns=netns))
     except CNIError as exc:
