@@ -239,3 +239,40 @@ def test_takes_over_objects_as_upstreams_controller_wrote_them(api, controllers)
     assert [a["sliceRange"] for a in pool["status"]["allocations"]] == [
         "10.40.0.0/26", "10.40.0.64/26", "10.40.0.128/26", "10.40.0.192/26"]  # still upstream's shape
     assert pool["metadata"]["ownerReferences"][0]["uid"] == nad["metadata"]["uid"]
+
+
+def test_the_shipped_rbac_is_enough(kube_api_factory, tmp_path):
+    """The controller under exactly deploy/node-slices/rbac.yaml's verbs (the test server's RBAC has no
+    namespaces: the union of the Role's and the ClusterRole's)."""
+    import pathlib
+
+    import yaml
+
+    shipped = pathlib.Path(__file__).parents[2] / "deploy" / "node-slices" / "rbac.yaml"
+    rules = [rule for doc in yaml.safe_load_all(shipped.read_text()) if doc and doc["kind"] in ("Role", "ClusterRole")
+             for rule in doc["rules"]]
+    allowed = sorted({f"{verb} {resource}" for rule in rules for resource in rule["resources"] for verb in rule["verbs"]})
+    user = "system:serviceaccount:cni-ipam:cni-ipam-node-slices"
+    server = kube_api_factory(tokens={"admin": "admin", "controller": user}, rbac={user: allowed})
+    server.token = "controller"
+    path = tmp_path / "kubeconfig"
+    path.write_text(f"apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {server.url}\n"
+                    "users:\n- name: u\n  user:\n    token: controller\ncontexts:\n- name: t\n  context:\n"
+                    "    cluster: t\n    user: u\ncurrent-context: t\n")
+    server.token = "admin"
+    add_nad(server, "r", {"type": "whereabouts", "range": "10.50.0.0/24", "node_slice_size": "/26",
+                          "network_name": "r"})
+    add_node(server, "n1")
+    log = tmp_path / "controller.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "node-slices", "--kubeconfig", str(path),
+                                    "--namespace", NS, "--identity", "r", *FAST], stdout=out, stderr=out)
+    try:
+        wait_for(lambda: assigned(server, "r") == {"10.50.0.0/26": "n1"})
+        wait_for(lambda: server.request("GET", f"{WB}/ippools/r-n1-10.50.0.0-26")[0] == 200)
+        add_node(server, "n2")
+        wait_for(lambda: assigned(server, "r").get("10.50.0.64/26") == "n2")
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(10)
+    assert "Forbidden" not in log.read_text() and "forbidden" not in log.read_text()
