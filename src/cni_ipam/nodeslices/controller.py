@@ -215,15 +215,18 @@ def run(controller: Controller, lock: LeaseLock, elector, stop: threading.Event,
         retry: float, resync: float) -> None:
     """Until ``stop``: try to acquire or renew the Lease every ``retry`` seconds; while leading, a pass
     every ``resync`` seconds and soon after any watch event.  On stop, give the Lease up."""
-    last_pass, was_leading = None, False
+    last_pass, last_tick, was_leading = None, None, False
     while not stop.is_set():
-        _tick(lock, elector, log)
         now = time.monotonic()
-        leading = elector.leading(now)
+        if last_tick is None or now - last_tick >= retry:
+            _tick(lock, elector, log)
+            last_tick = now
+        leading = elector.leading(time.monotonic())
         if leading != was_leading:
             log("leading" if leading else "not-leading", f"{elector.identity} {'leads' if leading else 'stopped leading'}",
                 identity=elector.identity)
             was_leading, last_pass = leading, None
+        now = time.monotonic()
         woken = wake.is_set() and (last_pass is None or now - last_pass >= MIN_WAKE_INTERVAL)
         if leading and (last_pass is None or woken or now - last_pass >= resync):
             wake.clear()
@@ -232,9 +235,7 @@ def run(controller: Controller, lock: LeaseLock, elector, stop: threading.Event,
             except Exception as exc:  # an API error: try again at the next pass
                 log("sync-failed", f"the pass failed: {exc}", level="warning", error=str(exc))
             last_pass = time.monotonic()
-        wake.wait(retry)
-        if wake.is_set() and not stop.is_set() and not leading:
-            wake.clear()  # events only matter to the leader
+        _sleep(stop, wake, leading, last_tick + retry, last_pass)
     spec = elector.release()
     if spec is not None:
         try:
@@ -243,6 +244,19 @@ def run(controller: Controller, lock: LeaseLock, elector, stop: threading.Event,
             log("released", f"{elector.identity} gave the Lease up", identity=elector.identity)
         except Exception as exc:
             log("release-failed", f"could not give the Lease up: {exc}", level="warning", error=str(exc))
+
+
+def _sleep(stop, wake, leading: bool, next_tick: float, last_pass) -> None:
+    """Until the next Lease tick; a leader also wakes for a watch event, but never sooner than
+    MIN_WAKE_INTERVAL after its last pass.  A standby ignores events (they only matter to the leader)."""
+    now = time.monotonic()
+    if not leading:
+        stop.wait(max(0.0, next_tick - now))
+        wake.clear()
+    elif wake.is_set():
+        stop.wait(max(0.0, min(next_tick, (last_pass or now) + MIN_WAKE_INTERVAL) - now))
+    else:
+        wake.wait(max(0.0, next_tick - now))
 
 
 def _tick(lock: LeaseLock, elector, log) -> None:
