@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Modules that add their own subcommands with a ``register(subparsers)``
 # function, so each feature keeps its command-line face beside its code.
 COMMAND_MODULES = ("cni_ipam.agent", "cni_ipam.reconciler.commands", "cni_ipam.dhcp.commands",
-                   "cni_ipam.admin.commands", "cni_ipam.deploy.commands",)
+                   "cni_ipam.admin.commands", "cni_ipam.deploy.commands", "cni_ipam.nodeslices.commands",)
 
 
 def _register(module: str, sub) -> None:

@@ -62,6 +62,14 @@ def _custom(plural: str) -> Resource:
                     f"{crd['group']}/{plural}", schema=version["schema"]["openAPIV3Schema"])
 
 
+# The NetworkAttachmentDefinition's schema, from k8snetworkplumbingwg/network-attachment-definition-client
+# artifacts/networks-crd.yaml @ 6fd0897fba5313b98cf5f556376813b843518632 (descriptions left out).
+NAD_SCHEMA = {"type": "object", "required": ["spec"], "properties": {
+    "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+    "spec": {"type": "object", "required": ["config"], "properties": {"config": {"type": "string"}}},
+    "status": {"type": "object", "properties": {"state": {"type": "string"}, "observation": {"type": "string"}}}}}
+
+
 def all_resources() -> list:
     """Every served resource (pods' field labels: kubernetes/kubernetes pkg/registry/core/pod/strategy.go)."""
     return [
@@ -76,6 +84,8 @@ def all_resources() -> list:
                  COMMON_FIELDS + ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
                                   "involvedObject.uid", "reason", "type", "source")),
         Resource("coordination.k8s.io", "v1", "leases", "Lease", True, "leases"),
+        Resource("k8s.cni.cncf.io", "v1", "network-attachment-definitions", "NetworkAttachmentDefinition", True,
+                 "k8s.cni.cncf.io/network-attachment-definitions", schema=NAD_SCHEMA),
     ]
 
 

@@ -125,7 +125,7 @@ def test_every_shipped_manifest_is_valid(path, doc):
 def test_the_kinds_shipped():
     assert {d["kind"] for _, d in DOCUMENTS} == {
         "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Secret",
-        "NetworkAttachmentDefinition", "CustomResourceDefinition", "Role", "RoleBinding"}
+        "NetworkAttachmentDefinition", "CustomResourceDefinition", "Role", "RoleBinding", "Deployment"}
 
 
 # --- every NAD accepted by our plugin's parser (render's check), with the flat file the nodes get --------

@@ -10,6 +10,7 @@ Layout (each directory one kustomization, applied on its own)::
     deploy/dhcp/                   the DHCP daemon (privileged): only for networks using dhcp
     deploy/agent/                  the optional node agent
     deploy/kubernetes-store/       opt-in: the Kubernetes store's CRDs, RBAC and the nodes' flat file
+    deploy/node-slices/            opt-in, after kubernetes-store/: the node-slice controller and its RBAC
     deploy/examples/whereabouts-etcd/   a whereabouts network on etcd, with the Secret for etcd
 
 As with ``render``, one DaemonSet, ``cni-ipam-installer``, installs the
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import manifests
+from . import manifests, node_slices
 from .kubernetes_store import crds, flat_file as kubernetes_flat_file, store_rbac
 from .manifests import (CONFIGMAP, HOST, INSTALLER_NAME, RECONCILER_NAME, Options, agent_objects, dhcp_objects,
                         host_path, nad, object_meta, reconciler_objects)
@@ -80,6 +81,8 @@ def layout(options: Options) -> dict:
         "kubernetes-store": {"crds.yaml": crds(),
                              "rbac.yaml": store_rbac(options, options.namespace, [INSTALLER_NAME], RECONCILER_NAME),
                              "flat-file.yaml": [kubernetes_store_config(options)]},
+        "node-slices": {"rbac.yaml": node_slices.rbac(options, options.namespace),
+                        "controller.yaml": [node_slices.deployment(options, options.namespace)]},
         "examples/whereabouts-etcd": {"etcd-secret.yaml": [etcd_secret(options)],
                                       "network-attachment.yaml": [example_network()]},
     }
