@@ -1,4 +1,4 @@
-"""What the benchmarks share: exec a plugin and time it, percentiles, the node agent.
+"""What the benchmarks share: exec a plugin and time it, percentiles, failures, CPU of other processes, the agent.
 
 Each benchmark script runs from the checkout (``python bench/<name>.py``),
 so this sibling module is on its path.
@@ -64,25 +64,53 @@ def percentile(values, q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def summarize(execs: list, batch_seconds: float | None) -> dict:
-    """Wall-time percentiles, median CPU and throughput of timed execs (``wall_ns``, ``cpu_ns``, ``ok``)."""
-    walls = sorted(e.wall_ns / 1e6 for e in execs)
-    cpus = sorted(e.cpu_ns / 1e6 for e in execs)
+def summarize(execs: list, batch_seconds: float | None, helper_cpu_s: float = 0.0) -> dict:
+    """Wall-time percentiles, CPU and throughput of the successful timed execs (``wall_ns``, ``cpu_ns``, ``ok``).
+
+    Failed calls are left out of every figure (a fast failure would flatter
+    them) and counted in ``failures``: a benchmark with any fails (see
+    ``fail_on``).  ``cpu_ms`` is the median of the execs' own CPU plus
+    ``helper_cpu_s`` (CPU that other processes, e.g. the node agent, spent
+    on this batch) spread over the successful calls.
+    """
+    ok = [e for e in execs if e.ok]
+    walls = sorted(e.wall_ns / 1e6 for e in ok)
+    cpus = sorted(e.cpu_ns / 1e6 for e in ok)
+    helper_ms = helper_cpu_s * 1000 / len(ok) if ok else float("nan")
     return {
-        "count": len(execs),
-        "failures": sum(not e.ok for e in execs),
+        "count": len(ok),
+        "failures": len(execs) - len(ok),
         "p50_ms": percentile(walls, 0.50),
         "p99_ms": percentile(walls, 0.99),
         "max_ms": walls[-1] if walls else float("nan"),
-        "ops_per_s": len(execs) / batch_seconds if batch_seconds else float("nan"),
-        "cpu_ms": percentile(cpus, 0.50),
+        "ops_per_s": len(ok) / batch_seconds if batch_seconds else float("nan"),
+        "cpu_ms": percentile(cpus, 0.50) + helper_ms,
+        "helper_cpu_ms": helper_ms,
     }
 
 
-def start_agent(socket_path: str) -> subprocess.Popen:
-    """``cni-ipam agent`` on a socket of the benchmark's own; returns once it listens."""
+def fail_on(problems: list) -> int:
+    """Print every failed call (which one, and its output) to stderr; the exit code: 1 if any, else 0."""
+    for problem in problems:
+        print(f"FAILED {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} failed calls or wrong answers: the benchmark fails (its figures count successes "
+              f"only)", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process (not its children): fields 14 and 15 of
+    /proc/<pid>/stat (proc(5)), for the processes a benchmark does not reap (agent, daemons, servers)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_agent(socket_path: str, env: dict | None = None) -> subprocess.Popen:
+    """``cni-ipam agent`` on a socket of the benchmark's own (``env`` added to ours); returns once it listens."""
     process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     for _ in range(100):
         if os.path.exists(socket_path):
             return process
@@ -93,3 +121,13 @@ def start_agent(socket_path: str) -> subprocess.Popen:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
+
+
+# What each side does to make an allocation survive a power cut, printed under every ours/Go table.
+DURABILITY_SQLITE = {
+    "FULL": "SQLite WAL, synchronous=FULL (fsync at every commit)",
+    "NORMAL": "SQLite WAL, synchronous=NORMAL (no fsync at commit; CNI_IPAM_SQLITE_SYNCHRONOUS=NORMAL)",
+}
+DURABILITY_HOST_LOCAL = ("host-local: one file per address, written and closed without fsync "
+                         "(containernetworking/plugins plugins/ipam/host-local/backend/disk/backend.go, Reserve, "
+                         "@ 0924b71fc872)")

@@ -16,7 +16,11 @@ exec to exit: when it returns, the address the DHCP server granted is on
 the pod's interface.  For 1 pod the rounds run one ADD each; for 20, all
 20 ADDs start together and each pod's time counts (p50 and max), as well
 as the batch (first exec to last exit).  Rounds alternate ours/Go so drift
-on a shared machine hits both.  Goal (issue 6): at or below Go's time.
+on a shared machine hits both.  CPU per pod counts every process involved:
+the plugin processes (bridge and dhcp, reaped: rusage), the side's daemon
+and dnsmasq (/proc/<pid>/stat).  Only successful ADDs count in the figures;
+any failed ADD fails the benchmark (exit code 1, printed with its output).
+Goal (issue 6): at or below Go's time.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -41,9 +46,12 @@ except ImportError:  # run from a checkout without the package installed
 
 from cni_ipam_lab.dhcp import BRIDGE, GO_DHCP, DaemonProcess, Network
 from cni_ipam_lab.namespaces import GO_PLUGIN_DIR, Lab, can_make_netns, cni_env
-from _measure import percentile  # noqa: E402  (bench/ is the script's directory)
+from _measure import fail_on, percentile, process_cpu_s  # noqa: E402  (bench/ is the script's directory)
 
 IFNAME = "net1"
+DURABILITY = {"ours": "ours: the daemon saves each lease to its lease directory with fsync before it answers",
+              "Go": "Go: the daemon keeps its leases in memory only (containernetworking/plugins "
+                    "plugins/ipam/dhcp/daemon.go, DHCP.leases)"}
 
 
 class Side:
@@ -56,6 +64,7 @@ class Side:
         self.pod_times = {1: [], 20: []}
         self.batch_times = {1: [], 20: []}
         self.failures = []
+        self.cpu_s = {count: dict.fromkeys(("plugins", "daemon", "dnsmasq"), 0.0) for count in (1, 20)}
 
     def config(self) -> bytes:
         return json.dumps({"cniVersion": "1.0.0", "name": "bench-dhcp", "type": "bridge", "bridge": BRIDGE,
@@ -74,7 +83,8 @@ def add(side: Side, node: str, pod: str, container_id: str) -> tuple:
         address = output["ips"][0]["address"] if done.returncode == 0 else None
     except (ValueError, KeyError, IndexError):
         address, output = None, done.stdout
-    why = "" if address else f"exit {done.returncode}: {done.stdout[:300]!r} {done.stderr[:300]!r}"
+    why = "" if address else (f"{side.name} bridge ADD {container_id} (pod {pod}): exit {done.returncode}: "
+                              f"stdout {done.stdout[:300]!r} stderr {done.stderr[:300]!r}")
     return took, address, why
 
 
@@ -84,12 +94,22 @@ def delete(side: Side, node: str, pod: str, container_id: str) -> None:
                    env=env, capture_output=True, timeout=120)
 
 
-def round_of(side: Side, lab: Lab, node: str, count: int, tag: str) -> None:
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def round_of(side: Side, lab: Lab, net, count: int, tag: str) -> None:
+    node = net.node
     pods = [(lab.netns(f"{tag}{i}"), uuid.uuid4().hex) for i in range(count)]
+    processes = {"plugins": None, "daemon": side.daemon.process.pid, "dnsmasq": net.dnsmasq.process.pid}
+    before = {what: children_cpu_s() if pid is None else process_cpu_s(pid) for what, pid in processes.items()}
     started = time.perf_counter()
     with ThreadPoolExecutor(count) as pool:
         results = list(pool.map(lambda p: add(side, node, *p), pods))
     batch = time.perf_counter() - started
+    for what, pid in processes.items():
+        side.cpu_s[count][what] += (children_cpu_s() if pid is None else process_cpu_s(pid)) - before[what]
     for took, address, why in results:
         if address:
             side.pod_times[count].append(took)
@@ -105,8 +125,9 @@ def round_of(side: Side, lab: Lab, node: str, count: int, tag: str) -> None:
 
 def summary(side: Side, count: int) -> dict:
     times = side.pod_times[count]
+    per_pod = {f"cpu_ms_{what}": seconds * 1000 / max(len(times), 1) for what, seconds in side.cpu_s[count].items()}
     return {"adds": len(times), "p50_ms": percentile(times, 0.5) * 1000, "max_ms": max(times) * 1000 if times else 0,
-            "batch_p50_ms": percentile(side.batch_times[count], 0.5) * 1000}
+            "batch_p50_ms": percentile(side.batch_times[count], 0.5) * 1000, **per_pod}
 
 
 def main(argv=None) -> int:
@@ -143,14 +164,15 @@ def main(argv=None) -> int:
         go = DaemonProcess(net.node, work, name="go", go=True).start()
         sides = [Side("ours", ours, f"{ours_dir}:{bridge_dir}"), Side("Go", go, f"{go_dir}:{bridge_dir}")]
         for side in sides:  # warm-up: page cache, .pyc, the bridge itself
-            round_of(side, lab, net.node, 1, f"w{side.name[0]}")
+            round_of(side, lab, net, 1, f"w{side.name[0]}")
             side.pod_times[1].clear()
             side.batch_times[1].clear()
+            side.cpu_s[1] = dict.fromkeys(side.cpu_s[1], 0.0)
         for count, rounds in ((1, args.rounds_1), (20, args.rounds_20)):
             for r in range(rounds):
                 order = sides if r % 2 == 0 else sides[::-1]
                 for side in order:
-                    round_of(side, lab, net.node, count, f"{side.name[0].lower()}{r}x")
+                    round_of(side, lab, net, count, f"{side.name[0].lower()}{r}x")
     finally:
         bound_ms = []
         for side in sides:
@@ -164,14 +186,17 @@ def main(argv=None) -> int:
 
     print(f"DHCP time to first address (bridge ADD, exec to exit), {platform.node()}, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at the end, {load_before:.1f} at the start")
-    print(f"{'pods':>5} {'impl':>5} {'ADDs':>5} {'p50 ms':>9} {'max ms':>9} {'batch p50 ms':>13}")
     report = {"cpus": os.cpu_count(), "rows": [], "ratios": {}}
-    for count in (1, 20):
+    for count in (1, 20):  # one table per concurrency
         rows = {side.name: summary(side, count) for side in sides}
+        print(f"{count} pod(s) at once:")
+        print(f"  {'impl':>5} {'ADDs':>5} {'p50 ms':>9} {'max ms':>9} {'batch p50 ms':>13} "
+              f"{'CPU ms/pod plugins+daemon+dnsmasq':>34}")
         for side in sides:
             row = rows[side.name]
-            print(f"{count:>5} {side.name:>5} {row['adds']:>5} {row['p50_ms']:>9.1f} {row['max_ms']:>9.1f} "
-                  f"{row['batch_p50_ms']:>13.1f}")
+            cpu = f"{row['cpu_ms_plugins']:.1f}+{row['cpu_ms_daemon']:.1f}+{row['cpu_ms_dnsmasq']:.1f}"
+            print(f"  {side.name:>5} {row['adds']:>5} {row['p50_ms']:>9.1f} {row['max_ms']:>9.1f} "
+                  f"{row['batch_p50_ms']:>13.1f} {cpu:>34}")
             report["rows"].append(dict(row, pods=count, impl=side.name))
         ours_row, go_row = rows["ours"], rows["Go"]
         ratio = ours_row["p50_ms"] / go_row["p50_ms"] if go_row["p50_ms"] else float("nan")
@@ -184,14 +209,14 @@ def main(argv=None) -> int:
         print(f"      our daemon alone (link set-up to DHCPACK, from its log): p50 {percentile(bound_ms, 0.5):.1f} ms, "
               f"max {max(bound_ms):.1f} ms over {len(bound_ms)} leases")
         report["daemon_bound_ms"] = {"p50": percentile(bound_ms, 0.5), "max": max(bound_ms)}
-    failed = sum(len(side.failures) for side in sides)
+    print("(figures count successful ADDs only)")
+    print("durability:")
     for side in sides:
-        for why in side.failures[:3]:
-            print(f"  {side.name} ADD failed: {why}")
+        print(f"  {DURABILITY[side.name]}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(report, failures={s.name: s.failures for s in sides}), handle, indent=1)
-    return 1 if failed else 0
+    return fail_on([why for side in sides for why in side.failures])
 
 
 if __name__ == "__main__":

@@ -1,9 +1,61 @@
-"""Fixtures shared by every test directory."""
+"""Fixtures shared by every test directory, and the CI rule on skips.
+
+In CI (``CI=true``) a skipped test fails the run unless its reason starts
+with ``not applicable:`` (the test's subject does not exist for that
+parameter, e.g. a store without rollback): a missing etcd, dnsmasq or
+podman, or not being root, must not let a run pass with the tests that
+need them silently left out.
+"""
 
 import os
 import shutil
 
 import pytest
+
+NOT_APPLICABLE = "not applicable:"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def skip_reason(report) -> str:
+    """The reason of a skipped test or collector ("Skipped: " taken off)."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+_unexpected_skips = []  # (node id, reason) of skips that fail a CI run
+
+
+def _note_skip(report) -> None:
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = skip_reason(report)
+        if not reason.startswith(NOT_APPLICABLE):
+            _unexpected_skips.append((report.nodeid, reason))
+
+
+def pytest_runtest_logreport(report):
+    _note_skip(report)
+
+
+def pytest_collectreport(report):
+    _note_skip(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _unexpected_skips and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unexpected_skips:
+        terminalreporter.section("skips that fail a CI run", sep="=", red=True, bold=True)
+        for nodeid, reason in _unexpected_skips:
+            terminalreporter.line(f"SKIPPED IN CI {nodeid}: {reason}")
+        terminalreporter.line(f"CI=true: {len(_unexpected_skips)} tests skipped for a reason other than "
+                              f"'{NOT_APPLICABLE} ...'; install what they need or run as root")
 
 
 @pytest.fixture(scope="session")

@@ -55,8 +55,9 @@ class EtcdCluster:
     """
 
     def __init__(self, directory: str, members: int = 3, base_port: int = 23790, token: str = "cni-ipam-test",
-                 extra_args=(), scheme: str = "http", tls=None) -> None:
+                 extra_args=(), scheme: str = "http", tls=None, fsync: bool = False) -> None:
         self.directory = directory
+        self.fsync = fsync  # False: --unsafe-no-fsync, for tests; True: what a real etcd does (benchmarks)
         self.token = token
         self.extra_args = list(extra_args)
         self.scheme = scheme
@@ -78,7 +79,7 @@ class EtcdCluster:
                 "--listen-client-urls", member.client_url, "--advertise-client-urls", member.client_url,
                 "--listen-peer-urls", member.peer_url, "--initial-advertise-peer-urls", member.peer_url,
                 "--initial-cluster", initial, "--initial-cluster-token", self.token,
-                "--initial-cluster-state", "new", "--unsafe-no-fsync",
+                "--initial-cluster-state", "new", *([] if self.fsync else ["--unsafe-no-fsync"]),
                 "--logger", "zap", "--log-level", "error", *self.extra_args]
 
     def start_member(self, member: Member) -> None:

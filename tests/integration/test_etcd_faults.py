@@ -478,7 +478,7 @@ def test_sigkill_mid_add_leaves_only_what_gc_finds(plugin_bin_dir, healthy, etcd
     try:
         for i in range(16):
             cid = f"killed-{i:02d}"
-            code, out, err = add_killed_at_random(plugin_bin_dir, env_for("ADD", plugin_bin_dir, cid), config,
+            code, out, err, _ = add_killed_at_random(plugin_bin_dir, env_for("ADD", plugin_bin_dir, cid), config,
                                                   kill_window(durations, lock, 0.04), rng)
             if code == -signal.SIGKILL:
                 killed.append(cid)

@@ -23,7 +23,7 @@ import threading
 import time
 
 from cni_ipam_lab.namespaces import cni_env, run_plugin
-from plugin_procs import sqlite_rows
+from plugin_procs import flock_pids, sqlite_rows
 
 WORKERS = 16
 PER_WORKER = 50  # 16 x 50 = 800 ADDs on one range
@@ -180,7 +180,12 @@ def test_second_process_creating_the_store_waits_for_the_first(bin_dir, tmp_path
                                   env=cni_env("ADD", "second", "/var/run/netns/second", "net1", cni_path=bin_dir))
         second.stdin.write(json.dumps(netconf(db)).encode())
         second.stdin.close()
-        time.sleep(0.5)  # long enough for the ADD to reach the store (if it is slower, the test proves less)
+        # The ADD has reached the store when the kernel shows it queued for the side lock file's flock.
+        deadline = time.monotonic() + 60
+        while second.pid not in flock_pids(db + ".lock")[1]:
+            assert second.poll() is None and time.monotonic() < deadline, \
+                f"the second ADD never waited for the store's lock: {second.poll()}"
+            time.sleep(0.001)
     finally:
         first.execute("ROLLBACK")
         first.close()

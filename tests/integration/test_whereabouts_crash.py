@@ -8,7 +8,12 @@ commit is an orphan that the runtime's CNI GC (cniVersion 1.1.0,
 ``cni.dev/valid-attachments``) frees.
 
 The kill points are random but seeded: the seed is printed, and
-``CNI_IPAM_CRASH_SEED=<seed>`` replays a run.
+``CNI_IPAM_CRASH_SEED=<seed>`` replays a run.  Each killed process is
+stopped first and /proc/locks read, so the test knows which kills landed
+while the process held the store's flock, i.e. inside its transaction
+(the lock is taken before ``BEGIN IMMEDIATE`` and dropped after
+``COMMIT``); a few more ADDs are killed the moment they are seen holding
+it, and the test requires that such kills happened.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 import pytest
 
 from cni_ipam_lab.namespaces import cni_env, run_plugin
-from plugin_procs import add_killed_at_random, finish, kill_window, sqlite_rows, start_add
+from plugin_procs import add_killed_at_random, add_killed_holding_lock, finish, kill_window, sqlite_rows, start_add
 
 SUBNET = "10.3.0.0/16"
 NETWORK = "crash-net"
@@ -36,6 +41,7 @@ KILLS = 40
 # still land inside the store transaction and after the commit, not only during interpreter start-up.
 KILL_WINDOW = 0.040
 BACKGROUND_WORKERS = 3  # ADDs that run to completion alongside the killed ones
+KILLS_HOLDING_LOCK = 5  # ADDs killed the moment they hold the store's flock
 
 
 @pytest.fixture
@@ -119,13 +125,21 @@ def test_sigkill_during_add_keeps_store_whole_and_gc_frees_orphans(bin_dir, tmp_
     for thread in threads:
         thread.start()
     killed, finished_first = [], []
+    in_transaction = []  # killed while holding the store's flock
+    lock_file = db + ".lock"
     try:
-        for i in range(KILLS):
+        for i in range(KILLS + KILLS_HOLDING_LOCK):
             cid = f"killed-{i:03d}"
-            code, out, err = add_killed_at_random(bin_dir, env_for("ADD", bin_dir, cid), netconf(db),
-                                                  kill_window(durations, lock, KILL_WINDOW), rng)
+            env = env_for("ADD", bin_dir, cid)
+            if i < KILLS:
+                code, out, err, held = add_killed_at_random(bin_dir, env, netconf(db),
+                                                            kill_window(durations, lock, KILL_WINDOW), rng, lock_file)
+            else:
+                code, out, err, held = add_killed_holding_lock(bin_dir, env, netconf(db), lock_file)
             if code == -signal.SIGKILL:
                 killed.append(cid)
+                if held:
+                    in_transaction.append(cid)
             elif code == 0:  # it beat the kill: a successful ADD like any other
                 finished_first.append(cid)
                 with lock:
@@ -139,6 +153,7 @@ def test_sigkill_during_add_keeps_store_whole_and_gc_frees_orphans(bin_dir, tmp_
 
     assert bad == [], f"{why}: ADDs failed without being killed: {bad[:3]}"
     assert killed, f"{why}: every ADD finished before its kill; the test killed nothing"
+    assert in_transaction, f"{why}: no kill landed while the process held the store's lock (inside its transaction)"
     assert len(set(succeeded.values())) == len(succeeded), f"{why}: two successful ADDs got one address"
 
     check_store_whole(db, why)
@@ -149,8 +164,8 @@ def test_sigkill_during_add_keeps_store_whole_and_gc_frees_orphans(bin_dir, tmp_
         assert held.get((cid, IFNAME)) == ip, f"{why}: {cid}'s ADD returned {ip}, the store has {held.get((cid, IFNAME))}"
     orphans = {cid for cid, _ in held if cid not in succeeded}
     assert orphans <= set(killed), f"{why}: allocations nobody asked for: {orphans - set(killed)}"
-    print(f"{len(succeeded)} ADDs succeeded ({len(finished_first)} of them beat their kill), {len(killed)} killed, "
-          f"{len(orphans)} killed after their commit (orphans for GC)")
+    print(f"{len(succeeded)} ADDs succeeded ({len(finished_first)} of them beat their kill), {len(killed)} killed "
+          f"({len(in_transaction)} holding the store's lock), {len(orphans)} killed after their commit (orphans for GC)")
 
     valid = [{"containerID": cid, "ifname": IFNAME} for cid in sorted(succeeded)]
     gc = run_plugin(os.path.join(bin_dir, "whereabouts"), env_for("GC", bin_dir),

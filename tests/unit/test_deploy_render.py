@@ -2,7 +2,9 @@
 
 The golden files are the exact expected YAML.  After a deliberate change,
 rewrite them with ``CNI_IPAM_UPDATE_GOLDEN=1 pytest tests/unit/test_deploy_render.py``
-and read the diff before keeping it.
+and read the diff before keeping it.  A run with the switch always fails (it
+wrote the files instead of checking them), so no run, in CI or elsewhere,
+passes by it: rerun without it to check.
 """
 
 import io
@@ -46,7 +48,10 @@ def test_golden(name, golden, flags, monkeypatch, capsys):
     out, _ = rendered(name, monkeypatch, capsys, *flags)
     golden = FIXTURES / golden
     if UPDATE:
+        changed = not golden.exists() or golden.read_text() != out
         golden.write_text(out)
+        pytest.fail(f"{'updated' if changed else 'rewrote (unchanged)'} {golden.name} because CNI_IPAM_UPDATE_GOLDEN=1; "
+                    f"rerun without the switch to check it")
     assert out == golden.read_text()
 
 

@@ -2,9 +2,9 @@
 
 Why not a library: the Python etcd clients are unmaintained or cost
 100-150 ms to import, and a plugin process pays that on every CNI call
-(DESIGN.md).  This client speaks HTTP/1.1 on a plain socket (``ssl`` only
-when TLS is configured), keeps one connection per endpoint, and fails over:
-each request has a timeout, and on a connection error, a timeout or an
+(tests/unit/test_plugin_imports.py holds plugins to it).  This client
+speaks HTTP/1.1 on a plain socket (``ssl`` only when TLS is configured),
+keeps one connection per endpoint, and fails over: each request has a timeout, and on a connection error, a timeout or an
 "unavailable" answer it moves to the next endpoint after a short jittered
 pause, until the overall deadline.  Killing the leader of a 3-member
 cluster stops writes for about 2 s, so the default deadline covers that.

@@ -1,11 +1,18 @@
 """The embedded default store: one SQLite file on one node.
 
-Settings that measurements on this project chose (see DESIGN.md):
-WAL journal, ``synchronous=FULL`` (a lost commit after a power cut could
-hand an address out twice), ``BEGIN IMMEDIATE`` (a deferred transaction
-that upgrades to a write fails under contention instead of waiting), and an
-``flock`` on a side lock file taken first, because SQLite's own busy handler
-lets some waiters starve for seconds while the kernel queues flock waiters.
+Settings that measurements on this project chose (tests/contract and
+tests/integration/test_whereabouts_concurrency.py hold them): WAL journal,
+``synchronous=FULL`` (a lost commit after a power cut could hand an address
+out twice), ``BEGIN IMMEDIATE`` (a deferred transaction that upgrades to a
+write fails under contention instead of waiting), and an ``flock`` on a
+side lock file taken first, because SQLite's own busy handler lets some
+waiters starve for seconds while the kernel queues flock waiters.
+
+``CNI_IPAM_SQLITE_SYNCHRONOUS=NORMAL`` in the environment of the process
+that opens the store (the plugin, or the node agent) turns the fsync at
+each commit off, for benchmarks that compare with stores that never fsync
+(Go's host-local); any other value than ``FULL`` (the default) or
+``NORMAL`` is refused.  Never set it on a node: see above.
 
 WAL needs shared memory on a local filesystem, so this store refuses a
 network filesystem: for a cluster use the etcd store.
@@ -54,6 +61,15 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITH
 """
 
 COLUMNS = "pool, ip, space, network, container_id, ifname, pod, netns, node, created"
+SYNCHRONOUS_ENV = "CNI_IPAM_SQLITE_SYNCHRONOUS"
+
+
+def synchronous_mode() -> str:
+    """The ``PRAGMA synchronous`` level: FULL unless the environment asks for NORMAL (benchmarks only)."""
+    mode = os.environ.get(SYNCHRONOUS_ENV) or "FULL"
+    if mode not in ("FULL", "NORMAL"):
+        raise StoreError(f"{SYNCHRONOUS_ENV}={mode!r}: expected FULL (the default) or NORMAL")
+    return mode
 
 
 def encode_ip(ip: int, version: int) -> bytes:
@@ -135,7 +151,7 @@ class SQLiteStore(Store):
                         f"sqlite_path {path!r} is on a {fstype} filesystem; the SQLite store works on one node's "
                         f"local disk only. For a cluster use \"datastore\": \"etcd\"")
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(f"PRAGMA synchronous={synchronous_mode()}")
             # user_version is set in the same transaction as the schema: a process killed while creating
             # the store (or a concurrent creator) leaves 0, and the next open finishes the job.
             if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
