@@ -1,8 +1,8 @@
 """A podman (CNI backend) environment of our own, in a tmp dir: for the e2e tests and ``make demo``.
 
 Debian 12's podman 4.3 with ``network_backend = "cni"`` drives our IPAM
-plugins through Debian's ``bridge`` plugin.  The sandbox fixes come from
-``docs/reference/podman.md`` of the shared docs: ``runc`` (crun refuses the
+plugins through Debian's ``bridge`` plugin.  The sandbox fixes (docs/podman.md
+says why each is needed): ``runc`` (crun refuses the
 hybrid cgroup layout), ``cgroupfs`` and a file events logger (no systemd),
 default ulimits within the caller's hard limits, ``vfs`` storage, and a
 busybox image made with ``podman import`` from Debian's ``busybox-static``
