@@ -30,7 +30,9 @@ def register(sub) -> None:
         "reconciler", help="the reconciler daemon: reconcile on a cron schedule",
         description="Runs reconcile passes on a 5-field cron schedule read from the mounted ConfigMap "
                     "whereabouts-config, else from reconciler_cron_expression in the flat file, else "
-                    "\"30 4 * * *\" (daily, UTC). A changed schedule takes effect without a restart.",
+                    "\"30 4 * * *\" (daily, UTC). A changed schedule takes effect without a restart. With the "
+                    "kubernetes source it also watches the pods of its node and frees the addresses of those "
+                    "that go away at once.",
         epilog="example: cni-ipam reconciler --schedule-file /cron-schedule/config --metrics-port 9413")
     p.add_argument("--schedule-file", default=None, metavar="PATH",
                    help="where the ConfigMap's schedule is mounted: a file holding the expression, or a directory "
@@ -45,6 +47,10 @@ def register(sub) -> None:
     p.add_argument("--tick", type=seconds(zero_allowed=False), default=None, metavar="SECONDS",
                    help="run the clock fast, a cron minute lasting SECONDS (for tests and demos)")
     p.add_argument("--max-runs", type=int, default=None, metavar="N", help="stop after N runs")
+    p.add_argument("--no-pod-watch", action="store_true",
+                   help="do not watch this node's pods (by default, with the kubernetes source, the addresses of a "
+                        "pod that is deleted, finished or evicted from an unreachable node are freed within "
+                        "seconds, between the scheduled runs)")
     _common(p)
     p.set_defaults(func=cmd_reconciler)
 
@@ -200,6 +206,16 @@ def _pool_observer(metrics, log):
     return observe
 
 
+def _start_pod_watch(args, log, metrics, stop):
+    """The watch on this node's pods, in a thread of the daemon, with a client of its own."""
+    from .podfree import PodFreer
+    from .podwatch import PodWatch
+
+    client = kube_client(args)
+    freer = PodFreer(_opener(args, log), client, node_name(args), log, metrics, dry_run=args.dry_run)
+    return PodWatch(client, node_name(args), freer, log, metrics).start(stop)
+
+
 def _check_config(args) -> None:
     """Fail at start, not at the first run, when --config cannot be read or names no usable store."""
     from ..cni.errors import CNIError
@@ -273,6 +289,8 @@ def cmd_reconciler(args) -> int:
         return reconcile(_opener(args, log), sources, log, args.grace, dry_run=args.dry_run, clock=clock.now,
                          after=observe)
 
+    if "kubernetes" in chosen_sources(args) and not args.no_pod_watch:
+        _start_pod_watch(args, log, metrics, stop)
     daemon = Daemon(watcher, run_pass, clock, log, metrics, poll=args.poll or DEFAULT_POLL)
     daemon.run(stop, max_runs=args.max_runs)
     return 0

@@ -67,6 +67,14 @@ class Metrics:
         self.duration = Gauge(p + "last_run_duration_seconds", "How long the last run took", registry=self.registry)
         self.examined = Gauge(p + "allocations", "Allocations examined by the last run", registry=self.registry)
         self.next_run = Gauge(p + "next_run_timestamp_seconds", "When the next run is due", registry=self.registry)
+        self.watch_freed = Counter(p + "pod_watch_freed_addresses", "Addresses freed by the pod watch",
+                                   registry=self.registry)
+        self.watch_failed = Counter(p + "pod_watch_free_failures", "Addresses the pod watch failed to free",
+                                    registry=self.registry)
+        self.watch_relists = Counter(p + "pod_watch_relists", "Pod watches that expired (410) and listed again",
+                                     registry=self.registry)
+        self.watch_errors = Counter(p + "pod_watch_errors", "Pod watch errors, each followed by a back-off",
+                                    registry=self.registry)
         labels = ["pool", "network_name"]
         self.pool_size = Gauge(p + "pool_size", "Allocatable addresses of a pool (range)", labels, registry=self.registry)
         self.pool_held = Gauge(p + "pool_held", "Held addresses of a pool, its address space included", labels,

@@ -173,19 +173,29 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
 class PodView:
-    """What the reconciler needs from a pod, taken from lightkube's model."""
+    """What the reconciler needs from a pod, taken from lightkube's model.
 
-    __slots__ = ("ref", "phase", "created", "ips", "has_status", "taint_deleted", "status_error")
+    ``attachments`` maps each (interface, address) that the pod's
+    network-status lists to the name of its network there (``namespace/name``
+    of the NetworkAttachmentDefinition, or the default network's name);
+    ``ips`` is the set of those addresses.
+    """
 
-    def __init__(self, ref, phase="", created=0.0, ips=frozenset(), has_status=False, taint_deleted=False,
-                 status_error=""):
+    __slots__ = ("ref", "phase", "created", "ips", "has_status", "taint_deleted", "status_error", "uid", "node",
+                 "attachments")
+
+    def __init__(self, ref, phase="", created=0.0, ips=None, has_status=False, taint_deleted=False,
+                 status_error="", uid="", node="", attachments=None):
         self.ref = ref
         self.phase = phase
         self.created = created
-        self.ips = ips
+        self.attachments = dict(attachments or {})
+        self.ips = frozenset(ips) if ips is not None else frozenset(ip for _, ip in self.attachments)
         self.has_status = has_status
         self.taint_deleted = taint_deleted
         self.status_error = status_error
+        self.uid = uid
+        self.node = node
 
     @classmethod
     def from_pod(cls, pod) -> "PodView":
@@ -193,20 +203,23 @@ class PodView:
         status = pod.status
         annotations = meta.annotations or {}
         raw = annotations.get(NETWORK_STATUS) or annotations.get(OLD_NETWORK_STATUS)
-        ips, error = network_status_ips(raw) if raw else (frozenset(), "")
+        attachments, error = network_status_attachments(raw) if raw else ({}, "")
         created = meta.creationTimestamp.timestamp() if meta.creationTimestamp is not None else 0.0
         taint = any(c.type == "DisruptionTarget" and c.status == "True" and c.reason == "DeletionByTaintManager"
                     for c in (status.conditions or [] if status else []))
-        return cls(f"{meta.namespace}/{meta.name}", (status.phase or "") if status else "", created, ips,
-                   bool(raw) and not error, taint, error)
+        return cls(f"{meta.namespace}/{meta.name}", (status.phase or "") if status else "", created,
+                   has_status=bool(raw) and not error, taint_deleted=taint, status_error=error, uid=meta.uid or "",
+                   node=(pod.spec.nodeName or "") if pod.spec else "", attachments=attachments)
 
 
-def network_status_ips(raw: str) -> tuple:
-    """(canonical addresses in a network-status annotation, "" or why it could not be read).
+def network_status_attachments(raw: str) -> tuple:
+    """({(interface, canonical address): network name} of a network-status annotation, "" or why it could
+    not be read).
 
     Every entry counts, the default network's too: an address there is in
     use as much as on a secondary interface.  Entries may carry a prefix
-    length (``10.1.1.5/24``); it is dropped.
+    length (``10.1.1.5/24``); it is dropped.  An entry without ``interface``
+    (older Multus) is kept under the interface ``""``.
     """
     import ipaddress
     import json
@@ -214,19 +227,27 @@ def network_status_ips(raw: str) -> tuple:
     try:
         entries = json.loads(raw)
     except ValueError as exc:
-        return frozenset(), f"network-status is not JSON: {exc}"
+        return {}, f"network-status is not JSON: {exc}"
     if not isinstance(entries, list):
-        return frozenset(), "network-status is not a list"
-    found = set()
+        return {}, "network-status is not a list"
+    found = {}
     for entry in entries:
         if not isinstance(entry, dict):
             continue
+        interface = entry.get("interface") if isinstance(entry.get("interface"), str) else ""
+        network = entry.get("name") if isinstance(entry.get("name"), str) else ""
         for text in entry.get("ips") or ():
             try:
-                found.add(str(ipaddress.ip_interface(str(text)).ip))
+                found[(interface, str(ipaddress.ip_interface(str(text)).ip))] = network
             except ValueError:
                 continue
-    return frozenset(found), ""
+    return found, ""
+
+
+def network_status_ips(raw: str) -> tuple:
+    """(canonical addresses in a network-status annotation, "" or why it could not be read)."""
+    attachments, error = network_status_attachments(raw)
+    return frozenset(ip for _, ip in attachments), error
 
 
 def judge_pod(allocation, pod, now: float, grace: float):
