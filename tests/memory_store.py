@@ -58,10 +58,11 @@ class MemoryStore(Store):
 
     def update_owner(self, allocation, container_id, netns):
         held = self.rows.get((allocation.pool, allocation.ip))
-        if held is None:  # released meanwhile: nothing to move, as in the other stores
-            return
+        if held is None or held.attachment != allocation.attachment:  # released meanwhile, as in the other stores
+            return False
         held.container_id = allocation.container_id = container_id  # the caller's copy too, like SQLite
         held.netns = allocation.netns = netns
+        return True
 
     def find(self, network=None, container_id=None, ifname=None, pod=None):
         return [a for a in self.allocations()

@@ -323,7 +323,7 @@ def test_find_returns_every_field(store):
 
 def test_update_owner_moves_the_address_to_the_new_container(store, four):
     stale = alloc(POOL_A, "192.0.2.1", network="netA", cid="c1", ifname="net1", pod="ns/p1")
-    store.update_owner(stale, "c9", "/var/run/netns/new")
+    assert store.update_owner(stale, "c9", "/var/run/netns/new") is True
     assert (stale.container_id, stale.netns) == ("c9", "/var/run/netns/new")
     [moved] = store.find(container_id="c9")
     assert (moved.pool, moved.ip, moved.network, moved.ifname, moved.pod, moved.netns) == (
@@ -337,9 +337,23 @@ def test_update_owner_of_a_released_allocation_changes_nothing(store):
     a = alloc(POOL_A, "192.0.2.1")
     assert store.claim(a)
     assert store.release(alloc(POOL_A, "192.0.2.1"))
-    store.update_owner(alloc(POOL_A, "192.0.2.1"), "c9", "/var/run/netns/new")
+    stale = alloc(POOL_A, "192.0.2.1")
+    assert store.update_owner(stale, "c9", "/var/run/netns/new") is False
+    assert stale.container_id != "c9"
     assert store.allocations() == []
     assert store.claim(alloc(POOL_A, "192.0.2.1", cid="c2"))
+
+
+def test_update_owner_never_takes_an_address_claimed_again_by_another_attachment(store):
+    """The address was freed and claimed by another pod between the caller's read and its update."""
+    stale = alloc(POOL_A, "192.0.2.1", cid="c1", pod="ns/old")
+    assert store.claim(stale)
+    assert store.release(alloc(POOL_A, "192.0.2.1", cid="c1"))
+    newcomer = alloc(POOL_A, "192.0.2.1", cid="c2", pod="ns/new")
+    assert store.claim(newcomer)
+    assert store.update_owner(stale, "c9", "/var/run/netns/new") is False
+    [held] = store.allocations()
+    assert (held.container_id, held.pod) == ("c2", "ns/new")
 
 
 def test_allocations_are_in_pool_then_address_order(store):

@@ -139,6 +139,20 @@ def test_a_restarted_sandbox_keeps_its_pods_address(store):
     assert addresses(release_attachment(store, "net1", "new", "net1")) == ["192.0.2.197"]
 
 
+def test_a_restarted_sandbox_whose_old_address_is_freed_meanwhile_gets_a_recorded_one():
+    """The old sandbox's DEL (or the reconciler) frees the address between the ADD's find and its update:
+    the ADD must not return an address that nothing records."""
+    class FreedDuringTheMove(MemoryStore):
+        def update_owner(self, allocation, container_id, netns):
+            self.release(Allocation(allocation.pool, allocation.ip, allocation.version, *allocation.attachment))
+            return super().update_owner(allocation, container_id, netns)
+
+    store, s = FreedDuringTheMove(), mission()
+    assert one(store, [s], Owner("net1", "old", "net1", pod="ns/web")) == "192.0.2.197"
+    [allocation] = assign(store, [s], Owner("net1", "new", "net1", pod="ns/web"))
+    assert [(a.address, a.container_id) for a in store.allocations()] == [(allocation.address, "new")]
+
+
 def test_the_same_pod_on_another_interface_gets_another_address(store):
     s = mission()
     assert one(store, [s], Owner("net1", "c1", "net1", pod="ns/web")) == "192.0.2.197"

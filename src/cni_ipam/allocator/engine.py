@@ -55,8 +55,8 @@ def _existing(store, spec, owner: Owner):
             return held
     if owner.pod:  # same network only: DEL finds an allocation by its network, and update_owner keeps it
         for held in store.find(network=owner.network, pod=owner.pod, ifname=owner.ifname):
-            if held.pool == spec.pool and spec.range.is_allocatable(held.ip):
-                store.update_owner(held, owner.container_id, owner.netns)
+            if held.pool == spec.pool and spec.range.is_allocatable(held.ip) and \
+                    store.update_owner(held, owner.container_id, owner.netns):  # else freed meanwhile: allocate anew
                 return held
     return None
 

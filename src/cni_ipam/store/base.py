@@ -156,8 +156,14 @@ class AllocatorStore:
         """Forget ``allocation`` (same pool, address and attachment); False if it was not there."""
         raise NotImplementedError
 
-    def update_owner(self, allocation: Allocation, container_id: str, netns: str) -> None:
-        """A restarted sandbox keeps its pod's address under a new container ID."""
+    def update_owner(self, allocation: Allocation, container_id: str, netns: str) -> bool:
+        """A restarted sandbox keeps its pod's address under a new container ID.
+
+        False, changing nothing, when ``allocation``'s attachment no longer
+        holds the address (released, or released and claimed again, since it
+        was read): the caller then allocates anew rather than hand out an
+        address whose record is gone.
+        """
         raise NotImplementedError
 
     def find(self, network: str | None = None, container_id: str | None = None, ifname: str | None = None,

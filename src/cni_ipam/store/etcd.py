@@ -205,18 +205,22 @@ class EtcdStore(Store):
                            [ec.put(kv["key"], json.dumps(hint).encode())])
 
     def update_owner(self, allocation, container_id, netns):
-        held, revision = self._read(allocation)
-        if held is None:
-            return
-        old_index = self._index_keys(held)
-        held.container_id, held.netns = container_id, netns
-        new_index = self._index_keys(held)
-        record = json.dumps(held.to_dict()).encode()
-        ops = [ec.delete(k) for k in old_index if k not in new_index]  # etcd refuses a key twice in a txn
-        ops += [ec.put(k, record) for k in [self._pool_key(held)] + new_index]
         self._forget_indexes()
-        self._call(self.client.txn, [ec.unchanged(self._pool_key(held), revision)], ops)
-        allocation.container_id, allocation.netns = container_id, netns
+        for _ in range(8):
+            held, revision = self._read(allocation)
+            if held is None or held.attachment != allocation.attachment:
+                return False  # released (and maybe claimed again) since the caller read it
+            old_index = self._index_keys(held)
+            held.container_id, held.netns = container_id, netns
+            new_index = self._index_keys(held)
+            record = json.dumps(held.to_dict()).encode()
+            ops = [ec.delete(k) for k in old_index if k not in new_index]  # etcd refuses a key twice in a txn
+            ops += [ec.put(k, record) for k in [self._pool_key(held)] + new_index]
+            if self._call(self.client.txn, [ec.unchanged(self._pool_key(held), revision)], ops)["succeeded"]:
+                allocation.container_id, allocation.netns = container_id, netns
+                return True
+        raise StoreError(f"allocation {allocation.address} in {allocation.pool} kept changing; owner not moved",
+                         retry=True)
 
     def find(self, network=None, container_id=None, ifname=None, pod=None):
         if network is not None and container_id is not None and ifname is not None:

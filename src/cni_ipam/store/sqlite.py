@@ -233,10 +233,14 @@ class SQLiteStore(Store):
         return bool(gone)
 
     def update_owner(self, allocation, container_id, netns):
-        self._run("UPDATE allocations SET container_id = ?, netns = ? WHERE pool = ? AND ip = ?",
-                  (container_id, netns, allocation.pool, encode_ip(allocation.ip, allocation.version)))
-        allocation.container_id = container_id
-        allocation.netns = netns
+        moved = self._run("UPDATE allocations SET container_id = ?, netns = ? WHERE pool = ? AND ip = ? "
+                          "AND network = ? AND container_id = ? AND ifname = ?",
+                          (container_id, netns, allocation.pool, encode_ip(allocation.ip, allocation.version),
+                           *allocation.attachment)).rowcount == 1
+        if moved:
+            allocation.container_id = container_id
+            allocation.netns = netns
+        return moved
 
     def find(self, network=None, container_id=None, ifname=None, pod=None):
         where, params = [], []
