@@ -347,11 +347,10 @@ class KubernetesStore(Store):
             held = [a for a in pool.holding(allocation.ip) if _same_attachment(a, allocation)] if pool else []
             if not held:
                 return
-            moved = held[0]
-            moved.container_id, moved.netns = container_id, netns
             key = next(e.key for e in pool.parsed.held[allocation.ip]
                        if (e.allocation.container_id, e.allocation.ifname) == (allocation.container_id,
                                                                               allocation.ifname))
+            moved = Allocation.from_dict(dict(held[0].to_dict(), container_id=container_id, netns=netns))
             extras = dict(pool.extras)
             extras[key] = _extra(moved)
             ops = ko.pool_patch(pool.parsed, replace={key: _upstream(moved)}) + _annotation_ops(pool, extras)
