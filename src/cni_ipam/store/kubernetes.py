@@ -100,7 +100,7 @@ def _str(value) -> str:
 
 
 def _network_name(name: str, network) -> str:
-    """The ``network_name`` an IPPool's name carries before its normalized range (None-safe: "" when none)."""
+    """The ``network_name`` an IPPool's name carries before its normalized range ("" when none)."""
     suffix = ko.pool_name(ko.range_text(network))
     if name == suffix:
         return ""
