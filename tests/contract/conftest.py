@@ -13,11 +13,19 @@ import pytest
 
 
 class Backend:
-    """How to make one store, and what its ``transaction()`` promises."""
+    """How to make one store, and what it promises beyond the common contract.
 
-    def __init__(self, factory, no_rollback: str = "") -> None:
+    Each promise is "" when the backend keeps it, else the reason why not,
+    which the cases that rely on it give when they skip.
+    """
+
+    def __init__(self, factory, no_rollback: str = "", no_hints: str = "", no_far_offsets: str = "",
+                 kube_names: str = "") -> None:
         self.factory = factory
-        self.no_rollback = no_rollback  # "" when a failed transaction() undoes its writes, else why not
+        self.no_rollback = no_rollback  # a failed transaction() undoes its writes
+        self.no_hints = no_hints  # hints are kept
+        self.no_far_offsets = no_far_offsets  # any address of the family can be held in any pool
+        self.kube_names = kube_names  # any network name can be stored
 
 
 def memory_store(tmp_path, request):
@@ -40,12 +48,31 @@ def etcd_store(tmp_path, request):
     return EtcdStore(EtcdClient(cluster.endpoints), request.getfixturevalue("etcd_prefix"))
 
 
+def kubernetes_store(tmp_path, request):
+    from kubeapi.kubeconfig import write_kubeconfig
+
+    from cni_ipam.kube.client import KubeClient
+    from cni_ipam.kube.kubeconfig import load
+    from cni_ipam.store.kubernetes import KubernetesStore
+
+    server = request.getfixturevalue("kube_api")
+    return KubernetesStore(KubeClient(load(write_kubeconfig(server, str(tmp_path / "kubeconfig")))))
+
+
 BACKENDS = {
     "memory": Backend(memory_store, no_rollback="MemoryStore.transaction() is a null context: "
                                                 "the in-memory test double keeps no undo log"),
     "sqlite": Backend(sqlite_store),
     "etcd": Backend(etcd_store, no_rollback="etcd claims are atomic one by one; "
                                             "the engine gives back what a failed ADD claimed"),
+    "kubernetes": Backend(
+        kubernetes_store,
+        no_rollback="each claim is its own pool patch; the engine gives back what a failed ADD claimed",
+        no_hints="upstream's objects have no place for hints, and the pools are read whole anyway "
+                 "(store/kubernetes.py)",
+        no_far_offsets="an IPPool keys an address by its offset from the range's first IP, which Go whereabouts "
+                       "reads as a signed 64-bit number: nothing below the range or 2^63 past it",
+        kube_names="network names become parts of Kubernetes object names (DNS-1123)"),
 }
 
 

@@ -363,7 +363,7 @@ def test_status_50_when_the_range_is_full(wb):
     ({"range": "10.0.0.0/24", "exclude": ["10.0.0.0/28"]}, "IP=10.0.0.5", "CNI_ARGS IP", "10.0.0.5"),
     ({"range": "10.0.0.0/24", "datastore": "mongodb"}, "", "ipam.datastore", "mongodb"),
     ({"range": "10.0.0.0/24", "datastore": "sqlite", "etcd_host": "https://etcd:2379"}, "", "ipam.etcd_host", "sqlite"),
-    ({"range": "10.0.0.0/24", "datastore": "kubernetes"}, "", "ipam.datastore", "not available yet"),
+    ({"range": "10.0.0.0/24", "datastore": "kubernetes"}, "", "ipam.datastore", "ipam.kubernetes.kubeconfig"),
 ])
 def test_invalid_input_is_code_7_and_changes_nothing(wb, ipam, args, key, value):
     ok(wb.add(wb.net(range="10.0.0.0/24"), "seed"))

@@ -86,6 +86,7 @@ class Request:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as Go's net package does: headers and body go out without a 40 ms wait
     server: APIServer
 
     def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name

@@ -192,7 +192,8 @@ class EtcdWatch:
     """
 
     def __init__(self, endpoints: list, start: bytes, end: bytes, revision: int) -> None:
-        from cni_ipam.store.etcd_client import Endpoint, _plain_connection
+        from cni_ipam.http11 import plain_connection
+        from cni_ipam.store.etcd_client import Endpoint
 
         last = None
         for url in endpoints:
@@ -200,7 +201,7 @@ class EtcdWatch:
             if endpoint.tls:
                 raise ValueError("the test API server watches plain http etcd endpoints only")
             try:
-                self.sock = _plain_connection(endpoint.host, endpoint.port, 5.0)
+                self.sock = plain_connection(endpoint.host, endpoint.port, 5.0)
                 break
             except OSError as exc:
                 last = exc

@@ -353,21 +353,45 @@ def test_flat_file_that_is_not_an_object_is_an_error():
     assert CP in error.msg
 
 
-def test_go_installer_flat_file_with_the_kubernetes_datastore_is_refused():
+CNO_DIR = "/etc/kubernetes/cni/net.d/whereabouts.d"
+CNO_FLAT_FILE = {  # exactly as OpenShift's cluster-network-operator writes it (bindata/network/multus/multus.yaml)
+    "datastore": "kubernetes", "kubernetes": {"kubeconfig": f"{CNO_DIR}/whereabouts.kubeconfig"},
+    "reconciler_cron_expression": "30 4 * * *", "log_level": "verbose", "configuration_path": CNO_DIR}
+
+
+def test_the_cno_flat_file_names_the_kubernetes_store_and_its_kubeconfig():
+    config, request = load({"range": "10.0.0.0/24"}, files={wb.FLAT_FILE_PATHS[0]: CNO_FLAT_FILE})
+    assert config.flat_file == wb.FLAT_FILE_PATHS[0]
+    assert (config.store.datastore, config.store.kubeconfig) == ("kubernetes", f"{CNO_DIR}/whereabouts.kubeconfig")
+    assert config.store.timeout == 5.0 and config.log_level == "verbose"
+    assert not any("kubernetes" in w for w in request.warnings)
+    assert wb.nodename_files(config.ipam, config.flat_file) == [f"{CNO_DIR}/nodename"]
+
+
+def test_the_go_installer_flat_file_works_through_configuration_path():
     flat = {"datastore": "kubernetes", "configuration_path": "/etc/cni/net.d/whereabouts.d",
             "kubernetes": {"kubeconfig": "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig"},
             "reconciler_cron_expression": "30 4 * * *"}
-    error = config_error({"range": "10.0.0.0/24"}, files={wb.FLAT_FILE_PATHS[1]: flat})
-    assert "not available yet" in error.msg and "kubernetes" in error.msg
+    config, _ = load({"range": "10.0.0.0/24", "configuration_path": CP}, files={CP: flat})
+    assert config.store.kubeconfig == "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig"
+
+
+def test_the_kubernetes_datastore_needs_a_kubeconfig():
+    error = config_error({"range": "10.0.0.0/24", "datastore": "kubernetes"})
+    assert "ipam.kubernetes.kubeconfig" in error.msg and "from the flat file" not in error.msg
+    error = config_error({"range": "10.0.0.0/24"}, files={wb.FLAT_FILE_PATHS[1]: {"datastore": "kubernetes"}})
     assert wb.FLAT_FILE_PATHS[1] in error.msg  # where the setting came from
-    assert "in the network config" in error.details and "configuration_path" in error.details  # what to do
+    error = config_error({"range": "10.0.0.0/24", "datastore": "kubernetes", "kubernetes": {"kubeconfig": 7}})
+    assert "ipam.kubernetes.kubeconfig" in error.msg and "7" in error.msg
+    error = config_error({"range": "10.0.0.0/24", "datastore": "kubernetes",
+                          "kubernetes": {"kubeconfig": "/k", "timeout": 0}})
+    assert "ipam.kubernetes.timeout" in error.msg
 
 
-def test_the_kubernetes_datastore_of_the_network_config_says_so():
-    flat = {"datastore": "sqlite"}
-    error = config_error({"range": "10.0.0.0/24", "datastore": "kubernetes"}, files={wb.FLAT_FILE_PATHS[1]: flat})
-    assert "in the network config" in error.msg and wb.FLAT_FILE_PATHS[1] not in error.msg
-    assert '"sqlite"' in error.details and '"etcd"' in error.details
+def test_the_network_config_kubeconfig_wins_over_the_flat_file():
+    config, _ = load({"range": "10.0.0.0/24", "kubernetes": {"kubeconfig": "/nad.kubeconfig"}},
+                     files={wb.FLAT_FILE_PATHS[0]: CNO_FLAT_FILE})
+    assert config.store.kubeconfig == "/nad.kubeconfig"
 
 
 # --- errors: code 7, naming the key and the value ---
@@ -432,11 +456,6 @@ def test_mixed_families_in_one_range(ipam, key, value):
 def test_unknown_datastore():
     error = config_error({"range": "10.0.0.0/24", "datastore": "redis"})
     assert "ipam.datastore" in error.msg and "redis" in error.msg
-
-
-def test_the_kubernetes_store_is_not_available_yet():
-    error = config_error({"range": "10.0.0.0/24", "datastore": "kubernetes"})
-    assert "ipam.datastore" in error.msg and "not available yet" in error.msg
 
 
 def test_a_kubernetes_key_beside_another_store_is_a_warning():

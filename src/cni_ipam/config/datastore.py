@@ -12,6 +12,13 @@ The etcd keys are those Go whereabouts once read
 (a list), ``etcd_prefix`` and ``etcd_timeout`` (seconds per request).  An
 endpoint without a scheme gets ``https://`` when TLS files are given, else
 ``http://``, as whereabouts' ``host:port`` values expect.
+
+``kubernetes`` keeps the allocations in upstream whereabouts' own objects
+(docs/kubernetes-objects.md): ``kubernetes.kubeconfig`` names the kubeconfig
+(required; OpenShift's CNO and upstream's installer write it beside the flat
+file), ``kubernetes.timeout`` (ours) the seconds per request.  Upstream's
+``kubernetes.k8s_api_root`` is ignored, as upstream ignores it: the
+kubeconfig names the server.
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ from ..jsonlite import quote
 DEFAULT_SQLITE_PATH = "/var/lib/cni/whereabouts/whereabouts.db"
 DEFAULT_ETCD_PREFIX = "/cni-ipam/"
 DEFAULT_ETCD_TIMEOUT = 5.0
-DATASTORES = ("sqlite", "etcd")
-LATER_DATASTORES = ("kubernetes",)
+DEFAULT_KUBE_TIMEOUT = 5.0
+DATASTORES = ("sqlite", "etcd", "kubernetes")
 ETCD_KEYS = ("etcd_host", "etcd_endpoints", "etcd_username", "etcd_password", "etcd_key_file",
              "etcd_cert_file", "etcd_ca_cert_file", "etcd_prefix", "etcd_timeout")
 
@@ -32,7 +39,7 @@ class StoreSettings:
     """Where allocations live: the ``datastore`` and the keys of that backend (the others are None)."""
 
     __slots__ = ("datastore", "sqlite_path", "endpoints", "username", "password", "key_file", "cert_file",
-                 "ca_file", "prefix", "timeout")
+                 "ca_file", "prefix", "timeout", "kubeconfig")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -63,11 +70,9 @@ def _endpoint(text: str, key: str, tls: bool) -> str:
 
 
 def parse(ipam: dict, flat_file: str = "") -> StoreSettings:
-    """``flat_file``: the flat file's path when ``datastore`` came from it, named in the error for a later datastore."""
+    """``flat_file``: the flat file's path when ``datastore`` came from it, named in errors about it."""
     implied = "etcd" if ipam.get("etcd_host") or ipam.get("etcd_endpoints") else "sqlite"
     datastore = _string(ipam, "datastore", implied)
-    if datastore in LATER_DATASTORES:
-        raise _not_available_yet(datastore, flat_file)
     if datastore not in DATASTORES:
         raise invalid_config(f"ipam.datastore: {quote(datastore)} is not a datastore",
                              f"choose one of {', '.join(DATASTORES)}")
@@ -78,23 +83,32 @@ def parse(ipam: dict, flat_file: str = "") -> StoreSettings:
     settings = StoreSettings(datastore=datastore, sqlite_path=_string(ipam, "sqlite_path", DEFAULT_SQLITE_PATH))
     if datastore == "etcd":
         _etcd(ipam, settings)
+    elif datastore == "kubernetes":
+        _kubernetes(ipam, settings, flat_file)
     return settings
 
 
-def _not_available_yet(datastore: str, flat_file: str):
-    """The error for ``"datastore": "kubernetes"``: where the setting came from, and what to do instead."""
-    instead = "\"sqlite\" (one node) or \"etcd\" (a cluster, docs/etcd.md)"
-    if flat_file:
-        return invalid_config(
-            f"ipam.datastore: {quote(datastore)}, from the flat file {flat_file}, is not available yet "
-            f"in this cni-ipam build",
-            f"that file is Go whereabouts' or OpenShift's, whose Kubernetes store cni-ipam does not have yet "
-            f"(docs/deploying.md); set \"datastore\" to {instead} in the network config, which wins over the "
-            f"flat file, or point ipam.configuration_path at a flat file of your own")
-    return invalid_config(f"ipam.datastore: {quote(datastore)}, in the network config, is not available yet "
-                          f"in this cni-ipam build",
-                          f"set \"datastore\" to {instead}; the Kubernetes store is not in this build yet "
-                          f"(docs/deploying.md)")
+def _kubernetes(ipam: dict, settings: StoreSettings, flat_file: str) -> None:
+    kube = ipam.get("kubernetes")
+    if kube is None:
+        kube = {}
+    if not isinstance(kube, dict):
+        raise invalid_config(f"ipam.kubernetes: expected an object with kubeconfig, got {quote(kube)}")
+    source = f" (the datastore comes from the flat file {flat_file})" if flat_file else ""
+    value = kube.get("kubeconfig")
+    if value is not None and not isinstance(value, str):
+        raise invalid_config(f"ipam.kubernetes.kubeconfig: expected a path, got {quote(value)}")
+    kubeconfig = (value or "").strip()
+    if not kubeconfig:
+        raise invalid_config(f"ipam.datastore \"kubernetes\" needs ipam.kubernetes.kubeconfig{source}",
+                             "e.g. \"kubernetes\": {\"kubeconfig\": \"/etc/cni/net.d/whereabouts.d/"
+                             "whereabouts.kubeconfig\"}, as whereabouts' installer writes it")
+    settings.kubeconfig = kubeconfig
+    timeout = kube.get("timeout", DEFAULT_KUBE_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 300:
+        raise invalid_config(f"ipam.kubernetes.timeout: {quote(timeout)} is not a number of seconds between 0 "
+                             f"and 300")
+    settings.timeout = float(timeout)
 
 
 def _etcd(ipam: dict, settings: StoreSettings) -> None:

@@ -277,6 +277,21 @@ def pod_ref(cni_args: dict) -> str:
     return f"{namespace}/{name}" if name and namespace else name
 
 
+def nodename_files(ipam: dict, flat_file) -> list:
+    """Where the node's name may be written: ``nodename`` beside the flat file (``configuration_path``, a
+    directory or the file itself, else where the flat file was found), as upstream's installer and
+    OpenShift's CNO write it."""
+    import os
+
+    places = []
+    path = ipam.get("configuration_path")
+    if isinstance(path, str) and path:
+        places.append(path if not path.endswith(".conf") else os.path.dirname(path))
+    if flat_file:
+        places.append(os.path.dirname(flat_file))
+    return [os.path.join(p, "nodename") for p in dict.fromkeys(places)]
+
+
 def store_settings(ipam: dict, flat_file: str = ""):
     """Where allocations live (:mod:`.datastore`); all DEL needs, so DEL works when ranges no longer parse.
 

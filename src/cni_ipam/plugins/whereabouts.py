@@ -39,11 +39,13 @@ def _store_errors(function):
     """Turn store and allocation failures into CNI errors with their messages."""
     def wrapped(*args):
         from ..allocator.engine import AddressTaken, LostRaces, RangeFull
-        from ..cni.errors import CNIError, IO_FAILURE, TRY_AGAIN_LATER
-        from ..store.base import StoreError
+        from ..cni.errors import CNIError, INVALID_CONFIG, IO_FAILURE, TRY_AGAIN_LATER
+        from ..store.base import StoreError, StoreRefused
 
         try:
             return function(*args)
+        except StoreRefused as exc:
+            raise CNIError(INVALID_CONFIG, str(exc)) from None
         except StoreError as exc:
             raise CNIError(TRY_AGAIN_LATER if exc.retry else IO_FAILURE, str(exc)) from None
         except RangeFull as exc:
@@ -57,13 +59,30 @@ def _store_errors(function):
 
 
 def _owner(request, config):
-    import os
-
     from ..allocator.engine import Owner
 
-    # NODENAME is what whereabouts' daemon sets and reads for the node's name.
-    node = os.environ.get("NODENAME") or os.uname().nodename
-    return Owner(request.name, request.container_id, request.ifname, pod=config.pod, netns=request.netns, node=node)
+    return Owner(request.name, request.container_id, request.ifname, pod=config.pod, netns=request.netns,
+                 node=_node_name(config))
+
+
+def _node_name(config) -> str:
+    """``NODENAME`` (whereabouts' daemon sets and reads it), else the ``nodename`` file beside the flat file,
+    else the host name."""
+    import os
+
+    from ..config.whereabouts import nodename_files
+
+    if os.environ.get("NODENAME"):
+        return os.environ["NODENAME"]
+    for path in nodename_files(config.ipam, config.flat_file):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                name = handle.read().strip()
+        except (OSError, ValueError):
+            continue
+        if name:
+            return name
+    return os.uname().nodename
 
 
 @_store_errors

@@ -124,6 +124,11 @@ class StoreError(Exception):
         self.retry = retry
 
 
+class StoreRefused(StoreError):
+    """The backend's format cannot hold what was asked (an address or a name it has no way to write):
+    the config must change, retrying will not help."""
+
+
 class AllocatorStore:
     """What the allocator needs: the verbs of one plugin command (host-local's small ``backend.Store``,
     containernetworking/plugins plugins/ipam/host-local/backend/store.go).

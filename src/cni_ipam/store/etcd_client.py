@@ -3,8 +3,9 @@
 Why not a library: the Python etcd clients are unmaintained or cost
 100-150 ms to import, and a plugin process pays that on every CNI call
 (tests/unit/test_plugin_imports.py holds plugins to it).  This client
-speaks HTTP/1.1 on a plain socket (``ssl`` only when TLS is configured),
-keeps one connection per endpoint, and fails over: each request has a timeout, and on a connection error, a timeout or an
+speaks HTTP/1.1 through :mod:`cni_ipam.http11` (``_socket``, and ``_ssl``
+when TLS is configured), keeps one connection per endpoint, and fails over:
+each request has a timeout, and on a connection error, a timeout or an
 "unavailable" answer it moves to the next endpoint after a short jittered
 pause, until the overall deadline.  Killing the leader of a 3-member
 cluster stops writes for about 2 s, so the default deadline covers that.
@@ -55,7 +56,7 @@ def prefix_end(prefix: bytes) -> bytes:
 
 
 class Endpoint:
-    """``http[s]://host:port`` parsed, with its kept-alive connection."""
+    """``http[s]://host:port`` parsed, with its kept-alive connection (:class:`cni_ipam.http11.Connection`)."""
 
     def __init__(self, url: str) -> None:
         scheme, sep, rest = url.partition("://")
@@ -69,16 +70,11 @@ class Endpoint:
         self.tls = scheme == "https"
         self.host = host.strip("[]")
         self.port = int(port)
-        self.sock = None
-        self.buffer = b""
+        self.connection = None
 
     def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            finally:
-                self.sock = None
-                self.buffer = b""
+        if self.connection is not None:
+            self.connection.close()
 
 
 class EtcdClient:
@@ -103,93 +99,33 @@ class EtcdClient:
 
     # -- transport ----------------------------------------------------------
 
-    def _connect(self, endpoint: Endpoint, timeout: float):
-        if endpoint.tls:  # ssl needs the socket module (and imports it anyway)
-            import socket
-
-            sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock = self._ssl_context().wrap_socket(sock, server_hostname=endpoint.host)
-        else:
-            sock = _plain_connection(endpoint.host, endpoint.port, timeout)
-        endpoint.sock = sock
-        endpoint.buffer = b""
-
     def _ssl_context(self):
         """Unreadable or bad TLS files are a config error: EtcdError now, not retries until the deadline."""
         if self._ssl is None:
-            import ssl
+            from ..http11 import tls_context
 
             try:
-                context = ssl.create_default_context(cafile=self.ca_file or None)
-                if self.cert_file:
-                    context.load_cert_chain(self.cert_file, self.key_file or None)
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                self._ssl = tls_context(ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
+            except (OSError, ValueError) as exc:  # _ssl.SSLError is an OSError
                 raise EtcdError(f"etcd TLS files (ca {self.ca_file or '-'}, cert {self.cert_file or '-'}, "
                                 f"key {self.key_file or '-'}) cannot be used: {exc}") from None
-            self._ssl = context
         return self._ssl
 
     def _exchange(self, endpoint: Endpoint, path: str, body: bytes, timeout: float) -> tuple:
         """One HTTP/1.1 POST on the endpoint's connection: (status, parsed JSON body)."""
-        if endpoint.sock is None:
-            self._connect(endpoint, timeout)
-        endpoint.sock.settimeout(timeout)
-        headers = [f"POST {path} HTTP/1.1", f"Host: {endpoint.host}:{endpoint.port}",
-                   "Content-Type: application/json", f"Content-Length: {len(body)}"]
+        if endpoint.connection is None:
+            from ..http11 import Connection
+
+            endpoint.connection = Connection(endpoint.host, endpoint.port,
+                                             self._ssl_context() if endpoint.tls else None, name="etcd")
+        headers = ["Content-Type: application/json"]
         if self.token:
             headers.append(f"Authorization: {self.token}")
-        endpoint.sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode() + body)
-        status, head = self._read_head(endpoint)
-        length = head.get("content-length")
-        if length is not None:
-            data = self._read_exact(endpoint, int(length))
-        elif head.get("transfer-encoding", "").lower() == "chunked":
-            data = self._read_chunked(endpoint)
-        else:
-            raise ConnectionError("etcd answered without a body length")
-        if head.get("connection", "").lower() == "close":
-            endpoint.close()
+        answer = endpoint.connection.request("POST", path, headers, body, timeout)
         try:
-            return status, json.loads(data) if data else {}
+            return answer.status, json.loads(answer.body) if answer.body else {}
         except ValueError:
-            return status, {"error": data.decode(errors="replace")}
-
-    def _fill(self, endpoint: Endpoint) -> None:
-        chunk = endpoint.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("etcd closed the connection")
-        endpoint.buffer += chunk
-
-    def _read_head(self, endpoint: Endpoint) -> tuple:
-        while b"\r\n\r\n" not in endpoint.buffer:
-            self._fill(endpoint)
-        head, endpoint.buffer = endpoint.buffer.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return status, headers
-
-    def _read_exact(self, endpoint: Endpoint, count: int) -> bytes:
-        while len(endpoint.buffer) < count:
-            self._fill(endpoint)
-        data, endpoint.buffer = endpoint.buffer[:count], endpoint.buffer[count:]
-        return data
-
-    def _read_chunked(self, endpoint: Endpoint) -> bytes:
-        parts = []
-        while True:
-            while b"\r\n" not in endpoint.buffer:
-                self._fill(endpoint)
-            size_line, endpoint.buffer = endpoint.buffer.split(b"\r\n", 1)
-            size = int(size_line.split(b";")[0], 16)
-            chunk = self._read_exact(endpoint, size + 2)
-            if size == 0:
-                return b"".join(parts)
-            parts.append(chunk[:-2])
+            return answer.status, {"error": answer.body.decode(errors="replace")}
 
     # -- calls with failover ------------------------------------------------
 
@@ -197,7 +133,7 @@ class EtcdClient:
         """POST ``request`` to ``/v3/<path>``, failing over between endpoints until the deadline."""
         body = json.dumps(request).encode()
         give_up = self.clock() + self.deadline
-        attempt, last_error, tls_refused = 0, "no attempt", set()
+        attempt, last_error, refused_by = 0, "no attempt", set()
         while True:
             endpoint = self.endpoints[self.current]
             remaining = give_up - self.clock()
@@ -208,9 +144,11 @@ class EtcdClient:
             except (OSError, ConnectionError, ValueError) as exc:
                 endpoint.close()
                 last_error = f"{endpoint.url}: {exc or type(exc).__name__}"
-                if _tls_refused(exc):
-                    tls_refused.add(endpoint.url)
-                    if len(tls_refused) == len(self.endpoints):  # certificates, not the network: retrying won't help
+                from ..http11 import tls_refused
+
+                if tls_refused(exc):
+                    refused_by.add(endpoint.url)
+                    if len(refused_by) == len(self.endpoints):  # certificates, not the network: retrying won't help
                         raise EtcdError(f"TLS handshake with etcd failed ({last_error}); check etcd_ca_cert_file, "
                                         f"etcd_cert_file and etcd_key_file") from None
             else:
@@ -296,40 +234,6 @@ class EtcdClient:
         answer = self.call("kv/txn", request)
         answer["succeeded"] = bool(answer.get("succeeded"))
         return answer
-
-
-def _plain_connection(host: str, port: int, timeout: float):
-    """A TCP connection made with ``_socket``.
-
-    Why not ``socket.create_connection``: importing ``socket`` (its enums,
-    ``selectors``) and resolving a ``str`` host (which loads the ``idna``
-    codec and ``re``) cost 8-25 ms per plugin process on the 2-core test
-    machine (more when it is busy), against about 1 ms here; every ADD and
-    DEL pays it.
-    """
-    import _socket
-
-    last = None
-    for family, kind, proto, _, address in _socket.getaddrinfo(host.encode(), port, 0, _socket.SOCK_STREAM):
-        sock = _socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(timeout)
-            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-            sock.connect(address)
-            return sock
-        except OSError as exc:
-            sock.close()
-            last = exc
-    raise last or OSError(f"{host}:{port}: no address to connect to")
-
-
-def _tls_refused(exc) -> bool:
-    """A TLS handshake failed over certificates (ours or the server's), not a dropped connection."""
-    import sys
-
-    ssl = sys.modules.get("ssl")  # loaded only when an endpoint is https
-    return (ssl is not None and isinstance(exc, ssl.SSLError)
-            and not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)))
 
 
 def decode_kv(kv: dict) -> dict:

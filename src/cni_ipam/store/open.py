@@ -20,6 +20,8 @@ def open_store(settings):
                             username=settings.username, password=settings.password, ca_file=settings.ca_file,
                             cert_file=settings.cert_file, key_file=settings.key_file)
         return EtcdStore(client, settings.prefix)
+    if settings.datastore == "kubernetes":
+        return _kubernetes(settings)
     from ..trusted_paths import UntrustedPath, check_store_path
     from .base import StoreError
 
@@ -32,6 +34,25 @@ def open_store(settings):
     from .sqlite import SQLiteStore
 
     return SQLiteStore(settings.sqlite_path)
+
+
+def _kubernetes(settings):
+    """The Kubernetes store; a kubeconfig not there (yet: the installer writes it) is worth a retry, one
+    that does not parse is not."""
+    import os
+
+    from ..kube.client import KubeClient
+    from ..kube.kubeconfig import KubeconfigError, load
+    from .base import StoreError, StoreRefused
+    from .kubernetes import KubernetesStore
+
+    try:
+        kube = load(settings.kubeconfig)
+    except KubeconfigError as exc:
+        if not os.path.exists(settings.kubeconfig):
+            raise StoreError(f"{exc} (ipam.kubernetes.kubeconfig)", retry=True) from None
+        raise StoreRefused(f"{exc} (ipam.kubernetes.kubeconfig)") from None
+    return KubernetesStore(KubeClient(kube, timeout=settings.timeout, deadline=max(3 * settings.timeout, 10.0)))
 
 
 def never_created(settings) -> bool:

@@ -1,0 +1,554 @@
+"""The cluster store on the Kubernetes API, in Go whereabouts' own objects (``whereabouts.cni.cncf.io/v1alpha1``).
+
+One **IPPool** per pool (range and ``network_name``; :mod:`cni_ipam.kube.objects`
+names it): ``spec.allocations`` maps each held address's offset from the
+range's first IP to ``{id, podref, ifname}``.  With overlapping-range checks
+on (a pool with an address space), each held address also has an
+**OverlappingRangeIPReservation** named after it (and the ``network_name``).
+Both as upstream writes them (k8snetworkplumbingwg/whereabouts
+pkg/storage/kubernetes/ipam.go @ v0.9.4, 3a262bd0cd873e13d9b379342f8251b852a89b8f),
+so our plugins and Go whereabouts can allocate from one cluster's pools at once.
+
+A claim is: the reservation created (409 AlreadyExists: the address is held
+in its space), then the pool patched with upstream's JSON Patch, whose
+``test`` of ``metadata.resourceVersion`` makes any concurrent write (ours or
+a Go writer's) fail it with 422 and apply nothing.  On 422 the pool is read
+again: the address now held is a lost race (``claim`` returns False and the
+allocator moves on to another candidate, :mod:`cni_ipam.allocator.engine`);
+still free, the patch is retried after a jittered pause, a bounded number of
+times.  A claim that finally fails deletes its reservation.  Upstream also
+takes a Lease around its writes; the ``test`` makes each write safe without
+it, so none is taken, and one held by a Go writer delays nothing here.
+
+What upstream's objects have no place for, and where it is:
+
+* our allocation's CNI network name, address space, node, netns and creation
+  time: in the pool's annotation :data:`ANNOTATION` (JSON: offset key ->
+  ``[network, in-space, node, netns, created]``), written in the same patch as
+  the allocation.  An entry counts only while its key's ``id`` and ``ifname``
+  still match (Go writers leave annotations alone).  An allocation written by
+  Go whereabouts has none: its network reads as "" (it matches any network, as
+  upstream's DEL matches by container ID and ifname alone), and it is in the
+  ``network_name``'s address space (upstream's default).  Past
+  :data:`ANNOTATION_BUDGET` bytes the node, netns and time are left out, to
+  stay under the API server's 256 KiB limit for all annotations.
+* hints: none.  Every command reads the pools whole anyway (one LIST), so the
+  lowest free address is found in memory; ``hint`` is always None, and
+  ``list_hints`` has nothing (``cni-ipam pools`` learns ranges from allocations).
+* addresses whose offset Go cannot read (below the range's first IP, or 2^63
+  past it) and names that are not Kubernetes names: refused with
+  :class:`~cni_ipam.store.base.StoreRefused`.
+
+Reads: each plugin command (``transaction()``) lists the namespace's IPPools
+once, and works from that list, updated by our own writes' answers.
+"""
+
+from __future__ import annotations
+
+from .. import jsonlite as json
+from ..kube import objects as ko
+from ..kube.client import KubeError, KubeUnavailable
+from ..net.pools import pool_name, pool_version, split_pool
+from .base import Allocation, Store, StoreError, StoreRefused
+
+GV = ko.API_VERSION
+ANNOTATION = "cni-ipam.io/attachments"
+ANNOTATION_BUDGET = 200 * 1024  # kube-apiserver refuses more than 256 KiB of annotations per object
+ATTEMPTS = 10  # patches of one pool for one claim or release before giving up (code 11)
+PAUSE = 0.01  # first jittered pause after a conflict, doubled each time, at most MAX_PAUSE
+MAX_PAUSE = 0.25
+
+
+class _Pool:
+    """One IPPool as read: the parsed object, our pool name for it, its allocations, and our annotation."""
+
+    __slots__ = ("name", "obj", "parsed", "network_name", "network", "pool", "extras", "allocations")
+
+    def __init__(self, obj: dict) -> None:
+        self.obj = obj
+        self.parsed = ko.parse_ippool(obj)
+        self.name = self.parsed.name
+        from ..net.addr import Network
+
+        version, base = ko.pool_base(self.parsed.range)
+        prefixlen = int(self.parsed.range.rsplit("/", 1)[1])
+        prefixlen -= 96 if version == 4 and ":" in self.parsed.range else 0  # an IPv4-mapped range read as IPv4
+        self.network = Network(base, prefixlen, version)
+        self.network_name = _network_name(self.name, self.network)
+        self.pool = pool_name(self.network_name, str(self.network))
+        self.extras = _read_extras(obj)
+        self.allocations = [self._allocation(e) for e in self.parsed.entries if e.address is not None]
+
+    def _allocation(self, entry) -> Allocation:
+        held = entry.allocation
+        extra = self.extras.get(entry.key)
+        row = list(extra) + [None] * (7 - len(extra)) if extra is not None else [None] * 7
+        if row[:2] != [held.container_id, held.ifname]:  # none, or stale: written for an earlier holder
+            row = [None] * 7
+        network, in_space, node, netns, created = row[2:7]
+        return Allocation(self.pool, entry.address, self.parsed.version, _str(network), held.container_id,
+                          held.ifname, space=None if in_space == 0 else self.network_name, pod=held.podref,
+                          netns=_str(netns), node=_str(node),
+                          created=float(created) if isinstance(created, (int, float)) else 0.0)
+
+    def holding(self, address: int) -> list:
+        return [a for a in self.allocations if a.ip == address]
+
+
+def _str(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _network_name(name: str, network) -> str:
+    """The ``network_name`` an IPPool's name carries before its normalized range ("" when none)."""
+    suffix = ko.pool_name(ko.range_text(network))
+    if name == suffix:
+        return ""
+    return name[:-len(suffix) - 1] if name.endswith("-" + suffix) else name
+
+
+def _read_extras(obj: dict) -> dict:
+    """Our annotation: offset key -> ``[id, ifname, network, in-space, node, netns, created]``."""
+    text = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION)
+    try:
+        extras = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return {k: v for k, v in extras.items() if isinstance(v, list) and len(v) >= 2} if isinstance(extras, dict) else {}
+
+
+def _extra(a: Allocation, full: bool = True) -> list:
+    row = [a.container_id, a.ifname, a.network, 1 if a.space is not None else 0]
+    return row + [a.node, a.netns, a.created] if full else row
+
+
+def _annotation_ops(pool: _Pool, extras: dict) -> list:
+    """JSON Patch operations that set our annotation to ``extras`` (only entries whose key the pool holds)."""
+    text = json.dumps(extras)
+    if len(text) > ANNOTATION_BUDGET:
+        text = json.dumps({k: v[:4] for k, v in extras.items()})
+    annotations = (pool.obj.get("metadata") or {}).get("annotations")
+    if not isinstance(annotations, dict):
+        return [{"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: text}}]
+    return [{"op": "add", "path": "/metadata/annotations/" + ANNOTATION.replace("/", "~1"), "value": text}]
+
+
+class _Fresh:
+    """A plugin command: read the API again at its start; each claim and release is atomic on its own."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def __enter__(self):
+        self.store._pools = None
+        return self.store
+
+    def __exit__(self, *exc):
+        return False
+
+
+class KubernetesStore(Store):
+    def __init__(self, client) -> None:
+        self.client = client
+        self._pools = None  # IPPool name -> _Pool, from the last LIST and our writes since; None: not read
+
+    def _call(self, method, *args):
+        try:
+            return method(*args)
+        except KubeUnavailable as exc:
+            raise StoreError(str(exc), retry=True) from None
+        except KubeError as exc:
+            if exc.code in (404, 409, 422):
+                raise
+            raise StoreError(f"Kubernetes API: {exc.message}", retry=exc.code == 429 or exc.code >= 500) from None
+
+    def transaction(self):
+        return _Fresh(self)
+
+    # -- reading pools ----------------------------------------------------------------------
+
+    def _all(self) -> dict:
+        if self._pools is None:
+            listed = self._call(self.client.list, GV, ko.IPPOOLS)
+            pools = {}
+            for obj in listed.get("items") or []:
+                try:
+                    pool = _Pool(obj)
+                except (ko.ObjectError, ValueError, IndexError):
+                    continue  # verify reports it; nothing here can allocate from it
+                pools[pool.name] = pool
+            self._pools = pools
+        return self._pools
+
+    def _remember(self, obj: dict) -> "_Pool":
+        pool = _Pool(obj)
+        if self._pools is not None:
+            self._pools[pool.name] = pool
+        return pool
+
+    def _object_name(self, pool: str) -> tuple:
+        """(IPPool name, Network) of our pool name; StoreRefused when it is not a Kubernetes name."""
+        network_name, network = split_pool(pool)
+        if network is None:
+            raise StoreRefused(f"pool {pool!r} names no CIDR")
+        try:
+            return ko.pool_name(ko.range_text(network), network_name), network
+        except ko.ObjectError as exc:
+            raise StoreRefused(str(exc)) from None
+
+    def _fetch(self, name: str):
+        """The pool read afresh, or None when there is none."""
+        try:
+            return self._remember(self._call(self.client.get, GV, ko.IPPOOLS, name))
+        except KubeError as exc:
+            if exc.code == 404:
+                if self._pools is not None:
+                    self._pools.pop(name, None)
+                return None
+            raise StoreError(f"Kubernetes API: {exc.message}") from None
+
+    def _pool(self, name: str, fresh: bool = False):
+        pools = self._all()
+        if not fresh and name in pools:
+            return pools[name]
+        return self._fetch(name)
+
+    # -- Store verbs ------------------------------------------------------------------------------
+
+    def prefetch(self, network, container_id, ifname, pod, hints) -> None:
+        """Everything an ADD reads comes from one LIST of the pools."""
+        self._all()
+
+    def held(self, pool, space, lo, hi):
+        name, _ = self._object_name(pool)
+        version = pool_version(pool)
+        pools = self._all()
+        found = set()
+        own = pools.get(name)
+        if own is not None:
+            found.update(own.parsed.held)
+        if space is not None:
+            for other in pools.values():
+                found.update(a.ip for a in other.allocations if a.space == space and a.version == version)
+        return iter(sorted(ip for ip in found if lo <= ip <= hi))
+
+    def claim(self, allocation: Allocation, hint=None) -> bool:
+        import time
+
+        allocation.created = allocation.created or time.time()
+        name, network = self._object_name(allocation.pool)
+        reserved = None  # [name, resourceVersion] of the reservation this claim made, until the pool holds it
+        try:
+            for attempt in range(ATTEMPTS):
+                pool = self._pool(name, fresh=attempt > 0)
+                if pool is not None and pool.parsed.held.get(allocation.ip):
+                    return False
+                key = _key_from(network, allocation, pool)
+                if allocation.space is not None and reserved is None:
+                    reserved = self._reserve(allocation)
+                    if reserved is None:
+                        return False  # held in its address space
+                if pool is None:
+                    if self._create_pool(name, network, allocation, key):
+                        reserved = None  # kept: it backs the allocation now
+                        return True
+                    continue  # created meanwhile by someone else: read it, then patch it
+                extras = dict(pool.extras)
+                extras[key] = _extra(allocation)
+                ops = ko.pool_patch(pool.parsed, add={key: _upstream(allocation)}) + _annotation_ops(pool, extras)
+                try:
+                    self._remember(self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops))
+                    reserved = None
+                    return True
+                except KubeError as exc:
+                    if exc.code not in (409, 422):
+                        raise StoreError(f"Kubernetes API: {exc.message}") from None
+                _pause(self.client, attempt)
+            raise StoreError(f"IPPool {name} kept changing under {ATTEMPTS} attempts to claim {allocation.address}; "
+                             f"try again", retry=True)
+        finally:
+            if reserved is not None:
+                self._unreserve(reserved)
+
+    def _create_pool(self, name: str, network, allocation: Allocation, key: str) -> bool:
+        """Create the pool already holding ``allocation``; False when someone else created it first."""
+        obj = ko.ippool_object(name, self.client.namespace, ko.range_text(network), {key: _upstream(allocation)})
+        obj["metadata"]["annotations"] = {ANNOTATION: json.dumps({key: _extra(allocation)})}
+        try:
+            self._remember(self._call(self.client.create, GV, ko.IPPOOLS, obj))
+        except KubeError as exc:
+            if exc.code != 409:
+                raise StoreError(f"Kubernetes API: {exc.message}") from None
+            return False
+        return True
+
+    def _reserve(self, allocation: Allocation):
+        """Create the address's reservation: ``[name, resourceVersion]``, or None when it is held."""
+        name = _reservation_name(allocation)
+        obj = ko.reservation_object(name, self.client.namespace, allocation.pod, allocation.ifname,
+                                    allocation.container_id)
+        try:
+            made = self._call(self.client.create, GV, ko.RESERVATIONS, obj)
+        except KubeError as exc:
+            if exc.code != 409:
+                raise StoreError(f"Kubernetes API: {exc.message}") from None
+            return None
+        return [name, made["metadata"]["resourceVersion"]]
+
+    def _unreserve(self, reserved: list) -> None:
+        """Delete a reservation this claim made and no longer needs (best effort: the reconciler frees what
+        is left)."""
+        try:
+            self._call(self.client.delete, GV, ko.RESERVATIONS, reserved[0], reserved[1])
+        except (KubeError, StoreError):
+            pass
+
+    def release(self, allocation: Allocation) -> bool:
+        name, _ = self._object_name(allocation.pool)
+        for attempt in range(ATTEMPTS):
+            pool = self._pool(name, fresh=attempt > 0)
+            if pool is None:
+                return False
+            mine = [a for a in pool.holding(allocation.ip) if _same_attachment(a, allocation)]
+            if not mine:
+                return False
+            keys = [e.key for e in pool.parsed.held[allocation.ip]
+                    if (e.allocation.container_id, e.allocation.ifname) == (allocation.container_id,
+                                                                           allocation.ifname)]
+            extras = {k: v for k, v in pool.extras.items() if k not in keys}
+            ops = ko.pool_patch(pool.parsed, remove=keys) + _annotation_ops(pool, extras)
+            try:
+                self._remember(self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops))
+            except KubeError as exc:
+                if exc.code not in (409, 422):
+                    raise StoreError(f"Kubernetes API: {exc.message}") from None
+                _pause(self.client, attempt)
+                continue
+            if mine[0].space is not None:
+                self._drop_own_reservation(mine[0])
+            return True
+        raise StoreError(f"IPPool {name} kept changing under {ATTEMPTS} attempts to release {allocation.address}",
+                         retry=True)
+
+    def _drop_own_reservation(self, held: Allocation) -> None:
+        """Delete the address's reservation if it is this allocation's (not another pool's of the space)."""
+        name = _reservation_name(held)
+        try:
+            found = ko.parse_reservation(self._call(self.client.get, GV, ko.RESERVATIONS, name))
+            if _reservation_of(found, held):
+                self._call(self.client.delete, GV, ko.RESERVATIONS, name, found.resource_version)
+        except KubeError:
+            pass  # gone, or changed meanwhile: not ours to delete
+
+    def update_owner(self, allocation, container_id, netns):
+        name, _ = self._object_name(allocation.pool)
+        for attempt in range(ATTEMPTS):
+            pool = self._pool(name, fresh=attempt > 0)
+            held = [a for a in pool.holding(allocation.ip) if _same_attachment(a, allocation)] if pool else []
+            if not held:
+                return False  # released (and maybe claimed again) since the caller read it
+            key = next(e.key for e in pool.parsed.held[allocation.ip]
+                       if (e.allocation.container_id, e.allocation.ifname) == (allocation.container_id,
+                                                                              allocation.ifname))
+            moved = Allocation.from_dict(dict(held[0].to_dict(), container_id=container_id, netns=netns))
+            extras = dict(pool.extras)
+            extras[key] = _extra(moved)
+            ops = ko.pool_patch(pool.parsed, replace={key: _upstream(moved)}) + _annotation_ops(pool, extras)
+            try:
+                self._remember(self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops))
+            except KubeError as exc:
+                if exc.code not in (409, 422):
+                    raise StoreError(f"Kubernetes API: {exc.message}") from None
+                _pause(self.client, attempt)
+                continue
+            allocation.container_id, allocation.netns = container_id, netns
+            return True
+        raise StoreError(f"IPPool {name} kept changing; the new container ID was not recorded", retry=True)
+
+    def find(self, network=None, container_id=None, ifname=None, pod=None):
+        found = [a for p in self._all().values() for a in p.allocations
+                 if (network is None or a.network in ("", network))
+                 and (container_id is None or a.container_id == container_id)
+                 and (ifname is None or a.ifname == ifname) and (pod is None or a.pod == pod)]
+        return sorted(found, key=lambda a: (a.pool, a.version, a.ip))
+
+    def allocations(self):
+        self._pools = None
+        return self.find()
+
+    def hint(self, key, pool, space):
+        return None
+
+    def set_hint(self, key, pool, space, value):
+        """No hints here: the pools are read whole, so the lowest free address costs no extra read."""
+
+    def list_hints(self):
+        return []
+
+    # -- reservations no allocation backs ------------------------------------------------------
+
+    def _reservations(self) -> list:
+        return [ko.parse_reservation(obj)
+                for obj in self._call(self.client.list, GV, ko.RESERVATIONS).get("items") or []]
+
+    def unbacked_reservations(self):
+        """Reservations whose address no allocation of their address space holds (read before the pools:
+        a claim or release after this read changes the reservation, and ``drop_reservation`` leaves it)."""
+        reservations = self._reservations()
+        return self._unbacked(reservations, self.allocations())
+
+    def _unbacked(self, reservations, allocations) -> list:
+        from .base import Reservation
+
+        backed = {(a.space, a.version, a.ip) for a in allocations if a.space is not None}
+        spaces = {a.space for a in allocations if a.space is not None} | {p.network_name for p in self._all().values()}
+        found = []
+        for r in reservations:
+            readings = reservation_readings(r.name)
+            if not readings or any(reading in backed for reading in readings):
+                continue  # not a name we can read (left alone), or held
+            space, version, ip = next((x for x in readings if x[0] in spaces), readings[-1])
+            holder = next((p.pool for p in self._all().values()
+                           if p.network_name == space and ip in p.network), "")
+            found.append(Reservation(space, ip, version, holder, (r.name, r.resource_version)))
+        return found
+
+    def drop_reservation(self, reservation) -> bool:
+        name, resource_version = reservation.token
+        try:
+            self._call(self.client.delete, GV, ko.RESERVATIONS, name, resource_version)
+        except KubeError:
+            return False  # gone or changed meanwhile
+        return True
+
+    # -- consistency check (cni-ipam verify) ------------------------------------------------------
+
+    def check(self, progress=None) -> list:
+        """Besides what any store can hold (addresses outside their pool, duplicates in a space): pools and
+        keys that cannot be read, allocations without their reservation, reservations without allocation."""
+        from .check import Problem, duplicates, outside_its_pool, tick
+
+        reservations = self._reservations()
+        problems = []
+        self._pools = {}
+        for obj in self._call(self.client.list, GV, ko.IPPOOLS).get("items") or []:
+            try:
+                pool = self._remember(obj)
+            except (ko.ObjectError, ValueError, IndexError) as exc:
+                name = (obj.get("metadata") or {}).get("name")
+                problems.append(Problem("bad-pool", f"IPPool {name}: unreadable ({exc})",
+                                        hint="read it with kubectl get ippool -o yaml; its addresses cannot be "
+                                             "handed out by cni-ipam until it is fixed"))
+                continue
+            for entry in pool.parsed.unknown:
+                problems.append(Problem("bad-key", f"IPPool {pool.name}: allocation key {entry.key!r} names no "
+                                                   f"address of {pool.parsed.range}",
+                                        hint="Go whereabouts cannot read it either; remove it with kubectl edit "
+                                             "ippool once its holder is gone"))
+        allocations = self.find()
+        for done, _ in enumerate(allocations, 1):
+            tick(progress, done, len(allocations))
+        problems += filter(None, (outside_its_pool(a, self._release_outside(a)) for a in allocations))
+        names = {r.name for r in reservations}
+        for a in allocations:
+            if a.space is not None and _reservation_name(a) not in names:
+                problems.append(Problem("missing-reservation",
+                                        f"{a.address} of {a.pool} has no OverlappingRangeIPReservation: another "
+                                        f"pool of address space {a.space!r} can hand it out again",
+                                        repair=self._restore_reservation(a)))
+        for reservation in self._unbacked(reservations, allocations):
+            problems.append(Problem("unbacked-reservation",
+                                    f"OverlappingRangeIPReservation {reservation.token[0]} holds {reservation.address} "
+                                    f"in address space {reservation.space!r} but no allocation does: the address "
+                                    f"is blocked", repair=self._drop_unbacked(reservation)))
+        return problems + duplicates(allocations)
+
+    def _release_outside(self, a: Allocation):
+        def repair() -> str:
+            if not self.release(a):
+                return f"{a.address} of {a.pool} had changed; left alone (run verify again)"
+            return f"released {a.address} from {a.pool}: no range of that pool can hold it"
+        return repair
+
+    def _restore_reservation(self, a: Allocation):
+        def repair() -> str:
+            if self._reserve(a) is None:
+                return f"the reservation of {a.address} in address space {a.space!r} was made meanwhile; left alone"
+            return f"restored the reservation of {a.address} in address space {a.space!r} for {a.pool}"
+        return repair
+
+    def _drop_unbacked(self, reservation):
+        def repair() -> str:
+            if self.drop_reservation(reservation):
+                return f"deleted the unbacked reservation {reservation.token[0]}"
+            return f"the reservation {reservation.token[0]} changed meanwhile; left alone"
+        return repair
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _upstream(a: Allocation) -> "ko.Allocation":
+    return ko.Allocation(a.container_id, a.pod, a.ifname)
+
+
+def _key_from(network, allocation: Allocation, pool=None) -> str:
+    """The allocation's key in its pool (StoreRefused when Go whereabouts could not read it)."""
+    try:
+        if pool is not None:
+            return pool.parsed.key_for(allocation.ip)
+        return ko.offset_key(int(network.network_address), allocation.version, allocation.ip)
+    except ko.ObjectError as exc:  # OffsetTooLarge included
+        raise StoreRefused(f"{allocation.pool}: {exc}") from None
+
+
+def _reservation_name(a: Allocation) -> str:
+    try:
+        return ko.reservation_name(a.ip, a.version, a.space or "")
+    except ko.ObjectError as exc:
+        raise StoreRefused(str(exc)) from None
+
+
+def _same_attachment(held: Allocation, asked: Allocation) -> bool:
+    """``held`` belongs to ``asked``'s attachment; a Go-written one (no network) matches any network."""
+    return (held.container_id, held.ifname) == (asked.container_id, asked.ifname) and held.network in ("",
+                                                                                                        asked.network)
+
+
+def _reservation_of(r, held: Allocation) -> bool:
+    """Whether reservation ``r`` is ``held``'s: the same container (ours record it), else the same pod and
+    interface (Go's record only those; a pod keeps them across a sandbox restart)."""
+    if r.ifname != held.ifname:
+        return False
+    return bool(r.container_id and r.container_id == held.container_id or r.podref and r.podref == held.pod)
+
+
+def reservation_readings(name: str) -> list:
+    """Every ``(space, version, ip)`` a reservation's name can stand for: ``<network_name>-<address>`` or
+    ``<address>``, the address with ``:`` written as ``-`` (``NormalizeIP``).  A name can be read more than one
+    way (``beef-fd00--1``: ``beef:fd00::1``, or ``fd00::1`` of network ``beef``); longest space last."""
+    from ..net.addr import ip_address
+
+    readings = []
+    cuts = [-1] + [i for i, c in enumerate(name) if c == "-"]
+    for cut in cuts:
+        space, text = ("", name) if cut < 0 else (name[:cut], name[cut + 1:])
+        if cut >= 0 and not space:
+            continue
+        try:
+            ip = ip_address(text if "." in text and "-" not in text else text.replace("-", ":"))
+        except ValueError:
+            continue
+        try:
+            if ko.reservation_name(int(ip), ip.version, space) == name:
+                readings.append((space, ip.version, int(ip)))
+        except ko.ObjectError:
+            continue
+    return readings
+
+
+def _pause(client, attempt: int) -> None:
+    """A jittered pause before patching a pool again: concurrent writers spread out instead of colliding."""
+    import random
+
+    client.sleep(random.uniform(0, min(MAX_PAUSE, PAUSE * 2 ** attempt)))
