@@ -64,11 +64,16 @@ def test_plain_flags_are_not_mixed_with_a_network_resources(argv, capsys, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_plain_refuses_agent_as_it_always_writes_the_agent(capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert main(["render", "--plain", "--agent", "--output-dir", "d"]) == 2
-    assert "agent/" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+def test_plain_no_agent_leaves_out_the_agent_and_the_native_forwarder(tmp_path):
+    """The agent is part of the base set by default, as with render; --no-agent writes a set without it."""
+    assert main(["render", "--plain", "--no-agent", "--output-dir", str(tmp_path)]) == 0
+    assert not (tmp_path / "agent.yaml").exists()
+    assert "agent.yaml" not in yaml.safe_load((tmp_path / "kustomization.yaml").read_text())["resources"]
+    installer = next(d for d in yaml.safe_load_all((tmp_path / "installer.yaml").read_text())
+                     if d and d["kind"] == "DaemonSet")
+    assert "--native" not in installer["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert main(["render", "--plain", "--agent", "--output-dir", str(tmp_path / "with")]) == 0  # the default
+    assert (tmp_path / "with" / "agent.yaml").read_text() == (DEPLOY / "agent.yaml").read_text()
 
 
 # --- kustomize: every kustomization lists exactly its directory's files ---------------------------------
@@ -178,7 +183,7 @@ def test_one_installer_installs_the_plugins_and_the_others_do_not():
     installer = pods.pop("cni-ipam-installer")
     assert installer["containers"][0]["command"] == [
         "cni-ipam", "install", "--cni-bin-dir", "/host/opt/cni/bin", "--runtime-dir", "/host/opt/cni-ipam",
-        "--host-root", "/host", "--keep", "2"]
+        "--host-root", "/host", "--native", "--keep", "2"]
     assert installer["containers"][1]["command"][:2] == ["cni-ipam", "sync-files"]
     for name, pod in pods.items():
         assert "initContainers" not in pod, name
@@ -252,13 +257,20 @@ def test_the_store_rbac_grants_exactly_the_verbs_used():
         ("whereabouts.cni.cncf.io", "overlappingrangeipreservations"): objects,
         ("whereabouts.cni.cncf.io", "nodeslicepools"): ["get", "list", "watch"]}
     assert docs["Role", "cni-ipam-kubernetes-store"]["metadata"]["namespace"] == NAMESPACE
-    assert rules(docs["ClusterRole", "cni-ipam-kubernetes-store-reconciler"]) == {
-        ("", "pods"): ["get", "list", "watch"], ("", "nodes"): ["get", "list", "watch"],
-        ("", "events"): ["create", "patch"], ("events.k8s.io", "events"): ["create", "patch"]}
+    # Plugins, agent and reconciler all open the store through the node's kubeconfig: the installer's token.
     role_subjects = {s["name"] for s in docs["RoleBinding", "cni-ipam-kubernetes-store"]["subjects"]}
-    assert role_subjects == {"cni-ipam-installer", "whereabouts-reconciler"}
-    binding = docs["ClusterRoleBinding", "cni-ipam-kubernetes-store-reconciler"]
-    assert [s["name"] for s in binding["subjects"]] == ["whereabouts-reconciler"]
+    assert role_subjects == {"cni-ipam-installer"}
+    assert {kind for kind, _ in docs} == {"CustomResourceDefinition", "Role", "RoleBinding", "ConfigMap"}
+
+
+def test_the_reconciler_rbac_grants_exactly_the_verbs_it_sends():
+    """pods get, list (its kubernetes liveness source), watch (its pod watch); events create (an Event per
+    address the watch frees or fails to free); tests/integration/test_deploy_rbac.py runs it under these."""
+    role = next(d for p, d in DOCUMENTS if p == DEPLOY / "reconciler.yaml" and d["kind"] == "ClusterRole")
+    assert rules(role) == {("", "pods"): ["get", "list", "watch"], ("", "events"): ["create"]}
+    binding = next(d for p, d in DOCUMENTS if p == DEPLOY / "reconciler.yaml" and d["kind"] == "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "whereabouts-reconciler",
+                                    "namespace": NAMESPACE}]
 
 
 def test_the_installer_writes_the_kubeconfig_only_once_the_store_config_map_exists():

@@ -38,9 +38,10 @@ def rendered(name, monkeypatch, capsys, *extra):
     return out, err
 
 
-# (example, golden file, extra flags): each example as is, and the whereabouts shim with the node agent.
+# (example, golden file, extra flags): each example as is (the node agent by default), and the whereabouts
+# shim without the agent.
 GOLDEN = [(name, f"{name}.golden.yaml", ()) for name in EXAMPLES] + [
-    ("shim-whereabouts", "shim-whereabouts.agent.golden.yaml", ("--agent",))]
+    ("shim-whereabouts", "shim-whereabouts.no-agent.golden.yaml", ("--no-agent",))]
 
 
 @pytest.mark.parametrize("name,golden,flags", GOLDEN, ids=[g[1] for g in GOLDEN])
@@ -68,17 +69,18 @@ RECONCILER = [("ConfigMap", "openshift-multus", "whereabouts-reconciler-config")
               ("ClusterRole", None, "cni-ipam-whereabouts-reconciler"),
               ("ClusterRoleBinding", None, "cni-ipam-whereabouts-reconciler"),
               ("DaemonSet", "openshift-multus", "whereabouts-reconciler")]
+AGENT = [("ServiceAccount", "openshift-multus", "cni-ipam-agent"), ("DaemonSet", "openshift-multus", "cni-ipam-agent")]
 
 
 def test_objects_of_each_example(monkeypatch, capsys):
     """Exactly these objects, in this order: NADs by namespace and name, then only the daemons needed."""
     expected = {
         "shim-dhcp": [(NADS, "default", "dhcp-shim")] + INSTALLER + DHCP,
-        "shim-whereabouts": [(NADS, "default", "whereabouts-shim")] + INSTALLER + RECONCILER,
+        "shim-whereabouts": [(NADS, "default", "whereabouts-shim")] + INSTALLER + RECONCILER + AGENT,
         "macvlan-static": [(NADS, "apps", "storage")] + INSTALLER,
         "macvlan-dhcp": [(NADS, "default", "lan"), (NADS, "default", "lan-default-ipam")] + INSTALLER + DHCP,
         "mixed": [(NADS, "team-a", "dual"), (NADS, "team-a", "host-local-net"), (NADS, "team-a", "mgmt"),
-                  (NADS, "team-a", "tenant-a"), (NADS, "team-b", "tenant-a")] + INSTALLER + DHCP + RECONCILER,
+                  (NADS, "team-a", "tenant-a"), (NADS, "team-b", "tenant-a")] + INSTALLER + DHCP + RECONCILER + AGENT,
     }
     for name, objects in expected.items():
         assert kinds(rendered(name, monkeypatch, capsys)[0]) == objects, name
@@ -234,7 +236,8 @@ def test_namespace_image_and_bin_dir(monkeypatch, capsys):
     installer = daemon_sets.pop("cni-ipam-installer")
     [install] = installer["containers"]
     assert install["command"] == ["cni-ipam", "install", "--cni-bin-dir", "/host/var/lib/cni/bin",
-                                  "--runtime-dir", "/host/usr/local/cni-ipam", "--host-root", "/host", "--keep", "2"]
+                                  "--runtime-dir", "/host/usr/local/cni-ipam", "--host-root", "/host", "--native",
+                                  "--keep", "2"]
     assert install["volumeMounts"] == [{"name": "cni-bin-dir", "mountPath": "/host/var/lib/cni/bin"},
                                        {"name": "runtime-dir", "mountPath": "/host/usr/local/cni-ipam"}]
     assert installer["volumes"] == [
@@ -253,19 +256,36 @@ def test_the_installer_comes_with_any_of_our_plugins_even_static_alone(monkeypat
 
 # --- the node agent ------------------------------------------------------------------------------------
 
-AGENT = [("ServiceAccount", "openshift-multus", "cni-ipam-agent"), ("DaemonSet", "openshift-multus", "cni-ipam-agent")]
+def install_command(docs) -> list:
+    daemon = next(d for d in docs if d["kind"] == "DaemonSet" and d["metadata"]["name"] == "cni-ipam-installer")
+    return daemon["spec"]["template"]["spec"]["containers"][0]["command"]
 
 
-def test_agent_only_with_the_flag_and_whereabouts(monkeypatch, capsys):
-    """Off by default; with --agent, only when a network uses whereabouts (the agent answers only those)."""
-    assert kinds(rendered("shim-whereabouts", monkeypatch, capsys, "--agent")[0])[-2:] == AGENT
-    assert not set(AGENT) & set(kinds(rendered("shim-whereabouts", monkeypatch, capsys)[0]))
-    assert not set(AGENT) & set(kinds(rendered("shim-dhcp", monkeypatch, capsys, "--agent")[0]))
+def test_agent_by_default_with_whereabouts_and_the_native_forwarder_with_it(monkeypatch, capsys):
+    """The recommended deployment (issue 17): with a whereabouts network, the agent and the installer's
+    --native; --no-agent leaves both out; without whereabouts neither (the agent answers only whereabouts)."""
+    for flags in ((), ("--agent",)):
+        out = rendered("shim-whereabouts", monkeypatch, capsys, *flags)[0]
+        assert kinds(out)[-2:] == AGENT and "--native" in install_command(list(yaml.safe_load_all(out)))
+    out = rendered("shim-whereabouts", monkeypatch, capsys, "--no-agent")[0]
+    assert not set(AGENT) & set(kinds(out)) and "--native" not in install_command(list(yaml.safe_load_all(out)))
+    for fixture in ("shim-dhcp", "macvlan-static"):
+        out = rendered(fixture, monkeypatch, capsys, "--agent")[0]
+        assert not set(AGENT) & set(kinds(out)) and "--native" not in install_command(list(yaml.safe_load_all(out)))
+
+
+def test_the_installer_command_parses_with_install_native(monkeypatch, capsys):
+    """What the DaemonSet runs is what `cni-ipam install` accepts: --native with --runtime-dir and --keep."""
+    from cni_ipam.cli import build_parser
+
+    command = install_command(list(yaml.safe_load_all(rendered("shim-whereabouts", monkeypatch, capsys)[0])))
+    args = build_parser().parse_args(command[1:])
+    assert (args.native, args.keep, args.runtime_dir) == (True, 2.0, "/host/var/lib/cni-ipam")
 
 
 def test_agent_listens_on_the_hosts_socket_with_host_paths(monkeypatch, capsys):
     """Plugins on the host connect to its socket and name files by host paths: all mounted at the same paths."""
-    docs = list(yaml.safe_load_all(rendered("shim-whereabouts", monkeypatch, capsys, "--agent")[0]))
+    docs = list(yaml.safe_load_all(rendered("shim-whereabouts", monkeypatch, capsys)[0]))
     account, daemon = docs[-2:]
     assert account["automountServiceAccountToken"] is False
     pod = daemon["spec"]["template"]["spec"]
@@ -280,7 +300,7 @@ def test_agent_listens_on_the_hosts_socket_with_host_paths(monkeypatch, capsys):
 
 
 def test_reconciler_without_kubernetes_source_has_no_rbac(monkeypatch, capsys):
-    out, _ = rendered("shim-whereabouts", monkeypatch, capsys, "--no-kubernetes-source")
+    out, _ = rendered("shim-whereabouts", monkeypatch, capsys, "--no-kubernetes-source", "--no-agent")
     docs = list(yaml.safe_load_all(out))
     assert kinds(out) == [(NADS, "default", "whereabouts-shim")] + INSTALLER + RECONCILER[:2] + RECONCILER[-1:]
     assert docs[4]["automountServiceAccountToken"] is False
@@ -289,10 +309,13 @@ def test_reconciler_without_kubernetes_source_has_no_rbac(monkeypatch, capsys):
                        "--config", "/etc/cni-ipam/reconciler/config.json", "--source", "netns"]
 
 
-def test_reconciler_rbac_is_get_list_pods_only(monkeypatch, capsys):
-    docs = list(yaml.safe_load_all(rendered("shim-whereabouts", monkeypatch, capsys)[0]))
+def test_reconciler_rbac_is_exactly_what_its_kubernetes_source_and_pod_watch_send(monkeypatch, capsys):
+    """pods get and list (liveness), watch (the pod watch), events create (kubeevents.post), nothing more;
+    tests/integration/test_deploy_rbac.py runs the reconciler under exactly these."""
+    docs = list(yaml.safe_load_all(rendered("shim-whereabouts", monkeypatch, capsys, "--no-agent")[0]))
     role = next(d for d in docs if d["kind"] == "ClusterRole")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
     daemon = docs[-1]["spec"]["template"]["spec"]
     schedule = next(v for v in daemon["volumes"] if v["name"] == "cron-schedule")
     assert schedule["configMap"]["name"] == "whereabouts-config" and schedule["configMap"]["optional"] is True
@@ -434,7 +457,9 @@ def test_rendered_reconciler_arguments_parse_with_the_reconcilers_own_parser(fla
     volume = next(v for v in pod["volumes"] if v["name"] == "store-config")
     config_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == volume["configMap"]["name"])
     text = config_map["data"][os.path.basename(args.config)]
-    assert json.loads(text) == {"datastore": "sqlite"}
+    # The mixed networks name no datastore: on OpenShift they get the operator's flat file's.
+    assert json.loads(text) == {"datastore": "kubernetes", "kubernetes": {
+        "kubeconfig": "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.kubeconfig"}}
     args.config = str(tmp_path / "config.json")  # the file as the pod sees it, here
     (tmp_path / "config.json").write_text(text)
     _check_config(args)  # the reconciler's own start-up check of --config
@@ -462,7 +487,8 @@ def test_networks_naming_different_stores_are_refused(monkeypatch, capsys):
             {"cniVersion": "0.3.1", "name": name, "type": "macvlan", "ipam": ipam})}
     resource = {"kind": "Network", "spec": {"additionalNetworks": [
         network("a", {"type": "whereabouts", "range": "192.0.2.0/24"}),
-        network("b", {"type": "whereabouts", "range": "198.51.100.0/24", "sqlite_path": "/var/lib/other.db"})]}}
+        network("b", {"type": "whereabouts", "range": "198.51.100.0/24", "datastore": "sqlite",
+                      "sqlite_path": "/var/lib/other.db"})]}}
     code, out, err = run([], json.dumps(resource), monkeypatch, capsys)
     assert code == 2 and out == ""
     assert "different stores" in err and "/var/lib/other.db" in err
@@ -488,38 +514,82 @@ def test_an_unknown_output_format_is_a_usage_error(monkeypatch, capsys, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-# --- a network on the Kubernetes store (docs/deploying.md, "Kubernetes store") -------------------------------
+# --- the Kubernetes store on OpenShift: the operator's flat file (docs/deploying.md, "Kubernetes store") -----
 
-def kubernetes_network(name="kube", kubeconfig="/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.kubeconfig"):
-    """Built directly: the plugin's parser in this build refuses "kubernetes" until the store lands, so
-    render's network check (the plugin's parser) would too; the objects are what this test is about."""
-    from cni_ipam.deploy.networks import Network
-
-    ipam = {"type": "whereabouts", "range": "192.0.2.0/24", "datastore": "kubernetes",
-            "kubernetes": {"kubeconfig": kubeconfig}}
-    config = json.dumps({"cniVersion": "0.3.1", "name": name, "type": "macvlan", "ipam": ipam})
-    return Network(name, "default", config, {"whereabouts"})
+# The flat file exactly as the Cluster Network Operator writes it on every node with Multus (issue 15;
+# openshift/cluster-network-operator bindata/network/multus/multus.yaml @ 2a6a57fef3ac1c8fde00e85b603e9f73ef29b75c).
+CNO_FLAT_FILE = ('{"datastore":"kubernetes","kubernetes":{"kubeconfig":"/etc/kubernetes/cni/net.d/whereabouts.d/'
+                 'whereabouts.kubeconfig"},"reconciler_cron_expression":"30 4 * * *","log_level":"verbose",'
+                 '"configuration_path":"/etc/kubernetes/cni/net.d/whereabouts.d"}')
+CNO_KUBECONFIG = "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.kubeconfig"
 
 
-def test_a_kubernetes_network_gives_the_reconciler_the_store_rbac_and_no_crds():
-    """The operator installs the CRDs and writes the nodes' kubeconfig and flat file on every cluster with
-    Multus (openshift/cluster-network-operator bindata/network/additional-networks/crd/001-crd.yaml and
-    bindata/network/multus/multus.yaml @ 2a6a57fef3ac1c8fde00e85b603e9f73ef29b75c): render adds only what
-    our reconciler needs, on the objects in openshift-multus, where the operator's kubeconfig keeps them."""
-    docs = render([kubernetes_network()], Options(namespace="cni-ipam"))
-    found = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
-    assert found[-5:] == [("Role", "openshift-multus", "cni-ipam-kubernetes-store"),
-                          ("RoleBinding", "openshift-multus", "cni-ipam-kubernetes-store"),
-                          ("ClusterRole", None, "cni-ipam-kubernetes-store-reconciler"),
-                          ("ClusterRoleBinding", None, "cni-ipam-kubernetes-store-reconciler"),
-                          ("DaemonSet", "cni-ipam", "whereabouts-reconciler")]
-    assert "CustomResourceDefinition" not in {kind for kind, _, _ in found}
-    binding = next(d for d in docs if d["kind"] == "RoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "whereabouts-reconciler", "namespace": "cni-ipam"}]
+def whereabouts_resource(*ipams):
+    return {"kind": "Network", "spec": {"additionalNetworks": [
+        {"name": f"net{i}", "namespace": "default", "type": "Raw", "rawCNIConfig": json.dumps(
+            {"cniVersion": "0.3.1", "name": f"net{i}", "type": "macvlan", "ipam": ipam})}
+        for i, ipam in enumerate(ipams)]}}
+
+
+def test_render_checks_networks_with_the_operators_exact_flat_file():
+    from cni_ipam.deploy.networks import OPERATOR_FLAT_FILE
+
+    assert OPERATOR_FLAT_FILE == json.loads(CNO_FLAT_FILE)
+
+
+def test_a_network_without_datastore_is_on_the_kubernetes_store_and_so_is_the_reconciler():
+    """The plugin on the node merges the operator's flat file in (the network's keys win): no datastore of
+    its own means the Kubernetes store with the operator's kubeconfig, and the reconciler must watch that."""
+    docs = render(additional_networks(whereabouts_resource({"type": "whereabouts", "range": "192.0.2.0/24"})),
+                  Options(namespace="cni-ipam"))
     config_map = next(d for d in docs if d["metadata"]["name"] == "whereabouts-reconciler-config")
-    assert json.loads(config_map["data"]["config.json"]) == {
-        "datastore": "kubernetes",
-        "kubernetes": {"kubeconfig": "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.kubeconfig"}}
+    assert json.loads(config_map["data"]["config.json"]) == {"datastore": "kubernetes",
+                                                             "kubernetes": {"kubeconfig": CNO_KUBECONFIG}}
+
+
+def test_a_network_naming_its_own_kubeconfig_or_store_keeps_it():
+    own = {"type": "whereabouts", "range": "192.0.2.0/24", "kubernetes": {"kubeconfig": "/etc/mine.kubeconfig"}}
+    [network] = additional_networks(whereabouts_resource(own))
+    assert network.stores == [{"datastore": "kubernetes", "kubernetes": {"kubeconfig": "/etc/mine.kubeconfig"}}]
+    [network] = additional_networks(whereabouts_resource({"type": "whereabouts", "range": "192.0.2.0/24",
+                                                          "datastore": "sqlite"}))
+    assert network.stores == [{"datastore": "sqlite"}]
+
+
+def test_etcd_keys_without_datastore_are_refused_as_the_plugin_on_openshift_refuses_them(monkeypatch, capsys):
+    """With the operator's flat file the datastore is kubernetes, so etcd_* keys in the network alone are an
+    error there (each node would otherwise ignore the etcd cluster): render says so before anything is applied."""
+    ipam = {"type": "whereabouts", "range": "192.0.2.0/24", "etcd_endpoints": ["https://10.0.0.1:2379"]}
+    code, out, err = run([], json.dumps(whereabouts_resource(ipam)), monkeypatch, capsys)
+    assert (code, out) == (2, "")
+    assert 'network net0: the whereabouts plugin would refuse this config: ipam.etcd_endpoints is set but ' \
+           'ipam.datastore is "kubernetes"' in err
+
+
+def test_a_configuration_path_render_cannot_read_is_a_note(monkeypatch, capsys):
+    mine = {"type": "whereabouts", "range": "192.0.2.0/24", "configuration_path": "/etc/mine/whereabouts.conf"}
+    operators = dict(mine, configuration_path="/etc/kubernetes/cni/net.d/whereabouts.d")
+    code, _, err = run([], json.dumps(whereabouts_resource(mine, operators)), monkeypatch, capsys)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if "configuration_path" in line] == [
+        "cni-ipam render: note: net0: ipam.configuration_path '/etc/mine/whereabouts.conf' is a flat file render "
+        "cannot read: checked with the nodes' usual flat file instead, but on a node where that file exists it is "
+        "read first (name the datastore in the network to be sure of its store)"]
+
+
+def test_a_kubernetes_network_gets_no_crds_no_store_rbac_and_the_reconcilers_own_rights():
+    """The operator installs the CRDs, writes the nodes' kubeconfig and flat file and binds that kubeconfig's
+    account to its whereabouts-cni ClusterRole on every cluster with Multus
+    (openshift/cluster-network-operator bindata/network/additional-networks/crd/001-crd.yaml and
+    bindata/network/multus/multus.yaml @ 2a6a57fef3ac1c8fde00e85b603e9f73ef29b75c); the reconciler opens the
+    store through that same kubeconfig.  Render adds only the reconciler's own pod and event rights."""
+    ipam = {"type": "whereabouts", "range": "192.0.2.0/24", "datastore": "kubernetes"}
+    docs = render(additional_networks(whereabouts_resource(ipam)), Options(namespace="cni-ipam"))
+    found = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    assert {kind for kind, _, _ in found} == {"NetworkAttachmentDefinition", "ServiceAccount", "DaemonSet",
+                                              "ConfigMap", "ClusterRole", "ClusterRoleBinding"}
+    assert [name for kind, _, name in found if kind.startswith("ClusterRole")] == [
+        "cni-ipam-whereabouts-reconciler", "cni-ipam-whereabouts-reconciler"]
     installer = next(d for d in docs if d["kind"] == "DaemonSet" and d["metadata"]["name"] == "cni-ipam-installer")
     assert [c["name"] for c in installer["spec"]["template"]["spec"]["containers"]] == ["install-cni-ipam"]
     schema = pytest.importorskip("test_deploy_schema", reason="pip install -e '.[test]' (kubernetes-validate)")
@@ -527,8 +597,10 @@ def test_a_kubernetes_network_gives_the_reconciler_the_store_rbac_and_no_crds():
         schema.validate_object(doc, schema.VERSIONS[-1])
 
 
-def test_the_reconciler_keeps_a_token_for_the_kubernetes_store_without_the_kubernetes_source():
-    docs = render([kubernetes_network()], Options(kubernetes_source=False))
+def test_without_the_kubernetes_source_the_reconciler_has_no_token_even_on_the_kubernetes_store():
+    """Its store calls go through the operator's kubeconfig (a file on the node), not its own account."""
+    ipam = {"type": "whereabouts", "range": "192.0.2.0/24"}
+    docs = render(additional_networks(whereabouts_resource(ipam)), Options(kubernetes_source=False))
     account = next(d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "whereabouts-reconciler")
-    assert account["automountServiceAccountToken"] is True
-    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"] == ["cni-ipam-kubernetes-store-reconciler"]
+    assert account["automountServiceAccountToken"] is False
+    assert [d for d in docs if d["kind"] in ("Role", "ClusterRole")] == []

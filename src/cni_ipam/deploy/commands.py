@@ -12,6 +12,7 @@ node-kubeconfig`` (:mod:`.kubeconfig_writer`), which that set runs.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from .manifests import DEFAULT_CNI_BIN_DIR, DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_RUNTIME_DIR
@@ -28,7 +29,8 @@ def register(subparsers) -> None:
         description="Reads spec.additionalNetworks (type Raw or SimpleMacvlan) and prints, as multi-document "
                     "YAML, one NetworkAttachmentDefinition per network, plus the DHCP daemon DaemonSet when a "
                     "network uses dhcp and the whereabouts-reconciler DaemonSet when one uses whereabouts, as "
-                    "the Cluster Network Operator would.",
+                    "the Cluster Network Operator would, and the cni-ipam-installer and (for whereabouts) the "
+                    "node agent cni-ipam-agent DaemonSets.",
         epilog="examples: 'cni-ipam render network.yaml --image registry.example.com/cni-ipam:0.1.0 | oc apply "
                "-f -'; 'cni-ipam render network.yaml -o json --output-file objects.json'; "
                "'cni-ipam render --plain --output-dir deploy' (docs/deploying.md)")
@@ -45,9 +47,10 @@ def register(subparsers) -> None:
     p.add_argument("--runtime-dir", default=None, metavar="DIR",
                    help=f"where the install step puts the Python runtime the launchers run on each node "
                         f"(default {DEFAULT_RUNTIME_DIR}; with --plain {PLAIN_RUNTIME_DIR})")
-    p.add_argument("--agent", action="store_true",
-                   help="also the node agent DaemonSet cni-ipam-agent, when a network uses whereabouts "
-                        "(docs/agent.md)")
+    p.add_argument("--agent", action=argparse.BooleanOptionalAction, default=None,
+                   help="the node agent DaemonSet cni-ipam-agent, and the native forwarder to it installed as "
+                        "whereabouts, when a network uses whereabouts (the default; --no-agent: neither, the "
+                        "plugins do the work themselves; docs/agent.md)")
     p.add_argument("--no-kubernetes-source", dest="kubernetes_source", action="store_false",
                    help="reconciler without the kubernetes liveness source: netns only, and no RBAC at all")
     p.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="yaml",
@@ -109,7 +112,7 @@ def options_from(args):
     return Options(namespace=args.namespace or DEFAULT_NAMESPACE, image=args.image,
                    cni_bin_dir=_dir(args.cni_bin_dir or DEFAULT_CNI_BIN_DIR),
                    runtime_dir=_dir(args.runtime_dir or DEFAULT_RUNTIME_DIR),
-                   kubernetes_source=args.kubernetes_source, agent=args.agent)
+                   kubernetes_source=args.kubernetes_source, agent=args.agent is not False)
 
 
 def cmd_plain(args) -> int:
@@ -120,14 +123,10 @@ def cmd_plain(args) -> int:
         print("cni-ipam render: --plain reads no FILE and writes YAML files into --output-dir DIR, with no "
               "--output-file or -o json", file=sys.stderr)
         return 2
-    if args.agent:
-        print("cni-ipam render: --plain always writes the agent, in its own directory (agent/): drop --agent",
-              file=sys.stderr)
-        return 2
     options = plain_options(namespace=args.namespace or PLAIN_NAMESPACE, image=args.image,
                             cni_bin_dir=_dir(args.cni_bin_dir or PLAIN_CNI_BIN_DIR),
                             runtime_dir=_dir(args.runtime_dir or PLAIN_RUNTIME_DIR),
-                            kubernetes_source=args.kubernetes_source)
+                            kubernetes_source=args.kubernetes_source, agent=args.agent is not False)
     for path in write_plain(args.output_dir, plain_files(options)):
         print(f"wrote {path}")
     return 0

@@ -11,22 +11,29 @@ Privileges, and why:
   DHCP packets there (CAP_NET_RAW/NET_ADMIN).  It never calls the API
   server: its ServiceAccount has no role and mounts no token.
 * Reconciler: root (to write the store under ``/var/lib/cni``), not
-  privileged.  With the ``kubernetes`` liveness source it needs ``get`` and
-  ``list`` on ``pods`` in every namespace: ``list`` for its snapshot, ``get``
-  for the fresh look before each release.  Nothing else, and nothing at all
-  without that source.
-* Node agent (``--agent``): root (it writes the SQLite store the plugins
-  share), not privileged, no API token.  It listens on the host's
+  privileged.  With the ``kubernetes`` liveness source it sends, as its
+  own ServiceAccount, exactly: ``list`` and ``get`` on ``pods`` (the run's
+  snapshot, the fresh look before each release), ``watch`` on ``pods``
+  (its node's, between runs) and ``create`` on ``events`` (one per address
+  the watch frees or fails to free, in the pod's namespace): a ClusterRole,
+  since pods of every namespace hold addresses.  Nothing at all without
+  that source.
+* Node agent (rendered by default with a whereabouts network; not with
+  ``--no-agent``): root (it writes the SQLite store the plugins share), not
+  privileged, no API token.  It listens on the host's
   ``/run/cni-ipam/agent.sock`` and reads flat files and the store at the
   paths the plugins name, so those directories are mounted at the same
-  paths as on the host (the CNI config dirs read-only).
-* Kubernetes store (a whereabouts network with ``"datastore": "kubernetes"``):
-  the reconciler also gets a Role on the whereabouts objects in
-  ``openshift-multus`` (where the operator's kubeconfig keeps them) and a
-  ClusterRole on pods, nodes and events (:mod:`.kubernetes_store`).  The
-  CRDs, the plugins' RBAC, the nodes' kubeconfig and flat file are the
-  operator's, which installs and writes them on every cluster with Multus:
-  render emits none of them, so it never fights the operator.
+  paths as on the host (the CNI config dirs read-only).  With it the
+  installer puts the native forwarder in place of the ``whereabouts``
+  launcher (``install --native``), which hands the call to the Python
+  plugin whenever the agent does not answer.
+* Kubernetes store (``"datastore": "kubernetes"``, which every network
+  without a ``datastore`` of its own gets from the operator's flat file):
+  the plugins, the agent and the reconciler reach the objects through the
+  kubeconfig the flat file names, the operator's, with its rights.  The
+  CRDs, that RBAC, the nodes' kubeconfig and flat file are the operator's,
+  which installs and writes them on every cluster with Multus: render
+  emits none of them, so it never fights the operator.
 * Host namespaces' directory ``/var/run/netns`` is mounted
   ``HostToContainer``, so netns mounts made after the pod started are seen;
   no daemon makes mounts the host must see, so none is ``Bidirectional``.
@@ -49,11 +56,6 @@ RECONCILER_CONFIG = "whereabouts-reconciler-config"  # the store the rendered ne
 RECONCILER_CONFIG_DIR = "/etc/cni-ipam/reconciler"
 RECONCILER_CONFIG_FILE = "config.json"
 INSTALLER_NAME = "cni-ipam-installer"
-# The namespace of the operator's whereabouts kubeconfig (WHEREABOUTS_NAMESPACE in
-# openshift/cluster-network-operator bindata/network/multus/multus.yaml @ 2a6a57fef3ac1c8fde00e85b603e9f73ef29b75c):
-# the Kubernetes store keeps its objects there on OpenShift.
-OPENSHIFT_STORE_NAMESPACE = "openshift-multus"
-KUBERNETES = "kubernetes"
 HOST = "/host"
 
 
@@ -69,7 +71,7 @@ class Options:
         self.cni_bin_dir = cni_bin_dir
         self.kubernetes_source = kubernetes_source
         self.runtime_dir = runtime_dir
-        self.agent = agent  # the optional node agent, when a network uses whereabouts
+        self.agent = agent  # the node agent (and the native forwarder), when a network uses whereabouts
 
 
 OUR_PLUGINS = frozenset(("static", "dhcp", "whereabouts"))
@@ -78,13 +80,14 @@ OUR_PLUGINS = frozenset(("static", "dhcp", "whereabouts"))
 def render(networks: list, options: Options) -> list:
     objects = [nad(n) for n in sorted(networks, key=lambda n: (n.namespace, n.name))]
     used = set().union(*(n.ipam_types for n in networks))
+    agent = options.agent and "whereabouts" in used
     if used & OUR_PLUGINS:  # also for static alone: else the node keeps whatever static it has
-        objects += installer_objects(options)
+        objects += installer_objects(options, native=agent)
     if "dhcp" in used:
         objects += dhcp_objects(options)
     if "whereabouts" in used:
         objects += reconciler_objects(options, reconciler_config(networks))
-        if options.agent:
+        if agent:
             objects += agent_objects(options)
     return objects
 
@@ -118,7 +121,7 @@ def host_path(name: str, path: str, kind: str) -> dict:
 KEEP_EVERY = "2"  # seconds between the installer's looks at the launchers
 
 
-def install_container(options: Options) -> dict:
+def install_container(options: Options, native: bool = False) -> dict:
     """Puts our launchers and the Python runtime they run on the node, then keeps the launchers there.
 
     ``cni-ipam install --runtime-dir`` copies the image's interpreter, its
@@ -127,13 +130,16 @@ def install_container(options: Options) -> dict:
     nodes need no Python.  ``--keep`` then puts our launchers back whenever
     something overwrites them: on OpenShift the operator's
     multus-additional-cni-plugins pods copy Go's static, dhcp and
-    whereabouts into the same dir each time they start.
+    whereabouts into the same dir each time they start.  ``native`` (the
+    node agent is deployed): ``whereabouts`` is the native forwarder to the
+    agent, its Python launcher beside it for when the agent does not answer.
     """
     return {
         "name": "install-cni-ipam",
         "image": options.image,
         "command": ["cni-ipam", "install", "--cni-bin-dir", HOST + options.cni_bin_dir,
-                    "--runtime-dir", HOST + options.runtime_dir, "--host-root", HOST, "--keep", KEEP_EVERY],
+                    "--runtime-dir", HOST + options.runtime_dir, "--host-root", HOST,
+                    *(["--native"] if native else []), "--keep", KEEP_EVERY],
         "securityContext": {"runAsUser": 0},
         "resources": {"requests": {"cpu": "1m", "memory": "20Mi"}},
         "volumeMounts": [{"name": "cni-bin-dir", "mountPath": HOST + options.cni_bin_dir},
@@ -141,9 +147,11 @@ def install_container(options: Options) -> dict:
     }
 
 
-def installer_objects(options: Options, containers=(), volumes=()) -> list:
-    """The one DaemonSet that installs: ``cni-ipam-installer``, plus any ``containers`` of the plain set."""
-    pod = {"containers": [install_container(options), *containers], "volumes": install_volumes(options) + list(volumes)}
+def installer_objects(options: Options, containers=(), volumes=(), native: bool = False) -> list:
+    """The one DaemonSet that installs: ``cni-ipam-installer``, plus any ``containers`` of the plain set;
+    ``native`` with the node agent (:func:`install_container`)."""
+    pod = {"containers": [install_container(options, native), *containers],
+           "volumes": install_volumes(options) + list(volumes)}
     return [service_account(INSTALLER_NAME, options, token=False), daemon_set(INSTALLER_NAME, options, pod)]
 
 
@@ -205,40 +213,26 @@ def dhcp_objects(options: Options) -> list:
             daemon_set(DHCP_NAME, options, {"containers": [container], "volumes": volumes})]
 
 
-def store_config(ipam: dict) -> dict:
-    """The keys of a whereabouts ``ipam`` that name its store, ``datastore`` spelt out.
-
-    ``"kubernetes"`` is taken as written: it has no keys to check here but
-    ``kubernetes.kubeconfig``, which the plugin's parser checks.
-    """
-    from ..config.datastore import ETCD_KEYS, parse
-
-    kept = {key: ipam[key] for key in ("sqlite_path", KUBERNETES) + ETCD_KEYS if ipam.get(key) not in (None, "", [])}
-    datastore = KUBERNETES if ipam.get("datastore") == KUBERNETES else parse(ipam).datastore
-    return {"datastore": datastore, **kept}
-
-
 def reconciler_config(networks: list) -> dict:
-    """The store the whereabouts networks name, for the reconciler's ``--config``.
+    """The store the whereabouts networks use on a node, for the reconciler's ``--config``.
 
-    Without ``--config`` the reconciler reads the node's flat file, which on
-    OpenShift is the operator's (``"datastore": "kubernetes"``) and names a
-    store our plugins do not use.  One reconciler watches one store, so
-    networks naming different stores are refused.
+    Each network's store is the one its plugin opens on a node with the
+    operator's flat file (``Network.stores``): a network without a
+    ``datastore`` of its own is on the Kubernetes store, with the
+    operator's kubeconfig.  One reconciler watches one store, so networks
+    using different stores are refused.
     """
     import json
 
-    from .networks import RenderError, plugin_configs
+    from .networks import RenderError
 
     found = {}
     for network in networks:
-        for plugin in plugin_configs(json.loads(network.config)):
-            ipam = plugin.get("ipam")
-            if isinstance(ipam, dict) and ipam.get("type") == "whereabouts":
-                found.setdefault(json.dumps(store_config(ipam), sort_keys=True), network.name)
+        for store in network.stores:
+            found.setdefault(json.dumps(store, sort_keys=True), network.name)
     if len(found) > 1:
         stores = "; ".join(f"{name}: {text}" for text, name in found.items())
-        raise RenderError("", f"the whereabouts networks name different stores ({stores}); the one reconciler "
+        raise RenderError("", f"the whereabouts networks use different stores ({stores}); the one reconciler "
                               "watches one store: give them the same datastore settings")
     return json.loads(next(iter(found)))
 
@@ -287,27 +281,30 @@ def reconciler_objects(options: Options, config: dict | None = None) -> list:
         host_path("netns", "/var/run/netns", "DirectoryOrCreate"),
         host_path("run-netns", "/run/netns", "DirectoryOrCreate"),
     ]
-    kubernetes_store = config is not None and config["datastore"] == KUBERNETES
-    objects = [service_account(RECONCILER_NAME, options, token=options.kubernetes_source or kubernetes_store)]
+    objects = [service_account(RECONCILER_NAME, options, token=options.kubernetes_source)]
     if config is not None:
         volumes.insert(1, {"name": "store-config", "configMap": {"name": RECONCILER_CONFIG, "defaultMode": 0o644}})
         objects.insert(0, reconciler_config_map(options, config))
     if options.kubernetes_source:
-        objects += pod_reader(options)
-    if kubernetes_store:
-        from .kubernetes_store import store_rbac
-
-        objects += store_rbac(options, OPENSHIFT_STORE_NAMESPACE, accounts=(), reconciler=RECONCILER_NAME)
+        objects += reconciler_rbac(options)
     objects.append(daemon_set(RECONCILER_NAME, options, {"containers": [container], "volumes": volumes}))
     return objects
 
 
-def pod_reader(options: Options) -> list:
-    """get and list pods, cluster-wide: all the kubernetes liveness source asks the API server."""
+# What the reconciler sends as its own ServiceAccount with the kubernetes source, and no more: pods get
+# (liveness.KubernetesSource.get, podfree.PodFreer._current), list (KubernetesSource.prepare,
+# podwatch.PodWatch.relist), watch (PodWatch.follow); core/v1 events create (kubeevents.post; never
+# patched: each Event is new).  Its store calls go through the kubeconfig the store's settings name.
+RECONCILER_RULES = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+
+
+def reconciler_rbac(options: Options) -> list:
+    """:data:`RECONCILER_RULES`, cluster-wide: pods of every namespace hold addresses, and each Event goes to
+    its pod's namespace."""
     name = f"cni-ipam-{RECONCILER_NAME}"
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": object_meta(name, options, namespaced=False),
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}
+            "metadata": object_meta(name, options, namespaced=False), "rules": RECONCILER_RULES}
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": object_meta(name, options, namespaced=False),
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},

@@ -24,6 +24,15 @@ LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # A made-up attachment: the parsers need a complete ADD request to check a config.
 CHECK_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "cni-ipam-render", "CNI_NETNS": "/var/run/netns/render",
              "CNI_IFNAME": "net1", "CNI_PATH": "/opt/cni/bin"}
+# The whereabouts flat file the Cluster Network Operator writes on every OpenShift node with Multus, exactly
+# (/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf, the first place whereabouts looks; written by the
+# whereabouts-cni init container in openshift/cluster-network-operator bindata/network/multus/multus.yaml
+# @ 2a6a57fef3ac1c8fde00e85b603e9f73ef29b75c).  Render checks every network with it, since the plugin on the
+# node merges it in: a network without "datastore" gets "kubernetes" from it.
+OPERATOR_FLAT_FILE = {"datastore": "kubernetes",
+                      "kubernetes": {"kubeconfig": "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.kubeconfig"},
+                      "reconciler_cron_expression": "30 4 * * *", "log_level": "verbose",
+                      "configuration_path": "/etc/kubernetes/cni/net.d/whereabouts.d"}
 
 
 class RenderError(Exception):
@@ -44,14 +53,15 @@ class RenderErrors(RenderError):
 
 
 class Network:
-    __slots__ = ("name", "namespace", "config", "ipam_types", "notes")
+    __slots__ = ("name", "namespace", "config", "ipam_types", "notes", "stores")
 
-    def __init__(self, name, namespace, config, ipam_types, notes=()):
+    def __init__(self, name, namespace, config, ipam_types, notes=(), stores=()):
         self.name = name
         self.namespace = namespace
         self.config = config          # the NAD's spec.config, a JSON string
         self.ipam_types = ipam_types  # set of ipam.type values found in it
         self.notes = list(notes)      # warnings worth printing, not errors
+        self.stores = list(stores)    # the store settings (store_config) of each whereabouts plugin, on a node
 
 
 def additional_networks(resource) -> list:
@@ -117,8 +127,8 @@ def one_network(item, where: str) -> Network:
         raise RenderError(name, f"type {kind!r} is not supported; use one of {', '.join(TYPES)}")
     if not isinstance(config, dict):
         raise RenderError(name, "the CNI config must be a JSON object")
-    types, notes = check_ipam(name, config)
-    return Network(name, namespace, text, types, notes)
+    types, notes = check_ipam(name, config, OPERATOR_FLAT_FILE)
+    return Network(name, namespace, text, types, notes, node_stores(config, OPERATOR_FLAT_FILE))
 
 
 # --- SimpleMacvlan -----------------------------------------------------------------------------------
@@ -307,8 +317,8 @@ def plugin_configs(config: dict) -> list:
 def check_ipam(name: str, config: dict, flat_file=None):
     """The IPAM types the config uses, and notes; refuses a config our plugin would refuse.
 
-    ``flat_file``: the whereabouts.conf the nodes will have (a dict), for a
-    config that relies on it (``deploy/``'s etcd example); render has none.
+    ``flat_file``: the whereabouts.conf the nodes will have (a dict): the
+    operator's for render, the etcd Secret's for ``deploy/``'s example.
     """
     types, notes = set(), []
     for plugin in plugin_configs(config):
@@ -347,6 +357,25 @@ def check_with_plugin(name: str, config: dict, flat_file=None) -> list:
     return [f"{name}: {warning}" for warning in request.warnings]
 
 
+def node_stores(config: dict, flat_file=None) -> list:
+    """:func:`store_config` of each whereabouts plugin of ``config`` on a node with ``flat_file``, whose
+    values fill what the network leaves empty, as the plugin merges them (the network's keys win)."""
+    from ..config.whereabouts import merge_flat
+
+    return [store_config(merge_flat(plugin["ipam"], flat_file or {})) for plugin in plugin_configs(config)
+            if isinstance(plugin.get("ipam"), dict) and plugin["ipam"].get("type") == "whereabouts"]
+
+
+def store_config(ipam: dict) -> dict:
+    """The keys of a checked whereabouts ``ipam`` that name its store, ``datastore`` spelt out; only the keys
+    of that datastore (a network on etcd keeps the flat file's ``kubernetes`` key, which it ignores)."""
+    from ..config.datastore import ETCD_KEYS, parse
+
+    datastore = parse(ipam).datastore
+    keys = {"sqlite": ("sqlite_path",), "etcd": ETCD_KEYS, "kubernetes": ("kubernetes",)}[datastore]
+    return {"datastore": datastore, **{key: ipam[key] for key in keys if ipam.get(key) not in (None, "", [])}}
+
+
 def _check_whereabouts(request, flat_file=None) -> None:
     """whereabouts as the plugin loads it, with the given flat file (never this machine's).
 
@@ -358,6 +387,11 @@ def _check_whereabouts(request, flat_file=None) -> None:
     from ..cni.errors import CNIError
     from ..config.whereabouts import FLAT_FILE_NAME, load
 
+    own = request.ipam.get("configuration_path")
+    if flat_file and isinstance(own, str) and own and own.rstrip("/") not in _flat_file_places(flat_file):
+        request.warnings.append(f"ipam.configuration_path {own!r} is a flat file render cannot read: checked with "
+                                "the nodes' usual flat file instead, but on a node where that file exists it is "
+                                "read first (name the datastore in the network to be sure of its store)")
     try:
         load(request, lambda path: flat_file if path.endswith("/" + FLAT_FILE_NAME) else None)
     except CNIError as exc:
@@ -365,3 +399,11 @@ def _check_whereabouts(request, flat_file=None) -> None:
             raise
         request.warnings.append("ipam names no range: pods attached to it get an address only if the "
                                 "node's whereabouts.conf flat file gives one (fine for a shim network)")
+
+
+def _flat_file_places(flat_file: dict) -> tuple:
+    """Where ``configuration_path`` may point to reach ``flat_file``: its directory, or the file in it."""
+    from ..config.whereabouts import FLAT_FILE_NAME
+
+    directory = str(flat_file.get("configuration_path") or "").rstrip("/")
+    return (directory, f"{directory}/{FLAT_FILE_NAME}") if directory else ()

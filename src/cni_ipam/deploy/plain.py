@@ -6,14 +6,15 @@ test checks that the committed files are byte for byte what it writes.
 
 Layout (each directory one kustomization, applied on its own)::
 
-    deploy/                        namespace, installer, reconciler: what every cluster needs
+    deploy/                        namespace, installer, reconciler, node agent: what every cluster needs
     deploy/dhcp/                   the DHCP daemon (privileged): only for networks using dhcp
-    deploy/agent/                  the optional node agent
     deploy/kubernetes-store/       opt-in: the Kubernetes store's CRDs, RBAC and the nodes' flat file
     deploy/node-slices/            opt-in, after kubernetes-store/: the node-slice controller and its RBAC
     deploy/examples/whereabouts-etcd/   a whereabouts network on etcd, with the Secret for etcd
 
-As with ``render``, one DaemonSet, ``cni-ipam-installer``, installs the
+As with ``render``, the node agent is part of the set by default (and the
+installer puts the native forwarder to it in place: ``--no-agent`` leaves
+both out), and one DaemonSet, ``cni-ipam-installer``, installs the
 plugins on every node and keeps them there; in the plain set it also keeps
 the etcd Secret's files on the node (``cni-ipam sync-files``) and, once
 ``kubernetes-store/`` is applied, a kubeconfig made from its own service
@@ -27,8 +28,8 @@ import os
 
 from . import manifests, node_slices
 from .kubernetes_store import crds, flat_file as kubernetes_flat_file, store_rbac
-from .manifests import (CONFIGMAP, HOST, INSTALLER_NAME, RECONCILER_NAME, Options, agent_objects, dhcp_objects,
-                        host_path, nad, object_meta, reconciler_objects)
+from .manifests import (CONFIGMAP, HOST, INSTALLER_NAME, Options, agent_objects, dhcp_objects, host_path, nad,
+                        object_meta, reconciler_objects)
 
 NAMESPACE = "cni-ipam"
 CNI_BIN_DIR = "/opt/cni/bin"  # the usual CNI bin dir outside OpenShift
@@ -53,8 +54,9 @@ NOTES = {"kubernetes-store/crds.yaml":
 
 
 def plain_options(**changes) -> Options:
-    """The plain set's options: its own namespace, and the usual CNI paths outside OpenShift."""
-    return Options(**{"namespace": NAMESPACE, "cni_bin_dir": CNI_BIN_DIR, "runtime_dir": RUNTIME_DIR, **changes})
+    """The plain set's options: its own namespace, the usual CNI paths outside OpenShift, and the agent."""
+    return Options(**{"namespace": NAMESPACE, "cni_bin_dir": CNI_BIN_DIR, "runtime_dir": RUNTIME_DIR, "agent": True,
+                      **changes})
 
 
 def plain_files(options: Options) -> dict:
@@ -72,14 +74,16 @@ def plain_files(options: Options) -> dict:
 
 def layout(options: Options) -> dict:
     """{directory: {file: objects}}: one file per component, one kustomization per directory."""
+    base = {"namespace.yaml": [namespace(options)],
+            "installer.yaml": installer_objects(options),
+            "reconciler.yaml": [schedule_config_map(options)] + reconciler_objects(options)}
+    if options.agent:
+        base["agent.yaml"] = agent_objects(options)
     return {
-        "": {"namespace.yaml": [namespace(options)],
-             "installer.yaml": installer_objects(options),
-             "reconciler.yaml": [schedule_config_map(options)] + reconciler_objects(options)},
+        "": base,
         "dhcp": {"dhcp-daemon.yaml": dhcp_objects(options)},
-        "agent": {"agent.yaml": agent_objects(options)},
         "kubernetes-store": {"crds.yaml": crds(),
-                             "rbac.yaml": store_rbac(options, options.namespace, [INSTALLER_NAME], RECONCILER_NAME),
+                             "rbac.yaml": store_rbac(options, options.namespace, [INSTALLER_NAME]),
                              "flat-file.yaml": [kubernetes_store_config(options)]},
         "node-slices": {"rbac.yaml": node_slices.rbac(options, options.namespace),
                         "controller.yaml": [node_slices.deployment(options, options.namespace)]},
@@ -138,7 +142,8 @@ def installer_objects(options: Options) -> list:
         host_path("flat-file-dir", FLAT_FILE_DIR, "DirectoryOrCreate"),
     ]
     container, kube_volumes = node_kubeconfig_container(options)
-    return manifests.installer_objects(options, containers=[sync, container], volumes=volumes + kube_volumes)
+    return manifests.installer_objects(options, containers=[sync, container], volumes=volumes + kube_volumes,
+                                       native=options.agent)
 
 
 def node_kubeconfig_container(options: Options) -> tuple:
