@@ -353,7 +353,10 @@ def cmd_import(args) -> int:
             for key, pool, space, value in hints:
                 if store.hint(key, pool, space) is None:
                     store.set_hint(key, pool, space, value)
-                    hinted += 1
+                    hinted += store.hint(key, pool, space) is not None  # the Kubernetes store keeps none
+        if hints and not store.list_hints():
+            sys.stdout.write(f"the {settings.datastore} store keeps no range hints: {len(hints)} left out "
+                             f"(cni-ipam pools learns the ranges from the allocations)\n")
         sys.stdout.write(f"imported {len(write) - len(lost)} allocation(s) and {hinted} hint(s); "
                          f"{len(present)} already there\n")
         if lost:
