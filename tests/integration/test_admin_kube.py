@@ -265,3 +265,20 @@ def test_import_refuses_an_address_held_in_kubernetes(node, flat, kube_api, tmp_
     done = cli("import", str(path), "--config", flat)
     assert done.returncode == 1 and "conflict: 10.40.0.1" in done.stderr
     assert sorted(pools(kube_api)["10.40.0.0-24"]["spec"]["allocations"]) == ["1"]
+
+
+def test_our_next_write_drops_annotation_entries_a_go_writer_left_stale(node, flat, kube_api):
+    for pod in ("a", "b", "c"):
+        add(node, pod)
+    pool = pools(kube_api)["10.40.0.0-24"]
+    code, _, body = kube_api.request("PATCH", f"{POOLS}/10.40.0.0-24", [  # Go's DEL of b: the key goes, not ours
+        {"op": "test", "path": "/metadata/resourceVersion", "value": pool["metadata"]["resourceVersion"]},
+        {"op": "remove", "path": "/spec/allocations/2"}], content_type="application/json-patch+json")
+    assert code == 200, body
+    code, _, body = kube_api.request("DELETE", f"{RESERVATIONS}/10.40.0.2")
+    assert code == 200, body
+    assert cli("verify", "--config", flat).stdout.startswith("stale-annotation: IPPool 10.40.0.0-24: ")
+    ok(node.run("DEL", node.net(), cid="cid-a", ifname="net1"))
+    annotation = json.loads(pools(kube_api)["10.40.0.0-24"]["metadata"]["annotations"]["cni-ipam.io/attachments"])
+    assert {k: v[0] for k, v in annotation.items()} == {"3": "cid-c"}
+    assert cli("verify", "--config", flat).returncode == 0
