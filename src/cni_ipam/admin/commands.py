@@ -57,7 +57,9 @@ def register(sub) -> None:
     p = _parser(sub, "verify", "check the store's consistency (exit 1 when something is wrong)",
                 "Checks for duplicate addresses in an address space, addresses outside their pool's CIDR, "
                 "rows that break the schema (SQLite), and on etcd: address-space claims without an allocation, "
-                "index entries without their allocation, allocations whose address-space claim is missing. "
+                "index entries without their allocation, allocations whose address-space claim is missing; on "
+                "kubernetes: OverlappingRangeIPReservations without an allocation, allocations without their "
+                "reservation, stale annotation entries, unreadable IPPools and keys. "
                 "--repair fixes what it safely can and says what it did; what needs a decision is left, with a hint.",
                 ["cni-ipam verify", "cni-ipam verify --repair --config /etc/cni/net.d/whereabouts.d/whereabouts.conf"])
     p.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
@@ -67,7 +69,7 @@ def register(sub) -> None:
 
     p = _parser(sub, "export", "write the whole state (allocations and range hints) as JSON",
                 "Write every allocation and range hint as one JSON document, for cni-ipam import into another "
-                "store (SQLite to etcd) or as a backup.",
+                "store (SQLite, etcd, kubernetes, either way) or as a backup.",
                 ["cni-ipam export > state.json", "cni-ipam export --file state.json --config sqlite.conf"])
     p.add_argument("--file", metavar="PATH", default="-", help="where to write (default: stdout)")
     _progress(p)
@@ -353,7 +355,10 @@ def cmd_import(args) -> int:
             for key, pool, space, value in hints:
                 if store.hint(key, pool, space) is None:
                     store.set_hint(key, pool, space, value)
-                    hinted += 1
+                    hinted += store.hint(key, pool, space) is not None  # the Kubernetes store keeps none
+        if hints and not store.list_hints():
+            sys.stdout.write(f"the {settings.datastore} store keeps no range hints: {len(hints)} left out "
+                             f"(cni-ipam pools learns the ranges from the allocations)\n")
         sys.stdout.write(f"imported {len(write) - len(lost)} allocation(s) and {hinted} hint(s); "
                          f"{len(present)} already there\n")
         if lost:

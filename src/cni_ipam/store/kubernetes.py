@@ -54,6 +54,7 @@ from .base import Allocation, Store, StoreError, StoreRefused
 GV = ko.API_VERSION
 ANNOTATION = "cni-ipam.io/attachments"
 ANNOTATION_BUDGET = 200 * 1024  # kube-apiserver refuses more than 256 KiB of annotations per object
+RESERVATION_GRACE = 600.0  # seconds a reservation no allocation backs is left alone: a claim may still be on its way
 ATTEMPTS = 10  # patches of one pool for one claim or release before giving up (code 11)
 PAUSE = 0.01  # first jittered pause after a conflict, doubled each time, at most MAX_PAUSE
 MAX_PAUSE = 0.25
@@ -62,7 +63,7 @@ MAX_PAUSE = 0.25
 class _Pool:
     """One IPPool as read: the parsed object, our pool name for it, its allocations, and our annotation."""
 
-    __slots__ = ("name", "obj", "parsed", "network_name", "network", "pool", "extras", "allocations")
+    __slots__ = ("name", "obj", "parsed", "network_name", "network", "pool", "extras", "stale", "allocations")
 
     def __init__(self, obj: dict) -> None:
         self.obj = obj
@@ -76,15 +77,16 @@ class _Pool:
         self.network = Network(base, prefixlen, version)
         self.network_name = _network_name(self.name, self.network)
         self.pool = pool_name(self.network_name, str(self.network))
-        self.extras = _read_extras(obj)
+        holders = {e.key: [e.allocation.container_id, e.allocation.ifname] for e in self.parsed.entries}
+        self.extras, self.stale = {}, {}  # entries of the keys' current holders; the others (key gone or re-held)
+        for key, row in _read_extras(obj).items():
+            (self.extras if holders.get(key) == row[:2] else self.stale)[key] = row
         self.allocations = [self._allocation(e) for e in self.parsed.entries if e.address is not None]
 
     def _allocation(self, entry) -> Allocation:
         held = entry.allocation
         extra = self.extras.get(entry.key)
         row = list(extra) + [None] * (7 - len(extra)) if extra is not None else [None] * 7
-        if row[:2] != [held.container_id, held.ifname]:  # none, or stale: written for an earlier holder
-            row = [None] * 7
         network, in_space, node, netns, created = row[2:7]
         return Allocation(self.pool, entry.address, self.parsed.version, _str(network), held.container_id,
                           held.ifname, space=None if in_space == 0 else self.network_name, pod=held.podref,
@@ -123,7 +125,9 @@ def _extra(a: Allocation, full: bool = True) -> list:
 
 
 def _annotation_ops(pool: _Pool, extras: dict) -> list:
-    """JSON Patch operations that set our annotation to ``extras`` (only entries whose key the pool holds)."""
+    """JSON Patch operations that set our annotation to ``extras``: built from ``pool.extras``, which holds only
+    the entries of keys the pool still holds for the same attachment, so each write also drops the entries
+    another writer made stale (Go writers remove keys and leave our annotation alone)."""
     text = json.dumps(extras)
     if len(text) > ANNOTATION_BUDGET:
         text = json.dumps({k: v[:4] for k, v in extras.items()})
@@ -388,7 +392,8 @@ class KubernetesStore(Store):
     # -- reservations no allocation backs ------------------------------------------------------
 
     def _reservations(self) -> list:
-        return [ko.parse_reservation(obj)
+        """Every reservation, with its creation time (seconds since the epoch; 0 when unreadable)."""
+        return [(ko.parse_reservation(obj), _created(obj))
                 for obj in self._call(self.client.list, GV, ko.RESERVATIONS).get("items") or []]
 
     def unbacked_reservations(self):
@@ -398,23 +403,42 @@ class KubernetesStore(Store):
         return self._unbacked(reservations, self.allocations())
 
     def _unbacked(self, reservations, allocations) -> list:
+        """The reservations of ``reservations`` that nothing backs, as :class:`Reservation` (``token``: name and
+        resourceVersion, the reservation as read).  Left out, so never deleted: a name we cannot read; one younger than
+        :data:`RESERVATION_GRACE` (a claim creates it before it patches the pool, and upstream's Go writer
+        reuses one of its own pod before patching); one whose address an allocation of its space holds
+        (under any reading of the name); and one whose address an allocation of the same pod and interface
+        holds in any space (a name written by another rule than upstream's v0.9 ``NormalizeIP``)."""
+        import time
+
         from .base import Reservation
 
         backed = {(a.space, a.version, a.ip) for a in allocations if a.space is not None}
-        spaces = {a.space for a in allocations if a.space is not None} | {p.network_name for p in self._all().values()}
+        holders = {}
+        for a in allocations:
+            holders.setdefault((a.version, a.ip), []).append(a)
+        pools = self._all().values()
+        spaces = {a.space for a in allocations if a.space is not None} | {p.network_name for p in pools}
+        now = time.time()
         found = []
-        for r in reservations:
+        for r, created in reservations:
             readings = reservation_readings(r.name)
-            if not readings or any(reading in backed for reading in readings):
-                continue  # not a name we can read (left alone), or held
+            if not readings or now - created < RESERVATION_GRACE or any(x in backed for x in readings) or any(
+                    _reservation_of(r, a) for _, version, ip in readings for a in holders.get((version, ip), ())):
+                continue
             space, version, ip = next((x for x in readings if x[0] in spaces), readings[-1])
-            holder = next((p.pool for p in self._all().values()
-                           if p.network_name == space and ip in p.network), "")
-            found.append(Reservation(space, ip, version, holder, (r.name, r.resource_version)))
+            holder = next((p.pool for p in pools if p.network_name == space and p.network.version == version
+                           and int(p.network.network_address) <= ip <= int(p.network.broadcast_address)), "")
+            found.append(Reservation(space, ip, version, holder, (r.name, r.resource_version, r)))
         return found
 
     def drop_reservation(self, reservation) -> bool:
-        name, resource_version = reservation.token
+        """Delete it unless it changed since it was listed, or the pools, read again just before, now back it
+        (a Go writer may have reused it for its pod meanwhile)."""
+        name, resource_version, listed = reservation.token
+        self._pools = None
+        if not self._unbacked([(listed, 0.0)], self.find()):
+            return False
         try:
             self._call(self.client.delete, GV, ko.RESERVATIONS, name, resource_version)
         except KubeError:
@@ -445,11 +469,16 @@ class KubernetesStore(Store):
                                                    f"address of {pool.parsed.range}",
                                         hint="Go whereabouts cannot read it either; remove it with kubectl edit "
                                              "ippool once its holder is gone"))
+            if pool.stale:
+                problems.append(Problem("stale-annotation", f"IPPool {pool.name}: annotation {ANNOTATION} has "
+                                                            f"entries for keys {', '.join(sorted(pool.stale))} that "
+                                                            f"another writer removed or gave to another attachment",
+                                        repair=self._drop_stale(pool)))
         allocations = self.find()
         for done, _ in enumerate(allocations, 1):
             tick(progress, done, len(allocations))
         problems += filter(None, (outside_its_pool(a, self._release_outside(a)) for a in allocations))
-        names = {r.name for r in reservations}
+        names = {r.name for r, _ in reservations}
         for a in allocations:
             if a.space is not None and _reservation_name(a) not in names:
                 problems.append(Problem("missing-reservation",
@@ -475,6 +504,16 @@ class KubernetesStore(Store):
             if self._reserve(a) is None:
                 return f"the reservation of {a.address} in address space {a.space!r} was made meanwhile; left alone"
             return f"restored the reservation of {a.address} in address space {a.space!r} for {a.pool}"
+        return repair
+
+    def _drop_stale(self, pool: _Pool):
+        def repair() -> str:
+            ops = ko.pool_patch(pool.parsed) + _annotation_ops(pool, pool.extras)
+            try:
+                self._remember(self._call(self.client.json_patch, GV, ko.IPPOOLS, pool.name, ops))
+            except KubeError:
+                return f"IPPool {pool.name} changed meanwhile; its annotation was left alone (run verify again)"
+            return f"dropped the stale annotation entries of keys {', '.join(sorted(pool.stale))} from IPPool {pool.name}"
         return repair
 
     def _drop_unbacked(self, reservation):
@@ -545,6 +584,18 @@ def reservation_readings(name: str) -> list:
         except ko.ObjectError:
             continue
     return readings
+
+
+def _created(obj: dict) -> float:
+    """``metadata.creationTimestamp`` (RFC 3339, UTC, as kube-apiserver writes it) in seconds; 0 when absent."""
+    import calendar
+    import time
+
+    text = (obj.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _pause(client, attempt: int) -> None:
