@@ -242,6 +242,9 @@ class KubernetesStore(Store):
             for attempt in range(ATTEMPTS):
                 pool = self._pool(name, fresh=attempt > 0)
                 if pool is not None and pool.parsed.held.get(allocation.ip):
+                    if attempt > 0 and any(_same_attachment(a, allocation) for a in pool.holding(allocation.ip)):
+                        reserved = None  # our own write, committed though its answer was lost (the client retried)
+                        return True
                     return False
                 key = _key_from(network, allocation, pool)
                 if allocation.space is not None and reserved is None:
@@ -292,8 +295,19 @@ class KubernetesStore(Store):
         except KubeError as exc:
             if exc.code != 409:
                 raise StoreError(f"Kubernetes API: {exc.message}") from None
-            return None
+            return self._own_reservation(name, allocation)
         return [name, made["metadata"]["resourceVersion"]]
+
+    def _own_reservation(self, name: str, allocation: Allocation):
+        """``[name, resourceVersion]`` when the existing reservation is this attachment's own (our create
+        committed though its answer was lost, and the client's retry met it), else None: held by another."""
+        try:
+            found = ko.parse_reservation(self._call(self.client.get, GV, ko.RESERVATIONS, name))
+        except (KubeError, ko.ObjectError):
+            return None  # deleted meanwhile: its holder let go, but another may claim it first; move on
+        if (found.container_id, found.ifname) != (allocation.container_id, allocation.ifname):
+            return None
+        return [name, found.resource_version]
 
     def _unreserve(self, reserved: list) -> None:
         """Delete a reservation this claim made and no longer needs (best effort: the reconciler frees what
@@ -311,7 +325,9 @@ class KubernetesStore(Store):
                 return False
             mine = [a for a in pool.holding(allocation.ip) if _same_attachment(a, allocation)]
             if not mine:
-                return False
+                if attempt > 0 and allocation.space is not None:
+                    self._drop_own_reservation(allocation)  # our patch may have committed, its answer lost
+                return attempt > 0
             keys = [e.key for e in pool.parsed.held[allocation.ip]
                     if (e.allocation.container_id, e.allocation.ifname) == (allocation.container_id,
                                                                            allocation.ifname)]
