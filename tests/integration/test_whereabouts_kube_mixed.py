@@ -38,7 +38,7 @@ def test_go_whereabouts_writers_and_ours_hand_out_no_address_twice(bin_dir, kube
     lock = threading.Lock()
     ours = []  # (round, cid, start, end, CNICall)
     go = {}  # cid -> address, Go writers' successful ADDs
-    go_failed = []  # (cid, error): ADDs upstream would fail (its DEL then ran, as the runtime's would)
+    go_failed = []  # (cid, error): ADDs upstream fails (its DEL then ran, as the runtime's would)
     first_round = {"left": NODES * PER_NODE}
     first_round_done, lease_taken, ours_done = threading.Event(), threading.Event(), threading.Event()
 
@@ -71,7 +71,12 @@ def test_go_whereabouts_writers_and_ours_hand_out_no_address_twice(bin_dir, kube
                     go[cid] = address
             except UpstreamError as exc:
                 go_failed.append((cid, str(exc)))
-                writer.delete(RANGE, cid, pod)
+                for _ in range(3):  # the runtime's DEL after a failed ADD, retried while it fails
+                    try:
+                        writer.delete(RANGE, cid, pod)
+                        break
+                    except UpstreamError:
+                        continue
             n += 1
 
     holder, waiter = UpstreamWriter(kube_api), UpstreamWriter(kube_api)
@@ -98,17 +103,24 @@ def test_go_whereabouts_writers_and_ours_hand_out_no_address_twice(bin_dir, kube
     assert waiter.lease_waits >= 1, "the second Go writer never waited for the Lease"
     code, _, lease = kube_api.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{LEASE_NAME}")
     assert code == 200 and lease["spec"]["holderIdentity"] == ""  # given back (ReleaseOnCancel)
+    # Go's ADDs that failed: only on our transient reservation of the address it had just won (see below).
+    assert all("AlreadyExists" in error for _, error in go_failed), go_failed
 
     # Every writer's results: all of ours succeeded (conflicts are retried), no address twice across writers.
     won = {cid: ips(call.output)[0] for _, cid, _, _, call in ours if call.ok}
     assert [call for *_, call in ours if not call.ok] == []
-    assert len(go) >= 6
+    assert len(go) + len(go_failed) >= 6
     everyone = list(won.values()) + list(go.values())
     assert len(set(everyone)) == len(everyone), "an address was handed out twice"
     # The final IPPool holds exactly every success (Go's failed ADDs were undone by their DEL).
     allocations = pools(kube_api)[POOL]["spec"]["allocations"]
     held = {v["id"]: str(ipaddress.ip_address("10.90.0.0") + int(k)) for k, v in allocations.items()}
     assert held == {**won, **go}
-    assert sorted(reservations(kube_api)) == sorted(everyone)
+    # Reservations: none that no allocation backs.  One may be missing only where Go whereabouts made it so:
+    # a Go writer that wins the pool while our claim's reservation of that address still exists fails to
+    # create its own (409), its ADD fails, and its DEL deletes the reservation by name, whoever's it is.
+    missing = sorted(set(everyone) - set(reservations(kube_api)))
+    assert set(reservations(kube_api)) <= set(everyone), "a reservation no allocation backs"
+    assert not missing or go_failed, missing
     print(f"ours {len(won)}, Go {len(go)} (failed {len(go_failed)}: {go_failed[:2]}), "
           f"Go retries {holder.retries + waiter.retries}, Lease waits {holder.lease_waits + waiter.lease_waits}")

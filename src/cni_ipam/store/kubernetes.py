@@ -141,6 +141,7 @@ class _Fresh:
 
     def __enter__(self):
         self.store._pools = None
+        self.store._taken.clear()
         return self.store
 
     def __exit__(self, *exc):
@@ -151,6 +152,7 @@ class KubernetesStore(Store):
     def __init__(self, client) -> None:
         self.client = client
         self._pools = None  # IPPool name -> _Pool, from the last LIST and our writes since; None: not read
+        self._taken = set()  # (space, version, ip) this command found reserved by another: held, for held()
 
     def _call(self, method, *args):
         try:
@@ -230,6 +232,7 @@ class KubernetesStore(Store):
         if space is not None:
             for other in pools.values():
                 found.update(a.ip for a in other.allocations if a.space == space and a.version == version)
+            found.update(ip for s, v, ip in self._taken if (s, v) == (space, version))
         return iter(sorted(ip for ip in found if lo <= ip <= hi))
 
     def claim(self, allocation: Allocation, hint=None) -> bool:
@@ -249,8 +252,10 @@ class KubernetesStore(Store):
                 key = _key_from(network, allocation, pool)
                 if allocation.space is not None and reserved is None:
                     reserved = self._reserve(allocation)
-                    if reserved is None:
-                        return False  # held in its address space
+                    if reserved is None:  # held in its address space: a lost race, whose winner may not have
+                        self._taken.add((allocation.space, allocation.version, allocation.ip))  # patched yet,
+                        self._fetch(name)  # and our list is stale: read the pool again for the next candidate
+                        return False
                 if pool is None:
                     if self._create_pool(name, network, allocation, key):
                         reserved = None  # kept: it backs the allocation now
