@@ -24,7 +24,6 @@ import ipaddress
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import threading
@@ -51,38 +50,6 @@ def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def fault_cluster(tmp_path_factory):
-    from cni_ipam_lab.etcd_cluster import free_base_port, ETCD, EtcdCluster
-
-    if not os.access(ETCD, os.X_OK):
-        pytest.skip(f"etcd is not installed ({ETCD}); apt-get install etcd-server")
-    directory = tmp_path_factory.mktemp("etcd-faults")
-    cluster = EtcdCluster(str(directory), base_port=free_base_port(25790, 3), token="cni-ipam-faults")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        for member in cluster.members:  # a member left stopped would ignore SIGTERM
-            if member.pid:
-                try:
-                    os.kill(member.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-        cluster.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def healthy(fault_cluster):
-    """The fault cluster with every member running and a leader, whatever an earlier test did to it."""
-    for member in fault_cluster.members:
-        if not member.pid:
-            fault_cluster.start_member(member)
-    fault_cluster.wait_healthy(30)
-    return fault_cluster
 
 
 # -- plugin calls ----------------------------------------------------------------------------------------------

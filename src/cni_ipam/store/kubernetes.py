@@ -145,6 +145,7 @@ class _Fresh:
 
     def __enter__(self):
         self.store._pools = None
+        self.store._taken.clear()
         return self.store
 
     def __exit__(self, *exc):
@@ -155,6 +156,7 @@ class KubernetesStore(Store):
     def __init__(self, client) -> None:
         self.client = client
         self._pools = None  # IPPool name -> _Pool, from the last LIST and our writes since; None: not read
+        self._taken = set()  # (space, version, ip) this command found reserved by another: held, for held()
 
     def _call(self, method, *args):
         try:
@@ -234,6 +236,7 @@ class KubernetesStore(Store):
         if space is not None:
             for other in pools.values():
                 found.update(a.ip for a in other.allocations if a.space == space and a.version == version)
+            found.update(ip for s, v, ip in self._taken if (s, v) == (space, version))
         return iter(sorted(ip for ip in found if lo <= ip <= hi))
 
     def claim(self, allocation: Allocation, hint=None) -> bool:
@@ -246,12 +249,17 @@ class KubernetesStore(Store):
             for attempt in range(ATTEMPTS):
                 pool = self._pool(name, fresh=attempt > 0)
                 if pool is not None and pool.parsed.held.get(allocation.ip):
+                    if attempt > 0 and any(_same_attachment(a, allocation) for a in pool.holding(allocation.ip)):
+                        reserved = None  # our own write, committed though its answer was lost (the client retried)
+                        return True
                     return False
                 key = _key_from(network, allocation, pool)
                 if allocation.space is not None and reserved is None:
                     reserved = self._reserve(allocation)
-                    if reserved is None:
-                        return False  # held in its address space
+                    if reserved is None:  # held in its address space: a lost race, whose winner may not have
+                        self._taken.add((allocation.space, allocation.version, allocation.ip))  # patched yet,
+                        self._fetch(name)  # and our list is stale: read the pool again for the next candidate
+                        return False
                 if pool is None:
                     if self._create_pool(name, network, allocation, key):
                         reserved = None  # kept: it backs the allocation now
@@ -296,8 +304,19 @@ class KubernetesStore(Store):
         except KubeError as exc:
             if exc.code != 409:
                 raise StoreError(f"Kubernetes API: {exc.message}") from None
-            return None
+            return self._own_reservation(name, allocation)
         return [name, made["metadata"]["resourceVersion"]]
+
+    def _own_reservation(self, name: str, allocation: Allocation):
+        """``[name, resourceVersion]`` when the existing reservation is this attachment's own (our create
+        committed though its answer was lost, and the client's retry met it), else None: held by another."""
+        try:
+            found = ko.parse_reservation(self._call(self.client.get, GV, ko.RESERVATIONS, name))
+        except (KubeError, ko.ObjectError):
+            return None  # deleted meanwhile: its holder let go, but another may claim it first; move on
+        if (found.container_id, found.ifname) != (allocation.container_id, allocation.ifname):
+            return None
+        return [name, found.resource_version]
 
     def _unreserve(self, reserved: list) -> None:
         """Delete a reservation this claim made and no longer needs (best effort: the reconciler frees what
@@ -315,7 +334,9 @@ class KubernetesStore(Store):
                 return False
             mine = [a for a in pool.holding(allocation.ip) if _same_attachment(a, allocation)]
             if not mine:
-                return False
+                if attempt > 0 and allocation.space is not None:
+                    self._drop_own_reservation(allocation)  # our patch may have committed, its answer lost
+                return attempt > 0
             keys = [e.key for e in pool.parsed.held[allocation.ip]
                     if (e.allocation.container_id, e.allocation.ifname) == (allocation.container_id,
                                                                            allocation.ifname)]
