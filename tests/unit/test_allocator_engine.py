@@ -458,3 +458,34 @@ def test_too_many_lost_races_ask_for_a_retry_and_hold_nothing():
         assign(store, [s], owner(1))
     assert held_by(store, owner(1)) == []
     assert len(store.stolen) == MAX_LOST_RACES
+
+
+# --- Choices: one address from the first of several ranges with room (a node's slices) ---
+
+def slices_of(node="n1"):
+    """Two /29 slices of 10.9.0.0/24 for ``node``, as cni_ipam.config.node_slices builds them."""
+    return [RangeSpec(f"ipam.range (slice {r})", parse_range("ipam.range", r), "blue", True, node)
+            for r in ("10.9.0.8/29", "10.9.0.16/29")]
+
+
+def test_choices_fill_the_first_slice_then_the_second_then_raise_their_own_error(store):
+    from cni_ipam.allocator.engine import Choices
+
+    full = RuntimeError("node n1's slices are full")
+    group = Choices(slices_of(), full)
+    got = [one(store, [group], owner(n)) for n in range(12)]
+    assert got == [f"10.9.0.{i}" for i in range(9, 15)] + [f"10.9.0.{i}" for i in range(17, 23)]
+    assert {a.pool for a in store.find()} == {"blue-n1/10.9.0.8/29", "blue-n1/10.9.0.16/29"}
+    with pytest.raises(RuntimeError) as info:
+        one(store, [group], owner(99))
+    assert info.value is full
+    assert one(store, [group], owner(10)) == "10.9.0.21"  # a repeated ADD finds it in the second slice
+    with pytest.raises(RangeFull):  # without its own error: the last range's
+        one(store, [Choices(slices_of())], owner(98))
+
+
+def test_choices_serve_a_requested_address_from_the_slice_holding_it(store):
+    from cni_ipam.allocator.engine import Choices
+
+    [allocation] = assign(store, [Choices(slices_of())], owner(1), {0: ip("10.9.0.20")})
+    assert (allocation.pool, allocation.address) == ("blue-n1/10.9.0.16/29", "10.9.0.20")

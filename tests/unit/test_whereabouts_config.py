@@ -87,7 +87,6 @@ IGNORED = [
     ("leader_renew_deadline", 1000),
     ("leader_retry_period", 500),
     ("sleep_for_race", 1),
-    ("node_slice_size", "/28"),
 ]
 
 

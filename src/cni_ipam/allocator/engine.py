@@ -29,6 +29,22 @@ class AddressTaken(Exception):
     """A requested address is held by another attachment."""
 
 
+class Choices:
+    """Ranges one address may come from, tried in order: a node's slices of a range (``node_slice_size``,
+    :mod:`cni_ipam.config.node_slices`).  A repeated ADD finds what it holds in any of them; a new address comes from the
+    first with room; ``full`` (an exception) is raised when none has, else the last range's RangeFull."""
+
+    __slots__ = ("specs", "full")
+
+    def __init__(self, specs, full=None) -> None:
+        self.specs = tuple(specs)
+        self.full = full
+
+
+def _choices(item) -> Choices:
+    return item if isinstance(item, Choices) else Choices((item,))
+
+
 class Owner:
     """Who is asking: the attachment and what we record about it."""
 
@@ -48,17 +64,29 @@ def _new(spec, ip: int, owner: Owner) -> Allocation:
                       space=spec.space, pod=owner.pod, netns=owner.netns, node=owner.node)
 
 
-def _existing(store, spec, owner: Owner):
+def _existing(store, choices: Choices, owner: Owner):
     """What this attachment, or this pod's same interface under an older sandbox, holds in the range."""
+    def ours(held) -> bool:
+        return any(held.pool == spec.pool and spec.range.is_allocatable(held.ip) for spec in choices.specs)
+
     for held in store.find(network=owner.network, container_id=owner.container_id, ifname=owner.ifname):
-        if held.pool == spec.pool and spec.range.is_allocatable(held.ip):
+        if ours(held):
             return held
     if owner.pod:  # same network only: DEL finds an allocation by its network, and update_owner keeps it
         for held in store.find(network=owner.network, pod=owner.pod, ifname=owner.ifname):
-            if held.pool == spec.pool and spec.range.is_allocatable(held.ip) and \
-                    store.update_owner(held, owner.container_id, owner.netns):  # else freed meanwhile: allocate anew
+            if ours(held) and store.update_owner(held, owner.container_id, owner.netns):  # else freed: allocate anew
                 return held
     return None
+
+
+def _first_with_room(store, choices: Choices, owner: Owner) -> Allocation:
+    full = None
+    for spec in choices.specs:
+        try:
+            return _lowest_free(store, spec, owner)
+        except RangeFull as exc:
+            full = exc
+    raise choices.full or full
 
 
 def _lowest_free(store, spec, owner: Owner) -> Allocation:
@@ -107,30 +135,35 @@ def rng_text(spec, ip: int) -> str:
 def assign(store, specs: list, owner: Owner, requested: dict | None = None) -> list:
     """One address per range for ``owner``, in range order; the same ones on a repeated ADD.
 
-    ``requested`` maps a range index to the address asked for in that range
+    ``specs``: a range spec each, or :class:`Choices` of several.  ``requested`` maps a range index to the
+    address asked for in that range
     (CNI_ARGS ``IP=`` / ``runtimeConfig.ips``).  Everything happens in one
     store transaction; if a later range fails, what this call claimed is
     given back, so a failed ADD holds nothing new.
     """
     requested = requested or {}
+    groups = [_choices(item) for item in specs]
     out, claimed, moved = [], [], []
     with store.transaction():
         store.prefetch(owner.network, owner.container_id, owner.ifname, owner.pod,
-                       [(core.hint_key(s.network_name, s.overlapping, s.range), s.pool, s.space) for s in specs])
+                       [(core.hint_key(s.network_name, s.overlapping, s.range), s.pool, s.space)
+                        for group in groups for s in group.specs])
         try:
-            existing = [_existing(store, spec, owner) for spec in specs]  # all reads before any write
-            for index, spec in enumerate(specs):
+            existing = [_existing(store, group, owner) for group in groups]  # all reads before any write
+            for index, group in enumerate(groups):
                 held = existing[index]
                 if held is not None and (index not in requested or requested[index] == held.ip):
                     out.append(held)
                     continue
-                if index in requested:
-                    allocation = _requested(store, spec, requested[index], owner)
+                if index in requested:  # the range that holds it (the caller checked that one does)
+                    ip = requested[index]
+                    spec = next((s for s in group.specs if s.range.is_allocatable(ip)), group.specs[0])
+                    allocation = _requested(store, spec, ip, owner)
                     if held is not None:  # asked for another address than it holds: move, once the new one is ours
                         store.release(held)
                         moved.append(held)
                 else:
-                    allocation = _lowest_free(store, spec, owner)
+                    allocation = _first_with_room(store, group, owner)
                 claimed.append(allocation)
                 out.append(allocation)
         except BaseException:

@@ -55,7 +55,6 @@ IGNORED_KEYS = {
     "leader_renew_deadline": "cni-ipam needs no leader election",
     "leader_retry_period": "cni-ipam needs no leader election",
     "sleep_for_race": "it only slows allocation down for race testing",
-    "node_slice_size": "cni-ipam allocates from the whole range without node slices",
 }
 # Names from other IPAM plugins (host-local) that users paste by mistake.
 ALIASES = {"subnet": "range", "ranges": "ipRanges", "excludes": "exclude", "rangestart": "range_start",
@@ -121,7 +120,7 @@ class WhereaboutsConfig:
     """A validated whereabouts config: what to allocate from, where to store it, what to return."""
 
     __slots__ = ("network", "ranges", "requested", "gateway", "routes", "dns", "addresses", "network_name",
-                 "overlapping", "store", "log_file", "log_level", "pod", "flat_file", "ipam")
+                 "overlapping", "store", "log_file", "log_level", "pod", "flat_file", "ipam", "node_slices")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -131,21 +130,23 @@ class WhereaboutsConfig:
 class RangeSpec:
     """One range of the config, with the pool and address space it draws from: plain values the allocator
     takes as they are.  With overlapping-range checks on (the default), every range of one ``network_name``
-    shares that name's address space."""
+    shares that name's address space.  ``node``: a node's slice of a range (``node_slice_size``), whose pool
+    is named after the node too, as upstream names node IPPools (:mod:`.node_slices`)."""
 
-    __slots__ = ("key", "range", "network_name", "overlapping")
+    __slots__ = ("key", "range", "network_name", "overlapping", "node")
 
-    def __init__(self, key, rng, network_name="", overlapping=True):
+    def __init__(self, key, rng, network_name="", overlapping=True, node=""):
         self.key = key  # the config key, for messages: "ipam.range", "ipam.ipRanges[1]"
         self.range = rng
         self.network_name = network_name
         self.overlapping = overlapping
+        self.node = node
 
     @property
     def pool(self) -> str:
         from ..net.pools import pool_name
 
-        return pool_name(self.network_name, self.range.cidr)
+        return pool_name("-".join(p for p in (self.network_name, self.node) if p), self.range.cidr)
 
     @property
     def space(self):
@@ -170,25 +171,71 @@ def _plus(exclude, extra, key):
     return list(exclude) + list(extra) if extra and isinstance(exclude, (list, tuple)) else exclude
 
 
-def _ranges(ipam: dict, network_name: str, overlapping: bool, warnings: list, gateway=None) -> list:
+def range_of(key: str, entry: dict, gateway=None):
+    """One range entry (``range``, ``range_start``, ``range_end``, ``exclude``) as the plugin allocates from
+    it: without the gateway (the node-slice controller counts a slice's addresses with this too)."""
     from ..net.ranges import parse_range
 
+    def parse(*extra):
+        return parse_range(key, entry["range"], entry.get("range_start"), entry.get("range_end"),
+                           _plus(entry.get("exclude") or (), extra, key))
+    return _without_gateway(parse(), gateway, parse)
+
+
+def _ranges(ipam: dict, network_name: str, overlapping: bool, warnings: list, gateway=None) -> list:
     specs = []
     if ipam.get("range"):
-        def parse(*extra):
-            return parse_range("ipam", ipam["range"], ipam.get("range_start"), ipam.get("range_end"),
-                               _plus(ipam.get("exclude") or (), extra, "ipam"))
-        specs.append(RangeSpec("ipam.range", _without_gateway(parse(), gateway, parse), network_name, overlapping))
+        specs.append(RangeSpec("ipam.range", range_of("ipam", ipam, gateway), network_name, overlapping))
     for key, entry in items(ipam.get("ipRanges") or [], "ipam.ipRanges", "a list of ranges"):
         expect(entry, dict, key, "an object with range, range_start, range_end, exclude")
         check_keys(entry, key, RANGE_KEYS, warnings)
         if not entry.get("range"):
             raise invalid_config(f"{key}.range: missing", "each ipRanges entry needs a range, e.g. 192.168.10.0/24")
-        def parse(*extra, key=key, entry=entry):
-            return parse_range(key, entry["range"], entry.get("range_start"), entry.get("range_end"),
-                               _plus(entry.get("exclude") or (), extra, key))
-        specs.append(RangeSpec(key, _without_gateway(parse(), gateway, parse), network_name, overlapping))
+        specs.append(RangeSpec(key, range_of(key, entry, gateway), network_name, overlapping))
     return specs
+
+
+class NodeSlicing:
+    """``node_slice_size``: the first range is cut into slices, and this node allocates only from its own
+    (the NodeSlicePool ``pool_name`` says which).  ``prefixlen``: the slices' prefix length."""
+
+    __slots__ = ("pool_name", "prefixlen", "size_text")
+
+    def __init__(self, pool_name: str, prefixlen: int, size_text: str) -> None:
+        self.pool_name = pool_name
+        self.prefixlen = prefixlen
+        self.size_text = size_text
+
+
+def _node_slicing(ipam: dict, conf_name: str, network_name: str, specs: list, datastore: str):
+    """The ``node_slice_size`` of a config, checked as the node-slice controller checks it
+    (:mod:`cni_ipam.nodeslices.networks`); None without it."""
+    size = ipam.get("node_slice_size")
+    if not size:
+        return None
+    if datastore != "kubernetes":
+        raise invalid_config(f"ipam.node_slice_size needs \"datastore\": \"kubernetes\" (the datastore is "
+                             f"{quote(datastore)})", "node slices are NodeSlicePool objects that the node-slice "
+                             "controller (cni-ipam node-slices) writes in the Kubernetes API; remove "
+                             "node_slice_size to allocate from the whole range")
+    if not specs:
+        raise invalid_config("ipam.node_slice_size is set but there is no range to slice",
+                             "set ipam.range (the first range is the one cut into slices)")
+    from ..kube.names import subdomain_problem
+    from ..kube.slices import SliceError, parse_slice_size
+
+    first = specs[0]
+    try:
+        prefixlen = parse_slice_size(size, first.range.version, first.range.prefixlen)
+    except SliceError as exc:
+        raise invalid_config(f"ipam.{exc} ({first.key} is {first.range.cidr})") from None
+    pool = network_name or conf_name
+    problem = subdomain_problem(pool)
+    if problem:
+        raise invalid_config(f"ipam.node_slice_size: the NodeSlicePool is named {quote(pool)} (network_name, else "
+                             f"the configuration's name), which is not a Kubernetes object name: {problem}",
+                             "set network_name to lower-case letters, digits, '-' and '.'")
+    return NodeSlicing(pool, prefixlen, str(size))
 
 
 def _comma_list(text: str) -> list:
@@ -360,4 +407,5 @@ def load(request, read_json) -> WhereaboutsConfig:
         addresses=statics, network_name=network_name, overlapping=overlapping, store=store,
         log_file=log_file, log_level=log_level, pod=pod_ref(cni_args),
         flat_file=flat_path, ipam=ipam,
+        node_slices=_node_slicing(ipam, request.name, network_name, specs, store.datastore),
     )

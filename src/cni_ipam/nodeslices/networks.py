@@ -11,8 +11,10 @@ Read from k8snetworkplumbingwg/whereabouts v0.9.4 (3a262bd0cd873e13d9b379342f825
 * pkg/config/config.go ``LoadIPAMConfiguration``: ``range`` comes before
   ``ipRanges``, ``spec.range`` is Go's ``IPNet.String()`` (host bits dropped).
 
-Unlike upstream, ``exclude``, ``range_start`` and ``range_end`` are read (and
-honoured by :mod:`cni_ipam.kube.slices`).  The nodes' flat file
+Unlike upstream, ``exclude``, ``range_start``, ``range_end`` and the
+``gateway`` are read (and honoured by :mod:`cni_ipam.kube.slices`), as the
+plugin reads them (:func:`cni_ipam.config.whereabouts.range_of`), so that a
+slice is full for the controller when it is full for the plugin.  The nodes' flat file
 (whereabouts.conf), which upstream's controller merges in when mounted, is not
 read: put the slicing keys in the NAD.
 """
@@ -21,10 +23,12 @@ from __future__ import annotations
 
 import json
 
+from cni_ipam.cni.errors import CNIError
+from cni_ipam.config.whereabouts import range_of
 from cni_ipam.kube.names import subdomain_problem
 from cni_ipam.kube.slices import SliceError, SliceLayout
 from cni_ipam.net.errors import AddressError
-from cni_ipam.net.ranges import parse_range
+from cni_ipam.net.ip import parse_ip
 
 
 class NetworkError(ValueError):
@@ -73,9 +77,11 @@ def from_nad(nad: dict):
     if not isinstance(first, dict) or not first.get("range"):
         raise NetworkError(f"{where}: node_slice_size is set but there is no range to slice")
     try:
-        whole = parse_range("ipam", first["range"], first.get("range_start"), first.get("range_end"),
-                            first.get("exclude") or ())
+        gateway = parse_ip(ipam["gateway"], "ipam.gateway") if ipam.get("gateway") else None
+        whole = range_of("ipam", first, gateway)
         layout = SliceLayout(whole, str(ipam["node_slice_size"]))
+    except CNIError as exc:
+        raise NetworkError(f"{where}: {exc.msg}") from None
     except (AddressError, SliceError, ValueError) as exc:
         raise NetworkError(f"{where}: {exc}") from None
     network_name = ipam.get("network_name") or ""

@@ -39,11 +39,15 @@ def _store_errors(function):
     """Turn store and allocation failures into CNI errors with their messages."""
     def wrapped(*args):
         from ..allocator.engine import AddressTaken, LostRaces, RangeFull
+        from ..config.node_slices import SliceWait
         from ..cni.errors import CNIError, INVALID_CONFIG, IO_FAILURE, TRY_AGAIN_LATER
         from ..store.base import StoreError, StoreRefused
 
         try:
             return function(*args)
+        except SliceWait as exc:
+            raise CNIError(TRY_AGAIN_LATER, str(exc), "the node-slice controller (cni-ipam node-slices) assigns "
+                                                      "slices; see docs/node-slices.md") from None
         except StoreRefused as exc:
             raise CNIError(INVALID_CONFIG, str(exc)) from None
         except StoreError as exc:
@@ -85,6 +89,39 @@ def _node_name(config) -> str:
     return os.uname().nodename
 
 
+def _sliced(store, config, node: str) -> list:
+    """What to allocate from: the config's ranges, the first as this node's slices of it with
+    ``node_slice_size`` (:mod:`cni_ipam.config.node_slices`; one read of the NodeSlicePool)."""
+    if config.node_slices is None:
+        return config.ranges
+    from ..allocator.engine import Choices
+    from ..config.node_slices import node_specs
+
+    where, allocations = store.node_slices(config.node_slices.pool_name, config.network_name)
+    return [Choices(*node_specs(config.ranges[0], config.node_slices, node, allocations, where))] + config.ranges[1:]
+
+
+def _name_node_pools(store, request, ipam: dict) -> None:
+    """DEL and GC with ``node_slice_size``: read the NodeSlicePool, so that node IPPools are read as of the
+    network's address space (their reservations are named after it)."""
+    if ipam.get("node_slice_size") and hasattr(store, "node_slices"):
+        network_name = ipam.get("network_name") if isinstance(ipam.get("network_name"), str) else ""
+        store.node_slices(network_name or request.name, network_name)
+
+
+def _requested_in_slices(config, specs: list, node: str) -> None:
+    """An address asked for in the sliced range must be in one of this node's slices."""
+    ip = config.requested.get(0) if config.node_slices is not None else None
+    if ip is not None and not any(s.range.is_allocatable(ip) for s in specs[0].specs):
+        from ..cni.errors import invalid_config
+
+        spec = config.ranges[0]
+        slices = ", ".join(s.range.cidr for s in specs[0].specs)
+        raise invalid_config(f"{spec.key}: the requested address {spec.range.to_text(ip)} is not in node {node}'s "
+                             f"slice(s) ({slices})", "with node_slice_size a pod can ask only for an address of "
+                                                     "its node's slices")
+
+
 @_store_errors
 def add(request, stores):
     from ..allocator.engine import assign
@@ -94,7 +131,10 @@ def add(request, stores):
     config = load(request, _read_json)
     store = stores.open(config.store)
     try:
-        held = assign(store, config.ranges, _owner(request, config), config.requested)
+        owner = _owner(request, config)
+        specs = _sliced(store, config, owner.node)
+        _requested_in_slices(config, specs, owner.node)
+        held = assign(store, specs, owner, config.requested)
     finally:
         stores.done(store)
     from ..net.addr import Interface
@@ -120,6 +160,7 @@ def delete(request, stores):
         return None  # nothing was ever stored here
     store = stores.open(settings)
     try:
+        _name_node_pools(store, request, ipam)
         release_attachment(store, request.name, request.container_id, request.ifname)
     finally:
         stores.done(store)
@@ -138,12 +179,14 @@ def check(request, stores):
         raise invalid_config("Required prevResult missing", "CHECK compares the store with the ADD result in prevResult")
     store = stores.open(config.store)
     try:
+        groups = _sliced(store, config, _node_name(config))
         held = store.find(network=request.name, container_id=request.container_id, ifname=request.ifname)
     finally:
         stores.done(store)
     held_text = {a.address for a in held}
-    for spec in config.ranges:
-        if not any(a.pool == spec.pool for a in held):
+    for spec, group in zip(config.ranges, groups):
+        pools = {s.pool for s in getattr(group, "specs", (group,))}  # a node's slices, with node_slice_size
+        if not any(a.pool in pools for a in held):
             raise invalid_config(f"whereabouts: {request.container_id}/{request.ifname} holds no address in "
                                  f"{spec.key} {spec.range.cidr}")
     for address, _gateway in addresses_in(request.prev_result):
@@ -189,6 +232,7 @@ def gc(request, stores):
     ipam, _ = with_flat_file(request, _read_json)
     store = stores.open(store_settings(ipam))
     try:
+        _name_node_pools(store, request, ipam)
         freed = garbage_collect(store, request.name, valid)
     finally:
         stores.done(store)
@@ -201,6 +245,7 @@ def status(request, stores):
     """Ready when the store opens, a write transaction can begin (SQLite: its lock file opens), and every
     range has a free address (else code 50, saying why)."""
     from ..allocator.engine import has_free
+    from ..config.node_slices import SliceWait
     from ..cni.errors import CNIError, NOT_AVAILABLE
     from ..config.whereabouts import load
     from ..store.base import StoreError
@@ -213,9 +258,12 @@ def status(request, stores):
     try:
         with store.transaction():  # ADD and DEL need one; nothing is written in it
             pass
-        for spec in config.ranges:
-            if not has_free(store, spec):
-                raise CNIError(NOT_AVAILABLE, f"whereabouts: {spec.key} {spec.range.cidr} has no free address")
+        for spec, group in zip(config.ranges, _sliced(store, config, _node_name(config))):
+            if not any(has_free(store, s) for s in getattr(group, "specs", (group,))):
+                raise CNIError(NOT_AVAILABLE, f"whereabouts: {spec.key} {spec.range.cidr} has no free address"
+                                              + (" in this node's slices" if group is not spec else ""))
+    except SliceWait as exc:
+        raise CNIError(NOT_AVAILABLE, str(exc)) from None
     except CNIError:
         raise
     except Exception as exc:

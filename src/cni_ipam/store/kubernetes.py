@@ -65,7 +65,7 @@ class _Pool:
 
     __slots__ = ("name", "obj", "parsed", "network_name", "network", "pool", "extras", "stale", "allocations")
 
-    def __init__(self, obj: dict) -> None:
+    def __init__(self, obj: dict, node_pools=None) -> None:
         self.obj = obj
         self.parsed = ko.parse_ippool(obj)
         self.name = self.parsed.name
@@ -75,8 +75,9 @@ class _Pool:
         prefixlen = int(self.parsed.range.rsplit("/", 1)[1])
         prefixlen -= 96 if version == 4 and ":" in self.parsed.range else 0  # an IPv4-mapped range read as IPv4
         self.network = Network(base, prefixlen, version)
-        self.network_name = _network_name(self.name, self.network)
-        self.pool = pool_name(self.network_name, str(self.network))
+        named = _network_name(self.name, self.network)  # a node's pool: "<network_name>-<node>"
+        self.network_name = (node_pools or {}).get(self.name, named)  # the address space's network name
+        self.pool = pool_name(named, str(self.network))
         holders = {e.key: [e.allocation.container_id, e.allocation.ifname] for e in self.parsed.entries}
         self.extras, self.stale = {}, {}  # entries of the keys' current holders; the others (key gone or re-held)
         for key, row in _read_extras(obj).items():
@@ -157,6 +158,7 @@ class KubernetesStore(Store):
         self.client = client
         self._pools = None  # IPPool name -> _Pool, from the last LIST and our writes since; None: not read
         self._taken = set()  # (space, version, ip) this command found reserved by another: held, for held()
+        self._node_pools = {}  # IPPool name -> network_name, of node pools named in NodeSlicePools read
 
     def _call(self, method, *args):
         try:
@@ -179,7 +181,7 @@ class KubernetesStore(Store):
             pools = {}
             for obj in listed.get("items") or []:
                 try:
-                    pool = _Pool(obj)
+                    pool = _Pool(obj, self._node_pools)
                 except (ko.ObjectError, ValueError, IndexError):
                     continue  # verify reports it; nothing here can allocate from it
                 pools[pool.name] = pool
@@ -187,7 +189,7 @@ class KubernetesStore(Store):
         return self._pools
 
     def _remember(self, obj: dict) -> "_Pool":
-        pool = _Pool(obj)
+        pool = _Pool(obj, self._node_pools)
         if self._pools is not None:
             self._pools[pool.name] = pool
         return pool
@@ -399,6 +401,7 @@ class KubernetesStore(Store):
 
     def allocations(self):
         self._pools = None
+        self._learn_node_pools()
         return self.find()
 
     def hint(self, key, pool, space):
@@ -475,6 +478,7 @@ class KubernetesStore(Store):
 
         reservations = self._reservations()
         problems = []
+        self._learn_node_pools()
         self._pools = {}
         for obj in self._call(self.client.list, GV, ko.IPPOOLS).get("items") or []:
             try:
@@ -543,6 +547,50 @@ class KubernetesStore(Store):
                 return f"deleted the unbacked reservation {reservation.token[0]}"
             return f"the reservation {reservation.token[0]} changed meanwhile; left alone"
         return repair
+
+    # -- node slices (node_slice_size) ---------------------------------------------------------------
+
+    def node_slices(self, slice_pool: str, network_name: str):
+        """``(where, allocations)``: NodeSlicePool ``slice_pool`` as ``namespace/name``, and its
+        ``status.allocations`` as ``(nodeName, sliceRange)`` pairs (None when there is no such NodeSlicePool),
+        read as upstream's ``GetNodeSlicePoolRange`` reads it (pkg/storage/kubernetes/ipam.go @ v0.9.4).
+        Its node IPPools are then read as of ``network_name``'s address space."""
+        where = f"{self.client.namespace}/{slice_pool}"
+        try:
+            found = ko.parse_node_slice_pool(self._call(self.client.get, GV, ko.NODE_SLICE_POOLS, slice_pool))
+        except KubeError as exc:
+            if exc.code == 404:
+                return where, None
+            raise StoreError(f"Kubernetes API: {exc.message}") from None
+        except ko.ObjectError as exc:
+            raise StoreError(f"NodeSlicePool {where}: {exc}") from None
+        self._name_node_pools(found, network_name)
+        return where, list(found.allocations)
+
+    def _name_node_pools(self, found, network_name: str) -> None:
+        """Remember the node IPPools a NodeSlicePool names (``IPPoolName`` with a node) as ``network_name``'s:
+        ``<network_name>-<node>-<slice>`` would otherwise read as network ``<network_name>-<node>``."""
+        for node, text in found.allocations:
+            try:
+                self._node_pools[ko.pool_name(text, network_name, node)] = network_name
+            except ko.ObjectError:
+                continue  # not a name an IPPool can have: no pool to name
+
+    def _learn_node_pools(self) -> None:
+        """For the whole store (reconciler, admin commands): every NodeSlicePool's node IPPools, with or
+        without ``network_name`` (the NodeSlicePool is named after it, else after the configuration).
+        Without the CRD or the right to list them, node pools read as before."""
+        try:
+            listed = self._call(self.client.list, GV, ko.NODE_SLICE_POOLS).get("items") or []
+        except (KubeError, StoreError):
+            return
+        for obj in listed:
+            try:
+                found = ko.parse_node_slice_pool(obj)
+            except ko.ObjectError:
+                continue
+            self._name_node_pools(found, "")
+            self._name_node_pools(found, found.name)
 
     def close(self) -> None:
         self.client.close()
