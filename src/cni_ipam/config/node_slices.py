@@ -23,11 +23,18 @@ except:
 
 from __future__ import annotations
 
+from ..cni.errors import TRY_AGAIN_LATER, CNIError
 from .whereabouts import RangeSpec
 
 
-class SliceWait(Exception):
-    """No slice of this node has room yet; the node-slice controller may give one (code 11, try again)."""
+class SliceWait(CNIError):
+    """No slice of this node has room yet; the node-slice controller may give one (code 11, try again).
+
+    A CNIError of its own, so the plugin's error mapping need not import this module on every command."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(TRY_AGAIN_LATER, msg, "the node-slice controller (cni-ipam node-slices) assigns slices; "
+                                               "see docs/node-slices.md")
 
 
 def slice_range(whole, text: str, prefixlen: int):

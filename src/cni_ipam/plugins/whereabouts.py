@@ -39,15 +39,11 @@ def _store_errors(function):
     """Turn store and allocation failures into CNI errors with their messages."""
     def wrapped(*args):
         from ..allocator.engine import AddressTaken, LostRaces, RangeFull
-        from ..config.node_slices import SliceWait
         from ..cni.errors import CNIError, INVALID_CONFIG, IO_FAILURE, TRY_AGAIN_LATER
         from ..store.base import StoreError, StoreRefused
 
         try:
             return function(*args)
-        except SliceWait as exc:
-            raise CNIError(TRY_AGAIN_LATER, str(exc), "the node-slice controller (cni-ipam node-slices) assigns "
-                                                      "slices; see docs/node-slices.md") from None
         except StoreRefused as exc:
             raise CNIError(INVALID_CONFIG, str(exc)) from None
         except StoreError as exc:
