@@ -46,6 +46,7 @@
 #define DEFAULT_SOCKET "/run/cni-ipam/agent.sock" /* agent_client.DEFAULT_SOCKET */
 #define ENV_SOCKET "CNI_IPAM_AGENT_SOCKET"       /* set to "" to never use the agent */
 #define MAX_MESSAGE ((size_t)16 << 20)          /* agent_client.MAX_MESSAGE: either way, newline excluded */
+#define MAX_STDIN ((size_t)4 << 20)             /* cni.request.MAX_STDIN: every plugin refuses more */
 #ifndef CONNECT_TIMEOUT_S
 #define CONNECT_TIMEOUT_S 5 /* the agent's listen backlog stays full this long: it is wedged */
 #endif
@@ -747,19 +748,23 @@ static int forwarded(const char *command)
     return 0;
 }
 
-/* All of stdin up to the request's bound: 1 if it all came, 0 if there is more (or it failed). */
+/* All of stdin up to MAX_STDIN: 1 if it all came, 0 if there is more (or it failed).  At most MAX_STDIN + 1
+ * bytes are held, as the Python plugin reads them: a larger stdin goes whole to it, and it refuses it (code 6)
+ * as it does alone. */
 static int read_stdin(struct buf *in)
 {
     char chunk[65536];
+    size_t want;
     ssize_t n;
 
     for (;;) {
-        n = read(0, chunk, sizeof chunk);
+        want = MAX_STDIN + 1 - in->len;
+        n = read(0, chunk, want < sizeof chunk ? want : sizeof chunk);
         if (n == 0)
             return 1;
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 || put(in, chunk, (size_t)n) || in->len > MAX_MESSAGE)
+        if (n < 0 || put(in, chunk, (size_t)n) || in->len > MAX_STDIN)
             return 0; /* every byte read is kept: the Python plugin gets them all */
     }
 }
@@ -767,7 +772,7 @@ static int read_stdin(struct buf *in)
 int main(int argc, char **argv)
 {
     const char *socket_path = getenv(ENV_SOCKET);
-    struct buf in = {NULL, 0, 0, MAX_MESSAGE + 65536}, req = {NULL, 0, 0, MAX_MESSAGE};
+    struct buf in = {NULL, 0, 0, MAX_STDIN + 1}, req = {NULL, 0, 0, MAX_MESSAGE};
     struct buf answer = {NULL, 0, 0, 0}, out = {NULL, 0, 0, MAX_MESSAGE}, err = {NULL, 0, 0, MAX_MESSAGE};
     int code = 0;
 

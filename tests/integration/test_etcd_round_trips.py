@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from cni_ipam.allocator.core import hint_key
 from cni_ipam.allocator.engine import Owner, assign
 from cni_ipam.config.whereabouts import RangeSpec
 from cni_ipam.net.ranges import parse_range
+from cni_ipam.store.base import MAX_HINTS_PER_POOL
 from cni_ipam.store.etcd import EtcdStore
 from cni_ipam.store.etcd_client import EtcdClient
 
@@ -33,4 +35,22 @@ def test_an_uncontended_add_costs_one_read_then_per_range_one_read_and_one_claim
     again = assign(store, specs, Owner("net", "c1", "eth0", pod="ns/p1"))  # a repeated ADD
     assert [a.address for a in again] == ["10.20.0.2", "fd20::2"]
     assert len(client.calls) == 1, client.calls  # the prefetch already holds the answer
+    store.close()
+
+
+def test_an_add_that_takes_its_pool_past_the_hint_bound_prunes_it_for_one_more_read_and_one_delete(
+        etcd_cluster, etcd_prefix):
+    """The prefetch counts the pool's hints, so pruning (issue 14) costs round trips only past the bound."""
+    client = CountingClient(etcd_cluster.endpoints)
+    store = EtcdStore(client, etcd_prefix)
+    spec = RangeSpec("ipam.range", parse_range("ipam.range", "10.20.0.0/24"), "rt")
+    for n in range(MAX_HINTS_PER_POOL):  # other exclude lists of the same pool, each with its hint
+        key = f"rt|space|10.20.0.0/24|exclude-{n:02d}"
+        store.hint(key, spec.pool, spec.space)
+        store.set_hint(key, spec.pool, spec.space, spec.range.start)
+    assert len([h for h in store.list_hints() if h[1] == spec.pool]) == MAX_HINTS_PER_POOL
+    client.calls.clear()
+    assert [a.address for a in assign(store, [spec], Owner("net", "c0", "eth0", pod="ns/p0"))] == ["10.20.0.1"]
+    assert len(client.calls) == 1 + 2 + 2, client.calls  # prefetch, held page, claim; then the pool's keys, delete
+    assert [h[0] for h in store.list_hints() if h[1] == spec.pool] == [hint_key("rt", True, spec.range)]
     store.close()

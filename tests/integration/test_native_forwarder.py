@@ -27,6 +27,7 @@ import time
 
 import pytest
 
+from cni_ipam.cni.request import MAX_STDIN
 from cni_ipam.install import package_parent, python_launcher_name, write_launchers
 from cni_ipam.linejson import encode
 
@@ -364,7 +365,7 @@ def test_without_a_working_agent_the_python_plugin_does_the_call_with_the_origin
         assert ours[0] == 0 and json.loads(ours[1])["ips"][0]["address"] == f"10.40.0.{i + 1}/24"
 
 
-@pytest.mark.parametrize("size", [0, 1000, 300_000, (16 << 20) - 1, (16 << 20) + 1, 17 << 20])
+@pytest.mark.parametrize("size", [0, 1000, 300_000, MAX_STDIN, MAX_STDIN + 1, MAX_STDIN + 70_000, 17 << 20])
 def test_the_fallback_gets_every_byte_of_stdin_and_no_agent(builds, tmp_path, size):
     """A stand-in for the Python launcher prints the hash of its stdin and its CNI_IPAM_AGENT_SOCKET."""
     bin_dir = tmp_path / "bin"
@@ -379,14 +380,29 @@ def test_the_fallback_gets_every_byte_of_stdin_and_no_agent(builds, tmp_path, si
     assert (code, out) == (0, f"{hashlib.sha256(stdin).hexdigest()}  -\n[]\n".encode())
 
 
-def test_a_stdin_beyond_the_agents_bound_goes_whole_to_the_python_plugin(builds, tmp_path, fake_agent):
+@pytest.mark.parametrize("size", [MAX_STDIN, MAX_STDIN + 1, 17 << 20])
+def test_a_stdin_beyond_the_plugins_bound_goes_whole_to_the_python_plugin_not_the_agent(builds, tmp_path,
+                                                                                        fake_agent, size):
+    """Every plugin refuses a stdin over MAX_STDIN (code 6): the forwarder reads one byte more, no agent is
+    asked, and the Python plugin answers as it does alone.  At the bound the agent is asked; this one closes
+    without answering, and the Python plugin does the ADD with the whole stdin."""
     requests = []
-    socket_path = fake_agent(lambda connection: requests.append(connection))
-    conf = config(tmp_path, padding="y" * (17 << 20))
+
+    def closes(connection):
+        requests.append(read_line(connection))
+        connection.close()
+
+    socket_path = fake_agent(closes)
+    conf = config(tmp_path, padding="y" * (size - len(config(tmp_path, padding=""))))
+    assert len(conf) == size
     env = cni_env("ADD", socket_path)
-    ours = run(native(builds["asan"]), env, conf)
-    assert ours == run(python(builds["asan"]), {**env, "CNI_IPAM_AGENT_SOCKET": ""}, conf)
-    assert ours[0] == 0 and requests == []  # not even asked
+    ours = run(native(builds["asan-short"]), env, conf)
+    assert ours == run(python(builds["asan-short"]), {**env, "CNI_IPAM_AGENT_SOCKET": ""}, conf)
+    if size <= MAX_STDIN:
+        assert ours[0] == 0 and json.loads(ours[1])["ips"][0]["address"] == "10.40.0.1/24"
+        assert [len(json.loads(line)["stdin"]) for line in requests] == [size]
+    else:
+        assert ours[0] == 1 and json.loads(ours[1])["code"] == 6 and requests == []  # not even asked
 
 
 def test_without_its_python_launcher_the_forwarder_says_so_in_cni_form(builds, tmp_path):

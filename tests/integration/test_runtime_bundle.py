@@ -267,22 +267,26 @@ def plugin_bin_dir(tmp_path_factory):
     return str(directory / "bin")
 
 
-interpreter = guard.interpreter  # the guard's fixture, now over the bundle's launchers
+interpreter = guard.interpreter  # the guard's fixtures, now over the bundle's launchers
+whereabouts_etcd, dhcp_world = guard.whereabouts_etcd, guard.dhcp_world
 test_bundled_plugin_imports_only_what_its_command_needs = guard.test_plugin_imports_only_what_its_command_needs
 
+# The guard's backend whose ADD each plugin makes: whereabouts on SQLite, whose _sqlite3 the bundle carries.
+ADD_BACKEND = {"static": "static", "whereabouts": "whereabouts sqlite", "dhcp": "dhcp"}
 LOADED_FROM = re.compile(r"^# (?:code object from|extension module '[^']+' loaded from) '([^']+)'$", re.M)
 
 
 @pytest.mark.parametrize("plugin", sorted(PLUGINS))
-def test_bundled_plugin_loads_code_only_from_its_version(plugin, plugin_bin_dir, tmp_path):
-    """Every module file a call loads (``python -v``) is inside the launcher's version dir."""
+def test_bundled_plugin_loads_code_only_from_its_version(plugin, plugin_bin_dir, tmp_path, request):
+    """Every module file a successful ADD loads (``python -v``) is inside the launcher's version dir."""
     launcher = os.path.join(plugin_bin_dir, plugin)
     python = guard.shebang_python(launcher)
     version = os.path.dirname(os.path.dirname(python))
-    env, stdin = guard.request_for(plugin, "ADD", "1.0.0", guard.POD_ARGS, str(tmp_path))
-    env["CNI_IPAM_AGENT_SOCKET"] = ""  # whereabouts does the work itself, never hands it to an agent
+    world = guard.world_for(ADD_BACKEND[plugin], request, str(tmp_path))
+    env, stdin = guard.request_for("ADD", "1.0.0", guard.POD_ARGS, world, guard.new_attachment(world, "ADD"))
     done = subprocess.run([python, "-v", "-IS", launcher], input=stdin, env=env, capture_output=True,
                           timeout=60)
+    assert done.returncode == 0 and json.loads(done.stdout)["ips"], f"{plugin} ADD did not succeed: {done.stdout!r}"
     loaded = LOADED_FROM.findall(done.stderr.decode(errors="replace"))
     assert any(f"/cni_ipam/plugins/__pycache__/{plugin}." in path for path in loaded), loaded
     assert any("/lib-dynload/" in path for path in loaded), "no extension module was loaded: the check proves little"

@@ -167,10 +167,17 @@ def world_for(backend: str, request, tmp: str) -> World:
     return request.getfixturevalue({"whereabouts etcd": "whereabouts_etcd", "dhcp": "dhcp_world"}[backend])
 
 
+def new_attachment(world: World, command: str) -> tuple:
+    """(network name, container ID, netns) of a new attachment, distinct per call so a GC never sees another
+    test's attachments; only ADD, CHECK and DEL get a pod namespace."""
+    tag = uuid.uuid4().hex[:12]
+    return f"imports-{tag}", f"imports-{tag}", world.new_pod() if command in ("ADD", "CHECK", "DEL") else ""
+
+
 def request_for(command: str, version: str | None, args: str, world: World, attachment: tuple,
                 prev_result=None) -> tuple:
-    """(environment, stdin) for one call, as a runtime would make them; ``attachment`` is (network name,
-    container ID, netns), distinct per test so a GC never sees another test's attachments."""
+    """(environment, stdin) for one call, as a runtime would make them, for ``attachment``
+    (:func:`new_attachment`)."""
     network, container_id, netns = attachment
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_PATH": "/nonexistent",
            "CNI_IPAM_AGENT_SOCKET": ""}  # never a node agent that happens to listen on the default socket
@@ -311,8 +318,7 @@ def test_plugin_imports_only_what_its_command_needs(case, plugin_bin_dir, interp
     plugin = backend.split()[0]
     launcher = os.path.join(plugin_bin_dir, plugin)
     world = World({}) if command == "VERSION" else world_for(backend, request, str(tmp_path))
-    tag = uuid.uuid4().hex[:12]
-    attachment = (f"imports-{tag}", f"imports-{tag}", world.new_pod() if command in ("ADD", "CHECK", "DEL") else "")
+    attachment = new_attachment(world, command)
 
     prev_result = None
     if command in ("CHECK", "DEL"):  # the attachment exists first, as a runtime would have made it

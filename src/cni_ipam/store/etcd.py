@@ -20,6 +20,8 @@ Round trips are what an ADD costs here, so an uncontended ADD makes three:
 one read of everything the attachment may already hold and of the ranges'
 hints (:meth:`EtcdStore.prefetch`), one read of the held addresses from the
 hint on (pool and space together), and the claim, which also moves the hint.
+Reading a hint also counts its pool's hints (up to the bound), so creating
+one costs a further round trip only when it takes the pool past the bound.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class EtcdStore(Store):
         self.client = client
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self._hint_seen = {}  # hint key -> mod revision when last read
+        self._hints_in_pool = {}  # pool -> its hint keys when last read, up to MAX_HINTS_PER_POOL
         self._prefetched = {}  # index prefix or hint key -> kvs read by prefetch(), used once
         try:
             client.authenticate()
@@ -132,9 +135,13 @@ class EtcdStore(Store):
             keys.append(self._k("pods", seg(pod), seg(ifname)) + b"/")
         ranges = [(k, ec.prefix_end(k), 0, False) for k in keys]
         hint_keys = [self._hint_key(*h) for h in hints]
-        ranges += [(k, None, 0, False) for k in hint_keys]
-        for key, kvs in zip(keys + hint_keys, self._call(self.client.read, ranges)):
+        pools = list(dict.fromkeys(pool for _, pool, _ in hints))
+        ranges += [(k, None, 0, False) for k in hint_keys] + [self._pool_hints_range(p) for p in pools]
+        answers = self._call(self.client.read, ranges)
+        for key, kvs in zip(keys + hint_keys, answers):
             self._prefetched[key] = kvs
+        for pool, kvs in zip(pools, answers[len(keys) + len(hint_keys):]):
+            self._hints_in_pool[pool] = len(kvs)
 
     def claim(self, allocation: Allocation, hint=None) -> bool:
         """Create the pool (and space) key if absent; with ``hint`` (key, value), move that hint in the same
@@ -158,7 +165,7 @@ class EtcdStore(Store):
         self._forget_indexes()
         if self._call(self.client.txn, compare, success)["succeeded"]:
             if new_hint:
-                self._prune_hints(allocation.pool, hint[0])
+                self._hint_created(allocation.pool, hint[0])
             return True
         current = self._call(self.client.get, self._pool_key(allocation))
         return current is not None and json.loads(current["value"]).get("claim") == record["claim"]
@@ -306,13 +313,20 @@ class EtcdStore(Store):
     def _hint_key(self, key: str, pool: str, space) -> bytes:
         return self._k("hints", seg(pool), seg(key))
 
+    def _pool_hints_range(self, pool: str) -> tuple:
+        """A read of the pool's hint keys, enough of them to tell whether one more passes the bound."""
+        base = self._k("hints", seg(pool)) + b"/"
+        return base, ec.prefix_end(base), MAX_HINTS_PER_POOL, True
+
     def hint(self, key, pool, space):
+        """The hint, and (in the same round trip) how many hints its pool holds, for :meth:`_hint_created`."""
         hint_key = self._hint_key(key, pool, space)
         if hint_key in self._prefetched:
             kvs = self._prefetched.pop(hint_key)
-            kv = kvs[0] if kvs else None
         else:
-            kv = self._call(self.client.get, hint_key)
+            kvs, in_pool = self._call(self.client.read, [(hint_key, None, 0, False), self._pool_hints_range(pool)])
+            self._hints_in_pool[pool] = len(in_pool)
+        kv = kvs[0] if kvs else None
         self._hint_seen[hint_key] = kv["mod_revision"] if kv else 0
         return ip_from_key(json.loads(kv["value"])["value"])[0] if kv else None
 
@@ -320,16 +334,26 @@ class EtcdStore(Store):
         """Raise the hint only if nobody moved it since we read it (a release may have lowered it)."""
         new = not self._hint_seen.get(self._hint_key(key, pool, space))
         if self._call(self.client.txn, *self._hint_update(key, pool, space, value))["succeeded"] and new:
+            self._hint_created(pool, key)
+
+    def _hint_created(self, pool: str, key: str) -> None:
+        """After creating hint ``key``: prune the pool only if the last read of its hints (:meth:`hint`) says it
+        now holds more than :data:`MAX_HINTS_PER_POOL`, or if its hints were never read.  Creators racing past
+        the bound leave a few more; the next creation prunes them."""
+        count = self._hints_in_pool.get(pool, MAX_HINTS_PER_POOL) + 1
+        self._hints_in_pool[pool] = count
+        if count > MAX_HINTS_PER_POOL:
             self._prune_hints(pool, key)
 
     def _prune_hints(self, pool: str, kept: str) -> None:
-        """After creating hint ``kept``: past :data:`MAX_HINTS_PER_POOL` in the pool, drop the others and their
-        ``hint-spaces/`` pointers (the space of a pool's hints is its network name, when it has one)."""
+        """Past :data:`MAX_HINTS_PER_POOL` in the pool, drop its hints but ``kept`` and their ``hint-spaces/``
+        pointers (the space of a pool's hints is its network name, when it has one)."""
         from ..net.pools import split_pool
 
         base = self._k("hints", seg(pool)) + b"/"
         keys = [kv["key"] for kv in self._call(self.client.range, base, ec.prefix_end(base), 0, True)]
         if len(keys) <= MAX_HINTS_PER_POOL:
+            self._hints_in_pool[pool] = len(keys)
             return
         space = seg(split_pool(pool)[0])
         ops = []
@@ -338,6 +362,7 @@ class EtcdStore(Store):
             if key_seg != seg(kept):
                 ops += [ec.delete(key), ec.delete(self._k("hint-spaces", space, key_seg))]
         self._call(self.client.txn, [], ops)
+        self._hints_in_pool[pool] = 1
 
     def list_hints(self):
         """``hints/<pool>/<key>``, with the space from the ``hint-spaces/`` pointers."""
