@@ -8,7 +8,9 @@ that upgrades to a write fails under contention instead of waiting), and an
 lets some waiters starve for seconds while the kernel queues flock waiters.
 
 WAL needs shared memory on a local filesystem, so this store refuses a
-network filesystem: for a cluster use the etcd store.
+network filesystem: for a cluster use the etcd store.  The directory and
+the files are private to the user the plugins run as
+(:mod:`cni_ipam.store.private` says why and how).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ except ImportError:  # pragma: no cover - an interpreter without the private mod
 
 from ..net.pools import pool_version
 from .base import Allocation, Store, StoreError, merge_unique
+from .private import make_private, narrow
 
 SCHEMA_VERSION = "1"
 PAGE = 256
@@ -119,7 +122,9 @@ class SQLiteStore(Store):
                     raise StoreError(
                         f"sqlite_path {path!r} is on a {fstype} filesystem; the SQLite store works on one node's "
                         f"local disk only. For a cluster use \"datastore\": \"etcd\"")
+            make_private(path)  # before SQLite creates a file in the directory
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            narrow(path)  # a database just created has the umask's mode; its -wal and -shm will copy this one
             self.db.execute("PRAGMA synchronous=FULL")
             # user_version is set in the same transaction as the schema: a process killed while creating
             # the store (or a concurrent creator) leaves 0, and the next open finishes the job.
