@@ -165,6 +165,11 @@ class AllocatorStore:
     def set_hint(self, key: str, pool: str, space: str | None, value: int) -> None:
         raise NotImplementedError
 
+    def replaced(self) -> bool:
+        """True when this open store no longer reaches what opening it again would (a store kept open between
+        calls, :class:`cni_ipam.store.open.KeptOpen`, is then opened anew)."""
+        return False
+
     def close(self) -> None:
         pass
 

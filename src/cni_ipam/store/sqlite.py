@@ -123,8 +123,11 @@ class SQLiteStore(Store):
                         f"sqlite_path {path!r} is on a {fstype} filesystem; the SQLite store works on one node's "
                         f"local disk only. For a cluster use \"datastore\": \"etcd\"")
             make_private(path)  # before SQLite creates a file in the directory
-            self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            # check_same_thread=False: the node agent hands an open store to one thread after another
+            # (cni_ipam.store.open.KeptOpen), never to two at once.
+            self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
             narrow(path)  # a database just created has the umask's mode; its -wal and -shm will copy this one
+            self._identity = _identity(path)
             self.db.execute("PRAGMA synchronous=FULL")
             # user_version is set in the same transaction as the schema: a process killed while creating
             # the store (or a concurrent creator) leaves 0, and the next open finishes the job.
@@ -286,8 +289,20 @@ class SQLiteStore(Store):
             self._run(SPACE_INDEX)
         return "recreated the unique index allocations_space"
 
+    def replaced(self) -> bool:
+        """True when ``path`` no longer names the file this store has open (deleted, or replaced by another)."""
+        try:
+            return _identity(self.path) != self._identity
+        except OSError:
+            return True
+
     def close(self) -> None:
         self.db.close()
+
+
+def _identity(path: str) -> tuple:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
 
 
 def _row(row) -> Allocation:
