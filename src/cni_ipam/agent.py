@@ -116,8 +116,9 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         import json
         import time
 
-        print(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}), file=self.log_file or sys.stderr,
-              flush=True)
+        out = self.log_file or sys.stderr
+        out.write(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}) + "\n")  # one write: threads
+        out.flush()  # log at once, and print()'s separate newline could land after another thread's line
 
     def log(self, call, answer: dict, seconds: float) -> None:
         """The call's line; ``call`` is None for a request that could not be read."""

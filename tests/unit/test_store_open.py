@@ -99,3 +99,19 @@ def test_kept_open_opens_anew_when_the_file_was_replaced(tmp_path):
     assert again is not first and os.path.exists(settings.sqlite_path)
     kept.done(again)
     kept.close()
+
+
+def test_kept_open_opens_anew_when_a_failed_call_left_a_transaction_open(tmp_path):
+    """A COMMIT that fails (say "database is locked") leaves SQLite inside the transaction; the next call must
+    not inherit it."""
+    kept = KeptOpen()
+    settings = sqlite_settings(tmp_path)
+    first = kept.open(settings)
+    first.db.execute("BEGIN IMMEDIATE")  # what a failed COMMIT leaves
+    kept.done(first)
+    again = kept.open(settings)
+    assert again is not first
+    with again.transaction():  # and the store is not locked by the abandoned one: it was closed
+        again.allocations()
+    kept.done(again)
+    kept.close()

@@ -165,9 +165,10 @@ class AllocatorStore:
     def set_hint(self, key: str, pool: str, space: str | None, value: int) -> None:
         raise NotImplementedError
 
-    def replaced(self) -> bool:
-        """True when this open store no longer reaches what opening it again would (a store kept open between
-        calls, :class:`cni_ipam.store.open.KeptOpen`, is then opened anew)."""
+    def stale(self) -> bool:
+        """True when this open store must not serve another call: it no longer reaches what opening it again
+        would, or a failed call left it in a state of its own (a store kept open between calls,
+        :class:`cni_ipam.store.open.KeptOpen`, is then opened anew)."""
         return False
 
     def close(self) -> None:

@@ -55,8 +55,8 @@ class KeptOpen:
     threads, not be shared by them; an etcd client keeps one connection per
     endpoint).  At most ``idle`` stores wait between calls, across all
     settings: the least recently used is closed first, so the agent's open
-    files stay bounded however many networks it serves.  A store whose file
-    was replaced meanwhile (:meth:`~cni_ipam.store.base.Store.replaced`) is
+    files stay bounded however many networks it serves.  A stale store (its
+    file replaced meanwhile, :meth:`~cni_ipam.store.base.Store.stale`) is
     closed and opened anew.  ``opened(settings)`` is called after each open.
     """
 
@@ -77,7 +77,7 @@ class KeptOpen:
                 if self._waiting[i][0] == key:
                     store = self._waiting.pop(i)[1]
                     break
-        if store is not None and store.replaced():
+        if store is not None and store.stale():
             self._forget(store)
             store = None
         if store is None:

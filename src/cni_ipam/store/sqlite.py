@@ -289,10 +289,11 @@ class SQLiteStore(Store):
             self._run(SPACE_INDEX)
         return "recreated the unique index allocations_space"
 
-    def replaced(self) -> bool:
-        """True when ``path`` no longer names the file this store has open (deleted, or replaced by another)."""
+    def stale(self) -> bool:
+        """True when ``path`` no longer names the file this store has open (deleted, or replaced by another), or
+        when a failed COMMIT or ROLLBACK left the connection inside a transaction."""
         try:
-            return _identity(self.path) != self._identity
+            return self.db.in_transaction or _identity(self.path) != self._identity
         except OSError:
             return True
 
