@@ -4,9 +4,10 @@ Started as ``cni-ipam agent``.  It runs the very same command handlers as
 the plugin (:func:`cni_ipam.cni.skel.dispatch` on the forwarded environment
 and stdin), so its answers are the plugin's answers; what it saves is the
 interpreter start-up, the imports and opening the store on every call
-(the server holds a :class:`~cni_ipam.store.open.KeptPerThread`: each
-connection's thread keeps its stores open).  Plugins fall back to
-doing the work themselves when the agent is not there
+(the server holds a :class:`~cni_ipam.store.open.KeptOpen`: stores stay
+open between calls, each lent to one call at a time).  Only root reaches
+it: its socket is mode 0600 from the moment it exists (:func:`listen`).
+Plugins fall back to doing the work themselves when the agent is not there
 (:mod:`cni_ipam.agent_client`).
 """
 
@@ -19,20 +20,57 @@ import sys
 from .agent_client import DEFAULT_SOCKET, MAX_MESSAGE
 from .plugins.table import SERVED_BY_AGENT
 
+READ_TIMEOUT = 10.0  # seconds for a whole request: a plugin sends its request as soon as it connects
 
-def handle(request: dict, stores) -> dict:
-    """One forwarded call: ``{"plugin", "env", "stdin"}`` in, ``{"stdout", "stderr", "exit"}`` out; the plugin
-    opens its stores through ``stores``."""
+
+class BadRequest(ValueError):
+    """A request that is JSON but not ``{"plugin": <name>, "env": {<string>: <string>}, "stdin": <string>}``."""
+
+
+def parse_request(message: dict) -> tuple:
+    """``(plugin, env, stdin)`` of one forwarded call (``env`` and ``stdin`` may be left out), or BadRequest
+    naming the key and what it held."""
+    name, env, stdin = message.get("plugin"), message.get("env", {}), message.get("stdin", "")
+    if not isinstance(name, str) or name not in SERVED_BY_AGENT:
+        raise BadRequest(f"plugin: expected one of {sorted(SERVED_BY_AGENT)}, got {_shown(name)}")
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise BadRequest(f"env: expected an object of strings, got {_shown(env)}")
+    if not isinstance(stdin, str):
+        raise BadRequest(f"stdin: expected a string, got {_shown(stdin)}")
+    return name, env, stdin
+
+
+def _shown(value) -> str:
+    """A value as it was in the request, cut short for an error message."""
+    from .cni.errors import quote
+
+    text = quote(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def handle(call: tuple, stores) -> dict:
+    """One forwarded call (:func:`parse_request`) in, ``{"stdout", "stderr", "exit"}`` out; the plugin opens its
+    stores through ``stores``."""
     import importlib
 
     from .cni.skel import dispatch
 
-    name = request.get("plugin")
-    if name not in SERVED_BY_AGENT:
-        return {"stdout": "", "stderr": f"cni-ipam agent: no plugin {name!r}\n", "exit": 1}
+    name, env, stdin = call
     plugin = importlib.import_module(SERVED_BY_AGENT[name]).plugin(stores)
-    stdin = request.get("stdin", "").encode("utf-8", "surrogateescape")
-    outcome = dispatch(plugin, dict(request.get("env") or {}), lambda: stdin)
+    data = stdin.encode("utf-8", "surrogateescape")
+    outcome = dispatch(plugin, dict(env), lambda: data)
+    return {"stdout": outcome.stdout, "stderr": outcome.stderr, "exit": outcome.exit_code}
+
+
+def refused(exc: ValueError) -> dict:
+    """The answer to a request the agent cannot read: a CNI error (code 6, could not decode), as the plugin
+    would print it."""
+    from .cni import versions
+    from .cni.errors import DECODE_FAILURE, CNIError
+    from .cni.skel import error_outcome
+
+    message = f"cni-ipam agent: bad request: {exc}"
+    outcome = error_outcome(CNIError(DECODE_FAILURE, message), versions.LATEST, message + "\n")
     return {"stdout": outcome.stdout, "stderr": outcome.stderr, "exit": outcome.exit_code}
 
 
@@ -42,57 +80,90 @@ class _Handler(socketserver.BaseRequestHandler):
 
         from .linejson import Closed, Reader, send
 
-        request, started = {}, time.monotonic()
+        call, started = None, time.monotonic()
         try:
-            request = Reader(self.request, MAX_MESSAGE).read()
+            message = Reader(self.request, MAX_MESSAGE).read(deadline=started + self.server.read_timeout)
             started = time.monotonic()
-            answer = handle(request, self.server.stores)
+            call = parse_request(message)
+            answer = handle(call, self.server.stores)
         except Closed:
             return  # the plugin gave up before it asked: it does the work itself
-        except ValueError as exc:  # linejson's BadMessage among them
-            answer = {"stdout": "", "stderr": f"cni-ipam agent: bad request: {exc}\n", "exit": 1}
-        send(self.request, answer)
-        self.server.log(request, answer, time.monotonic() - started)
+        except TimeoutError:
+            self.server.note("dropped", why=f"no whole request within {self.server.read_timeout:g} s")
+            return
+        except ValueError as exc:  # linejson's BadMessage and our BadRequest
+            answer = refused(exc)
+        except OSError:
+            return  # the connection broke while the request came: the plugin does the work itself
+        try:
+            send(self.request, answer)
+        except OSError as exc:
+            self.server.note("dropped", why=f"the plugin left before the answer: {exc}")
+        self.server.log(call, answer, time.monotonic() - started)
 
 
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, path: str, stores, log_file=None) -> None:
+    def __init__(self, path: str, stores, log_file=None, read_timeout: float = READ_TIMEOUT) -> None:
         self.stores = stores  # the open stores the plugin commands reuse (cni_ipam.store.open)
         self.log_file = log_file
+        self.read_timeout = read_timeout
         super().__init__(path, _Handler)
 
-    def log(self, request: dict, answer: dict, seconds: float) -> None:
+    def note(self, event: str, **fields) -> None:
+        """One JSON line on the log: ``event`` and its fields."""
         import json
         import time
 
-        env = request.get("env") or {}
-        line = {"ts": round(time.time(), 3), "event": "call", "plugin": request.get("plugin"),
-                "command": env.get("CNI_COMMAND"), "container_id": env.get("CNI_CONTAINERID"),
-                "ifname": env.get("CNI_IFNAME"), "exit": answer.get("exit"), "ms": round(seconds * 1000, 2)}
-        print(json.dumps(line), file=self.log_file or sys.stderr, flush=True)
+        out = self.log_file or sys.stderr
+        out.write(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}) + "\n")  # one write: threads
+        out.flush()  # log at once, and print()'s separate newline could land after another thread's line
+
+    def log(self, call, answer: dict, seconds: float) -> None:
+        """The call's line; ``call`` is None for a request that could not be read."""
+        name, env, _ = call or (None, {}, "")
+        self.note("call", plugin=name, command=env.get("CNI_COMMAND"), container_id=env.get("CNI_CONTAINERID"),
+                  ifname=env.get("CNI_IFNAME"), exit=answer.get("exit"), ms=round(seconds * 1000, 2))
 
 
-def serve(path: str = DEFAULT_SOCKET) -> None:
-    """Listen on ``path`` until SIGTERM/SIGINT; a stale socket file from an earlier run is replaced."""
-    import signal
-
-    from .store.open import KeptPerThread
-
+def listen(path: str, stores, read_timeout: float = READ_TIMEOUT) -> AgentServer:
+    """The server bound to ``path``, a socket file only root can use from its first moment: it is created
+    under umask 0177 (mode 0600), as a chmod after ``listen()`` would leave a moment in which any local user
+    could connect and allocate or free addresses."""
     os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
     if os.path.exists(path):
-        os.unlink(path)
-    server = AgentServer(path, KeptPerThread())
-    os.chmod(path, 0o600)  # plugins run as root; nobody else may allocate
+        os.unlink(path)  # a stale socket file from an earlier run
+    umask = os.umask(0o177)  # the agent has no other thread yet
+    try:
+        return AgentServer(path, stores, read_timeout=read_timeout)
+    finally:
+        os.umask(umask)
+
+
+def serve(path: str = DEFAULT_SOCKET, read_timeout: float = READ_TIMEOUT) -> None:
+    """Listen on ``path`` until SIGTERM/SIGINT."""
+    import signal
+
+    from .store.open import KeptOpen
+
+    server = None
+
+    def opened(settings) -> None:
+        where = settings.sqlite_path if settings.datastore == "sqlite" else settings.endpoints
+        server.note("store-opened", datastore=settings.datastore, where=where)
+
+    stores = KeptOpen(opened=opened)
+    server = listen(path, stores, read_timeout)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    print(f'{{"event": "listening", "socket": "{path}"}}', file=sys.stderr, flush=True)
+    server.note("listening", socket=path)
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        stores.close()
         if os.path.exists(path):
             os.unlink(path)
 
@@ -105,4 +176,7 @@ def register(sub) -> None:
     p.add_argument("--socket", default=DEFAULT_SOCKET, metavar="PATH",
                    help=f"where plugins find the agent (default {DEFAULT_SOCKET}; plugins read "
                         f"CNI_IPAM_AGENT_SOCKET to look elsewhere)")
-    p.set_defaults(func=lambda args: serve(args.socket) or 0)
+    p.add_argument("--read-timeout", type=float, default=READ_TIMEOUT, metavar="SECONDS",
+                   help=f"drop a connection that has not sent its whole request by then (default {READ_TIMEOUT:g}); "
+                        f"its plugin does the work itself")
+    p.set_defaults(func=lambda args: serve(args.socket, args.read_timeout) or 0)

@@ -43,11 +43,22 @@ class Reader:
         self.limit = limit
         self._buffer = b""
 
-    def read(self) -> dict:
-        """The next message.  Raises :class:`Closed`, :class:`BadMessage`, ``TimeoutError`` or ``OSError``."""
+    def read(self, deadline: "float | None" = None) -> dict:
+        """The next message.  Raises :class:`Closed`, :class:`BadMessage`, ``TimeoutError`` or ``OSError``.
+
+        ``deadline`` (a :func:`time.monotonic` time) bounds the whole message, not each ``recv``: a peer
+        sending a byte now and then cannot hold the reader past it.
+        """
         while b"\n" not in self._buffer:
             if len(self._buffer) > self.limit:
                 raise BadMessage(f"a message longer than {self.limit} bytes")
+            if deadline is not None:
+                from time import monotonic
+
+                left = deadline - monotonic()
+                if left <= 0:
+                    raise TimeoutError("no whole message before the deadline")
+                self.sock.settimeout(left)
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise Closed("the connection closed before a whole message")

@@ -21,21 +21,26 @@ import pytest
 from cni_ipam_lab.namespaces import cni_env, run_plugin
 
 
+def start_agent(socket_path: str, log_path, *args, umask: int = -1) -> subprocess.Popen:
+    """``cni-ipam agent`` on ``socket_path``, logging to ``log_path``, once it says it listens (the socket file
+    exists a moment before)."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path, *args],
+                                   stdout=log, stderr=log, umask=umask)
+    for _ in range(200):
+        if '"event": "listening"' in log_path.read_text():
+            return process
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"the agent did not start: {log_path.read_text()}")
+
+
 @pytest.fixture
 def agent(tmp_path):
     """A running agent; yields (socket path, log file path)."""
     socket_path = str(tmp_path / "agent.sock")
     log_path = tmp_path / "agent.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
-                                   stdout=log, stderr=log)
-    for _ in range(200):  # the agent says so once it listens (the socket file exists a moment before)
-        if '"event": "listening"' in log_path.read_text():
-            break
-        time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail(f"the agent did not start: {log_path.read_text()}")
+    process = start_agent(socket_path, log_path)
     yield socket_path, log_path
     process.terminate()
     process.wait(10)
@@ -140,3 +145,162 @@ def test_a_malformed_request_gets_an_error_and_the_agent_keeps_serving(plugin_bi
             answer = json.loads(client.makefile("rb").readline())
         assert answer["exit"] == 1 and "bad request" in answer["stderr"]
     assert call(plugin_bin_dir, "ADD", "after", config(tmp_path), socket_path).ok
+
+
+# --- who may talk to the agent, and what it survives ---
+
+def probe_socket(socket_path: str, stop_file: str) -> dict:
+    """As another user: connect to the agent's socket again and again until ``stop_file`` appears."""
+    import socket
+
+    tries = {"connected": 0, "refused by its mode": 0}
+    while not os.path.exists(stop_file):
+        with socket.socket(socket.AF_UNIX) as client:
+            try:
+                client.connect(socket_path)
+                tries["connected"] += 1
+            except PermissionError:
+                tries["refused by its mode"] += 1
+            except OSError:
+                pass  # no socket file yet, or nobody listening yet
+    return tries
+
+
+def test_no_other_user_ever_connects_even_while_the_agent_starts_under_umask_0(tmp_path):
+    """Before the fix the agent chmod'ed its socket after listen(): a prober got in 6-8 times in 40 restarts."""
+    import shutil
+    import threading
+
+    from unprivileged import as_nobody, open_directory
+
+    directory = open_directory()  # the socket's directory is 0755, as /run/cni-ipam is
+    socket_path, stop_file = os.path.join(directory, "agent.sock"), os.path.join(directory, "stop")
+    tries = []
+    prober = threading.Thread(target=lambda: tries.append(as_nobody(probe_socket, socket_path, stop_file)))
+    prober.start()
+    try:
+        for _ in range(40):
+            process = start_agent(socket_path, tmp_path / "agent.log", umask=0)
+            mode = os.stat(socket_path).st_mode & 0o777
+            process.terminate()
+            process.wait(10)
+            assert mode == 0o600
+    finally:
+        open(stop_file, "w").close()
+        prober.join()
+        shutil.rmtree(directory)
+    assert tries[0]["connected"] == 0, tries
+    assert tries[0]["refused by its mode"] > 0, tries  # the prober did race the agent's socket
+
+
+def closed_by_the_agent(client) -> bool:
+    """The agent closed this connection without an answer (a reset when bytes we sent were still unread)."""
+    client.settimeout(5)
+    try:
+        return client.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_connection_that_sends_no_whole_request_is_dropped_after_the_read_timeout(plugin_bin_dir, tmp_path):
+    import socket
+
+    socket_path, log_path = str(tmp_path / "agent.sock"), tmp_path / "agent.log"
+    process = start_agent(socket_path, log_path, "--read-timeout", "1")
+    try:
+        with socket.socket(socket.AF_UNIX) as idle, socket.socket(socket.AF_UNIX) as slow:
+            idle.connect(socket_path)
+            slow.connect(socket_path)
+            started = time.monotonic()
+            assert closed_by_the_agent(idle)  # with no answer: its plugin does the work itself
+            for byte in b'{"plugin": "whereabouts"':  # a byte now and then does not keep it open either
+                try:
+                    slow.sendall(bytes([byte]))
+                except OSError:
+                    break
+                time.sleep(0.1)
+            assert closed_by_the_agent(slow)
+            assert time.monotonic() - started < 4
+        assert log_path.read_text().count('"event": "dropped"') == 2
+        assert call(plugin_bin_dir, "ADD", "after", config(tmp_path), socket_path).ok
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+MALFORMED = [  # (request bytes, what the error names)
+    (b"not json\n", "not JSON"),
+    (b"\xff\xfe{}\n", "not JSON"),  # invalid UTF-8
+    (b"[" * 5000 + b"]" * 5000 + b"\n", "not JSON"),  # deeper than the parser recurses
+    (b"[1, 2]\n", "expected a JSON object, got list"),
+    (b"{}\n", "plugin: expected one of ['whereabouts'], got null"),
+    (b'{"plugin": "static"}\n', 'got "static"'),
+    (b'{"plugin": ["whereabouts"]}\n', "plugin: expected one of ['whereabouts'], got [\"whereabouts\"]"),
+    (b'{"plugin": "whereabouts", "env": [1]}\n', "env: expected an object of strings, got [1]"),
+    (b'{"plugin": "whereabouts", "env": {"CNI_COMMAND": 5}}\n', 'env: expected an object of strings, got {"CNI_COMMAND"'),
+    (b'{"plugin": "whereabouts", "env": {}, "stdin": 7}\n', "stdin: expected a string, got 7"),
+    (b"x" * (17 << 20), "a message longer than 16777216 bytes"),  # no newline, beyond the bound
+]
+
+
+def ask_raw(socket_path: str, data: bytes) -> dict:
+    """Send ``data`` as it is and read the agent's answer (it may stop reading, and close, before the end)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(socket_path)
+        client.settimeout(30)
+        try:
+            client.sendall(data)
+        except OSError:
+            pass  # it answered and closed before it read all of a too-long request
+        return json.loads(client.makefile("rb").readline())
+
+
+def test_malformed_requests_get_a_cni_error_naming_what_is_wrong_and_no_traceback(plugin_bin_dir, tmp_path, agent):
+    socket_path, log_path = agent
+    for data, named in MALFORMED:
+        answer = ask_raw(socket_path, data)
+        assert answer["exit"] == 1 and "cni-ipam agent: bad request" in answer["stderr"], (data[:40], answer)
+        error = json.loads(answer["stdout"])
+        assert error["code"] == 6 and named in error["msg"], (data[:40], error)
+    assert call(plugin_bin_dir, "ADD", "after", config(tmp_path), socket_path).ok
+    assert "Traceback" not in log_path.read_text()
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_stores_are_reused_across_calls_and_the_agent_keeps_no_stale_descriptors(tmp_path):
+    """Before the fix each connection's thread opened its own stores, closed only by the garbage collector:
+    30-97 descriptors held after 800 calls, and a store opened per call."""
+    from cni_ipam.agent_client import ask_agent
+
+    socket_path, log_path = str(tmp_path / "agent.sock"), tmp_path / "agent.log"
+    process = start_agent(socket_path, log_path)
+    conf = json.dumps(config(tmp_path, range="10.32.0.0/16", sqlite_path=str(tmp_path / "store" / "wb.db"))).encode()
+
+    def calls(first: int, count: int) -> None:
+        for i in range(first, first + count):  # ADD then DEL of each container
+            env = {"CNI_COMMAND": "DEL" if i % 2 else "ADD", "CNI_CONTAINERID": f"c{i // 2}", "CNI_IFNAME": "eth0",
+                   "CNI_NETNS": "/run/netns/none", "CNI_PATH": "/bin", "CNI_IPAM_AGENT_SOCKET": socket_path}
+            answer = ask_agent("whereabouts", env, conf)
+            assert answer is not None and answer[2] == 0, answer
+
+    def opens() -> int:
+        return log_path.read_text().count('"event": "store-opened"')
+
+    try:
+        calls(0, 10)
+        after_ten = fd_count(process.pid)
+        assert opens() == 1
+        calls(10, 390)
+        assert opens() == 1 and fd_count(process.pid) <= after_ten + 1  # one store, reused by every call
+        with ThreadPoolExecutor(max_workers=4) as pool:  # four calls at a time need at most four stores
+            list(pool.map(lambda w: calls(400 + 100 * w, 100), range(4)))
+        assert 1 <= opens() <= 4
+        assert fd_count(process.pid) <= after_ten + 1 + 3 * (opens() - 1)  # a SQLite store: database, -wal, -shm
+    finally:
+        process.terminate()
+        process.wait(10)

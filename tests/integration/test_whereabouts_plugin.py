@@ -342,6 +342,20 @@ def test_status_50_when_the_store_cannot_be_opened(wb, tmp_path):
     assert "store unavailable" in error["msg"] and str(blocker) in error["msg"]
 
 
+def test_a_store_in_a_shared_directory_is_refused_with_code_5_and_status_50(wb, tmp_path):
+    """Other local users could read or lock a store there (cni_ipam.store.private); nothing is created."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    (shared / "other-tool.conf").write_text("{}")
+    config = wb.net(version="1.1.0", range="10.0.0.0/24", sqlite_path=str(shared / "whereabouts.db"))
+    error = failed(wb.add(config), 5)
+    assert f"its directory {shared} is mode 0755" in error["msg"] and f"chmod 0700 {shared}" in error["msg"]
+    assert "other-tool.conf" in error["msg"]
+    assert str(shared / "whereabouts.db") in failed(wb.run("STATUS", config), 50)["msg"]
+    assert sorted(os.listdir(shared)) == ["other-tool.conf"]
+
+
 def test_status_50_when_the_range_is_full(wb):
     config = wb.net(version="1.1.0", range="10.0.0.0/30")
     ok(wb.add(config, "c1"))

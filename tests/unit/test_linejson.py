@@ -67,3 +67,28 @@ def test_a_timeout_keeps_what_was_read():
         reader.read()
     a.sendall(b'1}\n')
     assert reader.read() == {"a": 1}
+
+
+def test_a_deadline_bounds_the_whole_message_not_each_recv():
+    """A peer sending a byte now and then never lets one recv time out; the deadline still ends the read."""
+    import threading
+    import time
+
+    a, b = pair()
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            a.sendall(b" ")
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            linejson.Reader(b).read(deadline=started + 0.4)
+    finally:
+        stop.set()
+        sender.join()
+    assert 0.35 < time.monotonic() - started < 1.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -10,7 +11,7 @@ import pytest
 
 from cni_ipam.config.datastore import parse
 from cni_ipam.store.base import StoreError
-from cni_ipam.store.open import KeptPerThread, OpenPerCall, never_created, open_store
+from cni_ipam.store.open import KeptOpen, OpenPerCall, never_created, open_store
 from cni_ipam.store.sqlite import SQLiteStore
 
 
@@ -37,22 +38,80 @@ def test_opening_imports_no_backend_until_one_is_opened():
     assert done.stdout.strip() == "['cni_ipam.store', 'cni_ipam.store.open']"
 
 
-def test_per_call_closes_and_kept_per_thread_reuses_within_a_thread_only(tmp_path):
+def test_per_call_closes_after_the_call(tmp_path):
     settings = sqlite_settings(tmp_path)
     once = OpenPerCall().open(settings)
     OpenPerCall().done(once)
     with pytest.raises(StoreError, match="closed"):
         once.allocations()
 
-    kept = KeptPerThread()
+
+def test_kept_open_lends_one_store_per_call_and_reuses_it_across_threads(tmp_path):
+    opened = []
+    kept = KeptOpen(opened=opened.append)
+    settings = sqlite_settings(tmp_path)
     first = kept.open(settings)
+    second = kept.open(sqlite_settings(tmp_path))  # equal settings while the first is lent out: another store
+    assert second is not first and len(opened) == 2
+    kept.done(second)
     kept.done(first)
-    assert kept.open(sqlite_settings(tmp_path)) is first  # equal settings, same store, still open
-    first.allocations()
     other = []
-    thread = threading.Thread(target=lambda: other.append(kept.open(settings)))
+
+    def call():  # another thread (the agent serves each connection on a new one) gets a waiting store
+        store = kept.open(settings)
+        with store.transaction():
+            store.allocations()
+        other.append(store)
+        kept.done(store)
+
+    thread = threading.Thread(target=call)
     thread.start()
     thread.join()
-    assert other[0] is not first  # a SQLite connection belongs to the thread that opened it
-    first.close()
+    assert other[0] in (first, second) and len(opened) == 2
+    kept.close()
+    with pytest.raises(StoreError, match="closed"):
+        first.allocations()
 
+
+def test_kept_open_keeps_at_most_idle_stores_closing_the_least_recently_used(tmp_path):
+    kept = KeptOpen(idle=2)
+    settings = [parse({"datastore": "sqlite", "sqlite_path": str(tmp_path / name / "wb.db")}) for name in "abc"]
+    stores = [kept.open(s) for s in settings]
+    for store in stores:
+        kept.done(store)
+    with pytest.raises(StoreError, match="closed"):
+        stores[0].allocations()  # a, the least recently used, was closed
+    assert kept.open(settings[2]) is stores[2] and kept.open(settings[1]) is stores[1]
+    kept.close()
+
+
+def test_kept_open_opens_anew_when_the_file_was_replaced(tmp_path):
+    """A store removed by hand is created again by the next plugin call: the agent must not keep writing to the
+    removed file."""
+    kept = KeptOpen()
+    settings = sqlite_settings(tmp_path)
+    first = kept.open(settings)
+    kept.done(first)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(settings.sqlite_path + suffix):
+            os.unlink(settings.sqlite_path + suffix)
+    again = kept.open(settings)
+    assert again is not first and os.path.exists(settings.sqlite_path)
+    kept.done(again)
+    kept.close()
+
+
+def test_kept_open_opens_anew_when_a_failed_call_left_a_transaction_open(tmp_path):
+    """A COMMIT that fails (say "database is locked") leaves SQLite inside the transaction; the next call must
+    not inherit it."""
+    kept = KeptOpen()
+    settings = sqlite_settings(tmp_path)
+    first = kept.open(settings)
+    first.db.execute("BEGIN IMMEDIATE")  # what a failed COMMIT leaves
+    kept.done(first)
+    again = kept.open(settings)
+    assert again is not first
+    with again.transaction():  # and the store is not locked by the abandoned one: it was closed
+        again.allocations()
+    kept.done(again)
+    kept.close()

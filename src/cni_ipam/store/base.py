@@ -184,6 +184,12 @@ class AllocatorStore:
         hints drops the pool's other hints."""
         raise NotImplementedError
 
+    def stale(self) -> bool:
+        """True when this open store must not serve another call: it no longer reaches what opening it again
+        would, or a failed call left it in a state of its own (a store kept open between calls,
+        :class:`cni_ipam.store.open.KeptOpen`, is then opened anew)."""
+        return False
+
     def close(self) -> None:
         pass
 

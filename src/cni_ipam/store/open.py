@@ -3,8 +3,8 @@
 Backends are imported only when opened, so a plugin process loads the one
 it uses and no other (SQLite alone costs 4-5 ms per call).  Who keeps a
 store open, and for how long, is the caller's choice: a plugin process
-opens one per command (:class:`OpenPerCall`), the node agent keeps each
-thread's stores open between calls (:class:`KeptPerThread`).
+opens one per command (:class:`OpenPerCall`), the node agent keeps stores
+open between calls (:class:`KeptOpen`).
 """
 
 from __future__ import annotations
@@ -76,24 +76,63 @@ class OpenPerCall:
         store.close()
 
 
-class KeptPerThread:
-    """The node agent: each thread keeps the stores it opened instead of closing them after a call.
+class KeptOpen:
+    """The node agent: stores stay open between calls, each lent to one call at a time.
 
-    One per thread because a SQLite connection belongs to the thread that
-    opened it; the agent serves each connection on a thread of its own.
+    ``open`` lends an idle store opened with equal settings, or opens one;
+    ``done`` takes it back.  A store is never used by two calls at once, so no
+    backend needs to be thread-safe (a SQLite connection may move between
+    threads, not be shared by them; an etcd client keeps one connection per
+    endpoint).  At most ``idle`` stores wait between calls, across all
+    settings: the least recently used is closed first, so the agent's open
+    files stay bounded however many networks it serves.  A stale store (its
+    file replaced meanwhile, :meth:`~cni_ipam.store.base.Store.stale`) is
+    closed and opened anew.  ``opened(settings)`` is called after each open.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, idle: int = 16, opened=None) -> None:
         import threading
 
-        self._local = threading.local()
+        self.idle = idle
+        self.opened = opened or (lambda settings: None)
+        self._lock = threading.Lock()
+        self._waiting = []  # (settings key, store), least recently used first
+        self._keys = {}  # id(store) -> settings key, for every store lent out or waiting
 
     def open(self, settings):
-        stores = self._local.__dict__.setdefault("stores", {})
         key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(settings, n) for n in settings.__slots__))
-        if key not in stores:
-            stores[key] = open_store(settings)
-        return stores[key]
+        store = None
+        with self._lock:
+            for i in reversed(range(len(self._waiting))):  # the most recently used first
+                if self._waiting[i][0] == key:
+                    store = self._waiting.pop(i)[1]
+                    break
+        if store is not None and store.stale():
+            self._forget(store)
+            store = None
+        if store is None:
+            store = open_store(settings)
+            self.opened(settings)
+            with self._lock:
+                self._keys[id(store)] = key
+        return store
 
     def done(self, store) -> None:
-        """Kept open for the thread's next call."""
+        """Back to wait for the next call with the same settings; the least recently used beyond ``idle`` closes."""
+        with self._lock:
+            self._waiting.append((self._keys[id(store)], store))
+            evicted = self._waiting.pop(0)[1] if len(self._waiting) > self.idle else None
+        if evicted is not None:
+            self._forget(evicted)
+
+    def close(self) -> None:
+        """Close every waiting store (the agent stops)."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for _, store in waiting:
+            self._forget(store)
+
+    def _forget(self, store) -> None:
+        with self._lock:
+            del self._keys[id(store)]
+        store.close()

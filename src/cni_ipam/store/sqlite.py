@@ -15,7 +15,9 @@ each commit off, for benchmarks that compare with stores that never fsync
 ``NORMAL`` is refused.  Never set it on a node: see above.
 
 WAL needs shared memory on a local filesystem, so this store refuses a
-network filesystem: for a cluster use the etcd store.
+network filesystem: for a cluster use the etcd store.  The directory and
+the files are private to the user the plugins run as
+(:mod:`cni_ipam.store.private` says why and how).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import posix
 
 from ..net.pools import pool_version
 from .base import MAX_HINTS_PER_POOL, Allocation, Store, StoreError, merge_unique
-
+from .private import make_private, narrow
 
 
 def _import_sqlite():
@@ -210,7 +212,12 @@ class SQLiteStore(Store):
                     raise StoreError(
                         f"sqlite_path {path!r} is on a {fstype} filesystem; the SQLite store works on one node's "
                         f"local disk only. For a cluster use \"datastore\": \"etcd\"")
-            self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            make_private(path)  # before SQLite creates a file in the directory
+            # check_same_thread=False: the node agent hands an open store to one thread after another
+            # (cni_ipam.store.open.KeptOpen), never to two at once.
+            self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            narrow(path)  # a database just created has the umask's mode; its -wal and -shm will copy this one
+            self._identity = _identity(path)
             self.db.execute(f"PRAGMA synchronous={synchronous_mode()}")
             # user_version is set in the same transaction as the schema: a process killed while creating
             # the store (or a concurrent creator) leaves 0, and the next open finishes the job.
@@ -380,8 +387,21 @@ class SQLiteStore(Store):
             self._run(SPACE_INDEX)
         return "recreated the unique index allocations_space"
 
+    def stale(self) -> bool:
+        """True when ``path`` no longer names the file this store has open (deleted, or replaced by another), or
+        when a failed COMMIT or ROLLBACK left the connection inside a transaction."""
+        try:
+            return self.db.in_transaction or _identity(self.path) != self._identity
+        except OSError:
+            return True
+
     def close(self) -> None:
         self.db.close()
+
+
+def _identity(path: str) -> tuple:
+    info = posix.stat(path)
+    return info.st_dev, info.st_ino
 
 
 def _row(row) -> Allocation:
