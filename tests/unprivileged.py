@@ -19,6 +19,17 @@ NOBODY = 65534
 
 def as_nobody(probe, *args):
     """``probe(*args)`` run as uid and gid 65534 in a child process; what it returns must be JSON."""
+    return start_as_nobody(probe, *args)()
+
+
+def start_as_nobody(probe, *args):
+    """Start ``probe(*args)`` as uid and gid 65534 in a child process; returns a function that waits for its
+    JSON answer.
+
+    Call it from the only thread that starts processes: a fork while another
+    thread is inside ``subprocess.Popen`` would inherit Popen's status pipe,
+    and Popen would wait for the probe to end.
+    """
     if os.geteuid() != 0:
         pytest.skip("not applicable: becoming another user needs root")
     read_end, write_end = os.pipe()
@@ -35,10 +46,14 @@ def as_nobody(probe, *args):
         os.write(write_end, json.dumps(answer).encode())
         os._exit(0)
     os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
+
+    def answer():
+        with os.fdopen(read_end, "rb") as pipe:
+            data = pipe.read()
+        os.waitpid(pid, 0)
+        return json.loads(data)
+
+    return answer
 
 
 def open_directory() -> str:
