@@ -137,7 +137,7 @@ def demo_whereabouts_in_namespaces(bin_dir: str, db: str) -> int:
                 lambda pod, ip: lab.exec(pod, "ping", "-c", "1", "-W", "2", ip).returncode == 0)
             deleted = sum(att.delete().ok for _, _, att in attached)
             failures += len(attached) - deleted
-            say(f"   DEL of {deleted}/{len(attached)} pods ok; addresses held in the store now: {_held(db)}")
+            failures += _store_left(db, f"DEL of {deleted}/{len(attached)} pods ok")
     return failures
 
 
@@ -160,6 +160,14 @@ def _ping_first_peer(members: list, addresses, ping) -> int:
         say(f"   {first_name} pings {peer[0]} at {target}: {'ok' if ok else 'FAILED'}")
         failures += not ok
     return failures
+
+
+def _store_left(db: str, what: str) -> int:
+    """Say what the store holds after every pod of a network is gone: one failure if anything."""
+    held = _held(db)
+    say(f"   {what}; addresses held in the store now: {held}"
+        + ("" if held == 0 else " -- FAILED: every DEL must free its address"))
+    return 1 if held else 0
 
 
 def _held(db: str) -> int:
@@ -213,7 +221,7 @@ def demo_in_podman(env, db: str) -> int:
             lambda box, ip: env.podman("exec", box, "ping", "-c", "1", "-W", "2", ip).returncode == 0)
         removed = env.podman("rm", "-f", "-t", "0", *(c for _, _, c in started)) if started else None
         failures += removed is not None and removed.returncode != 0
-        say(f"   removed {len(started)} containers; addresses held in the store now: {_held(db)}")
+        failures += _store_left(db, f"removed {len(started)} containers")
     return failures
 
 

@@ -59,8 +59,13 @@ class CNICall:
 
 
 def cni_env(command, container_id="", netns="", ifname="", args="", cni_path="", extra=None) -> dict:
-    """A clean CNI environment, as a runtime builds it (no inherited variables)."""
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command}
+    """A clean CNI environment, as a runtime builds it (no inherited variables).
+
+    ``CNI_IPAM_AGENT_SOCKET`` is empty, so a plugin never hands its call to a
+    node agent that happens to listen on the default socket: a test or the
+    demo talks only to what it started.  Name a socket in ``extra`` to use one.
+    """
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_IPAM_AGENT_SOCKET": ""}
     for key, value in (("CNI_CONTAINERID", container_id), ("CNI_NETNS", netns), ("CNI_IFNAME", ifname),
                        ("CNI_ARGS", args), ("CNI_PATH", cni_path)):
         if value:
