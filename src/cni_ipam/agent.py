@@ -42,7 +42,7 @@ def parse_request(message: dict) -> tuple:
 
 def _shown(value) -> str:
     """A value as it was in the request, cut short for an error message."""
-    from .cni.errors import quote
+    from .jsonlite import quote
 
     text = quote(value)
     return text if len(text) <= 80 else text[:77] + "..."

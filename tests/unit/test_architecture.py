@@ -125,3 +125,32 @@ def test_the_table_parser_reads_rows_and_everything():
     rows = read_table("| part | modules | may import |\n|---|---|---|\n| a | `x`, `y.z` | `jsonlite` |\n"
                       "| top | `cli` | everything |\n| prose | no code here | nothing |\n")
     assert rows == [("a", ["x", "y.z"], ["jsonlite"]), ("top", ["cli"], None)]
+
+
+def names_imported_from_our_modules(path: pathlib.Path) -> set:
+    """``(module, name)`` for each ``from <cni_ipam module> import name`` in ``path``, lazy ones included."""
+    package = ["cni_ipam"] + list(path.relative_to(SRC).parent.parts)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("cni_ipam")):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            if module.split(".")[0] == "cni_ipam":
+                found.update((module, alias.name) for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(SRC)))
+def test_every_name_imported_from_our_modules_exists(path):
+    """A lazy import of a name that moved fails only when its path runs (an error path, often): find it here."""
+    import importlib
+
+    missing = []
+    for module, name in sorted(names_imported_from_our_modules(path)):
+        if name == "*" or hasattr(importlib.import_module(module), name):
+            continue
+        try:
+            importlib.import_module(f"{module}.{name}")
+        except ModuleNotFoundError:
+            missing.append(f"from {module} import {name}")
+    assert missing == [], f"{module_name(path)} imports names that do not exist: {missing}"
