@@ -52,9 +52,11 @@ NEVER = {"asyncio", "typing", "dataclasses", "logging", "json", "re", "enum"}
 # start-up, on its success path.  Each module costs about 0.1-0.2 ms per call (bench/hot_path.py prints them).
 # They are what the code loads now (issue 17); raise one only with a reason in the commit message (a module
 # the command needs and cannot get more cheaply), and lower it when you cut.
+# SQLite's are one higher than measured when they were set: cni_ipam.store.private (issue 14) checks on
+# every open that the store's directory and files are private to root, and no cheaper way makes it safe.
 BUDGETS = {
-    ("whereabouts sqlite", "ADD"): (32, 48), ("whereabouts sqlite", "CHECK"): (32, 45),
-    ("whereabouts sqlite", "DEL"): (31, 43),
+    ("whereabouts sqlite", "ADD"): (33, 49), ("whereabouts sqlite", "CHECK"): (33, 46),
+    ("whereabouts sqlite", "DEL"): (32, 44),
     ("whereabouts etcd", "ADD"): (33, 47), ("whereabouts etcd", "CHECK"): (33, 45),
     ("whereabouts etcd", "DEL"): (32, 42),
     ("dhcp", "ADD"): (18, 21), ("dhcp", "CHECK"): (16, 19), ("dhcp", "DEL"): (15, 18),
