@@ -307,16 +307,21 @@ class KubernetesSource(Source):
 
     def get(self, ref: str):
         """The pod ``namespace/name`` as it is now, or None if it does not exist."""
-        from lightkube import ApiError
-        from lightkube.resources.core_v1 import Pod
+        return get_pod(self.client, ref)
 
-        namespace, _, name = ref.partition("/")
-        try:
-            return PodView.from_pod(self.client.get(Pod, name, namespace=namespace))
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
+
+def get_pod(client, ref: str):
+    """The pod ``namespace/name`` as it is now (a :class:`PodView`), or None if it does not exist."""
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import Pod
+
+    namespace, _, name = ref.partition("/")
+    try:
+        return PodView.from_pod(client.get(Pod, name, namespace=namespace))
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return None
+        raise
 
     def describe(self) -> str:
         return f"kubernetes (grace {self.grace:.0f}s)"

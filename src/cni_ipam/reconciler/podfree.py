@@ -100,18 +100,9 @@ class PodFreer:
         return list(found.values())
 
     def _current(self, ref: str):
-        from lightkube import ApiError
-        from lightkube.resources.core_v1 import Pod
+        from .liveness import get_pod
 
-        from .liveness import PodView
-
-        namespace, _, name = ref.partition("/")
-        try:
-            return PodView.from_pod(self.client.get(Pod, name, namespace=namespace))
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
+        return get_pod(self.client, ref)
 
     def _apply(self, store, pod, kind, decision) -> None:
         allocation = decision.allocation
