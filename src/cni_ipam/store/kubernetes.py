@@ -55,7 +55,7 @@ GV = ko.API_VERSION
 ANNOTATION = "cni-ipam.io/attachments"
 ANNOTATION_BUDGET = 200 * 1024  # kube-apiserver refuses more than 256 KiB of annotations per object
 RESERVATION_GRACE = 600.0  # seconds a reservation no allocation backs is left alone: a claim may still be on its way
-ATTEMPTS = 10  # patches of one pool for one claim or release before giving up (code 11)
+ATTEMPTS = 20  # patches of one pool for one claim or release before giving up (code 11)
 PAUSE = 0.01  # first jittered pause after a conflict, doubled each time, at most MAX_PAUSE
 MAX_PAUSE = 0.25
 
