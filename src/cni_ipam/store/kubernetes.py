@@ -270,14 +270,9 @@ class KubernetesStore(Store):
                 extras = dict(pool.extras)
                 extras[key] = _extra(allocation)
                 ops = ko.pool_patch(pool.parsed, add={key: _upstream(allocation)}) + _annotation_ops(pool, extras)
-                try:
-                    self._remember(self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops))
+                if self._patch_pool(name, ops, attempt):
                     reserved = None
                     return True
-                except KubeError as exc:
-                    if exc.code not in (409, 422):
-                        raise StoreError(f"Kubernetes API: {exc.message}") from None
-                _pause(self.client, attempt)
             raise StoreError(f"IPPool {name} kept changing under {ATTEMPTS} attempts to claim {allocation.address}; "
                              f"try again", retry=True)
         finally:
@@ -339,23 +334,28 @@ class KubernetesStore(Store):
                 if attempt > 0 and allocation.space is not None:
                     self._drop_own_reservation(allocation)  # our patch may have committed, its answer lost
                 return attempt > 0
-            keys = [e.key for e in pool.parsed.held[allocation.ip]
-                    if (e.allocation.container_id, e.allocation.ifname) == (allocation.container_id,
-                                                                           allocation.ifname)]
+            keys = _keys_of(pool, allocation)
             extras = {k: v for k, v in pool.extras.items() if k not in keys}
             ops = ko.pool_patch(pool.parsed, remove=keys) + _annotation_ops(pool, extras)
-            try:
-                self._remember(self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops))
-            except KubeError as exc:
-                if exc.code not in (409, 422):
-                    raise StoreError(f"Kubernetes API: {exc.message}") from None
-                _pause(self.client, attempt)
+            if not self._patch_pool(name, ops, attempt):
                 continue
             if mine[0].space is not None:
                 self._drop_own_reservation(mine[0])
             return True
         raise StoreError(f"IPPool {name} kept changing under {ATTEMPTS} attempts to release {allocation.address}",
                          retry=True)
+
+    def _patch_pool(self, name: str, ops: list, attempt: int) -> bool:
+        """Apply ``ops`` (their ``test`` of resourceVersion first) to IPPool ``name``; False, after a jittered
+        pause, when another writer changed the pool first (409/422): the caller reads it again and retries."""
+        try:
+            self._remember(self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops))
+            return True
+        except KubeError as exc:
+            if exc.code not in (409, 422):
+                raise StoreError(f"Kubernetes API: {exc.message}") from None
+        _pause(self.client, attempt)
+        return False
 
     def _drop_own_reservation(self, held: Allocation) -> None:
         """Delete the address's reservation if it is this allocation's (not another pool's of the space)."""
@@ -374,19 +374,12 @@ class KubernetesStore(Store):
             held = [a for a in pool.holding(allocation.ip) if _same_attachment(a, allocation)] if pool else []
             if not held:
                 return False  # released (and maybe claimed again) since the caller read it
-            key = next(e.key for e in pool.parsed.held[allocation.ip]
-                       if (e.allocation.container_id, e.allocation.ifname) == (allocation.container_id,
-                                                                              allocation.ifname))
+            key = _keys_of(pool, allocation)[0]
             moved = Allocation.from_dict(dict(held[0].to_dict(), container_id=container_id, netns=netns))
             extras = dict(pool.extras)
             extras[key] = _extra(moved)
             ops = ko.pool_patch(pool.parsed, replace={key: _upstream(moved)}) + _annotation_ops(pool, extras)
-            try:
-                self._remember(self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops))
-            except KubeError as exc:
-                if exc.code not in (409, 422):
-                    raise StoreError(f"Kubernetes API: {exc.message}") from None
-                _pause(self.client, attempt)
+            if not self._patch_pool(name, ops, attempt):
                 continue
             allocation.container_id, allocation.netns = container_id, netns
             return True
@@ -615,6 +608,12 @@ def _reservation_name(a: Allocation) -> str:
         return ko.reservation_name(a.ip, a.version, a.space or "")
     except ko.ObjectError as exc:
         raise StoreRefused(str(exc)) from None
+
+
+def _keys_of(pool, allocation: Allocation) -> list:
+    """The allocation keys of ``pool`` that hold ``allocation``'s address for its container and interface."""
+    return [e.key for e in pool.parsed.held[allocation.ip]
+            if (e.allocation.container_id, e.allocation.ifname) == (allocation.container_id, allocation.ifname)]
 
 
 def _same_attachment(held: Allocation, asked: Allocation) -> bool:
