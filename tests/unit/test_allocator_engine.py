@@ -451,6 +451,18 @@ def test_a_lost_race_moves_to_another_free_address(monkeypatch):
     assert len(held) == len(set(held)) == s.range.size()
 
 
+def test_a_race_lost_at_the_top_of_a_stale_high_hint_looks_below_it():
+    """Found by the 64-process etcd churn test: the hint pointed at the last free address, a rival took it,
+    and the retry looked only above the hint, answering "no free address" with 25 addresses free below."""
+    store = RacingStore(races=1)
+    s = mission()
+    set_hint(store, s, ip("192.0.2.222"))  # the range's last allocatable address
+    got = one(store, [s], owner(1))
+    assert store.stolen == ["192.0.2.222"]
+    assert s.range.is_allocatable(ip(got)) and got != "192.0.2.222"
+    assert held_by(store, owner(1)) == [got]
+
+
 def test_too_many_lost_races_ask_for_a_retry_and_hold_nothing():
     store = RacingStore(races=MAX_LOST_RACES)
     s = spec("10.0.0.0/24")

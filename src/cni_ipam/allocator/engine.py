@@ -94,19 +94,10 @@ def _lowest_free(store, spec, owner: Owner) -> Allocation:
     key = core.hint_key(spec.network_name, spec.overlapping, rng)
     start = max(rng.start, store.hint(key, spec.pool, spec.space) or rng.start)
     for lost in range(MAX_LOST_RACES):
-        held = store.held(spec.pool, spec.space, start, rng.end)
-        if lost == 0:  # no contention seen: whereabouts' lowest-free order
-            ip = core.first_free(rng, start, held)
-            if ip is None and start > rng.start:  # a stale-high hint must not make a range with room look full
-                start = rng.start
-                ip = core.first_free(rng, start, store.held(spec.pool, spec.space, start, rng.end))
-            first = ip
-        else:  # contention: spread out over the next free addresses
-            import random
-
-            candidates = core.free_candidates(rng, start, held, SPREAD)
-            ip = random.choice(candidates) if candidates else None
-            first = candidates[0] if candidates else None
+        ip, first = _pick(store, spec, start, lost)
+        if ip is None and start > rng.start:  # a stale-high hint must not make a range with room look full
+            start = rng.start
+            ip, first = _pick(store, spec, start, lost)
         if ip is None:
             raise RangeFull(core.exhausted_message(rng, spec.key))
         allocation = _new(spec, ip, owner)
@@ -115,6 +106,25 @@ def _lowest_free(store, spec, owner: Owner) -> Allocation:
             return allocation
         start = first  # lower free addresses may remain; the lost one now reads as held
     raise LostRaces(f"{spec.key}: lost {MAX_LOST_RACES} races for addresses in {rng.cidr}; try again")
+
+
+def _pick(store, spec, start: int, lost: int) -> tuple:
+    """(address to claim, lowest free address), both None when nothing is free from ``start`` on.
+
+    Before any lost race: whereabouts' lowest-free order.  After one, a random
+    one of the next free addresses, so that contending allocators spread out.
+    """
+    rng = spec.range
+    held = store.held(spec.pool, spec.space, start, rng.end)
+    if lost == 0:
+        ip = core.first_free(rng, start, held)
+        return ip, ip
+    candidates = core.free_candidates(rng, start, held, SPREAD)
+    if not candidates:
+        return None, None
+    import random
+
+    return random.choice(candidates), candidates[0]
 
 
 def _requested(store, spec, ip: int, owner: Owner) -> Allocation:
