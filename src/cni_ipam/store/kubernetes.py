@@ -154,8 +154,9 @@ class _Fresh:
 
 
 class KubernetesStore(Store):
-    def __init__(self, client) -> None:
+    def __init__(self, client, batches=None) -> None:
         self.client = client
+        self.batches = batches  # the agent's PoolBatches (claims of one pool written together); None: alone
         self._pools = None  # IPPool name -> _Pool, from the last LIST and our writes since; None: not read
         self._taken = set()  # (space, version, ip) this command found reserved by another: held, for held()
         self._node_pools = {}  # IPPool name -> network_name, of node pools named in NodeSlicePools read
@@ -235,6 +236,8 @@ class KubernetesStore(Store):
         own = pools.get(name)
         if own is not None:
             found.update(own.parsed.held)
+        if self.batches is not None:
+            found.update(self.batches.pending(name))  # claimed by other calls of this agent, not yet written
         if space is not None:
             for other in pools.values():
                 found.update(a.ip for a in other.allocations if a.space == space and a.version == version)
@@ -267,6 +270,12 @@ class KubernetesStore(Store):
                         reserved = None  # kept: it backs the allocation now
                         return True
                     continue  # created meanwhile by someone else: read it, then patch it
+                if self.batches is not None:  # in the agent: written with the other claims of this pool
+                    won = self._claim_in_batch(name, allocation, key)
+                    if won is not None:
+                        reserved = None if won else reserved
+                        return won
+                    continue  # the pool is gone: read it again (none: create it)
                 extras = dict(pool.extras)
                 extras[key] = _extra(allocation)
                 ops = ko.pool_patch(pool.parsed, add={key: _upstream(allocation)}) + _annotation_ops(pool, extras)
@@ -278,6 +287,81 @@ class KubernetesStore(Store):
         finally:
             if reserved is not None:
                 self._unreserve(reserved)
+
+    def _claim_in_batch(self, name: str, allocation: Allocation, key: str):
+        """True: the pool holds the claim; False: lost (the address is another's); None: the pool is gone.
+        Raises the StoreError of this claim's write only."""
+        from .kube_batch import COMMITTED, LOST, Want
+
+        want = self.batches.submit(name, Want(allocation, key), self._commit_batch)
+        if want.pool is not None:
+            self._remember(want.pool)  # the pool it was decided on: fresher than our list
+        if want.error is not None:
+            raise want.error
+        return True if want.outcome == COMMITTED else False if want.outcome == LOST else None
+
+    def _commit_batch(self, name: str, wants: list) -> None:
+        """The leader's write of one batch of claims (:mod:`.kube_batch`): one patch of the pool as cached,
+        every claim :func:`~.kube_batch.plan` lets through in it.  A conflict reads the pool again and, after
+        a jittered pause, writes what is left; a refusal that is not a conflict (the pool unchanged) is
+        retried claim by claim, so it reaches only the claim it is about."""
+        from .kube_batch import COMMITTED, GONE, LOST, plan
+
+        cached = self.batches.cached(name)
+        pool = _Pool(cached, self._node_pools) if cached is not None else self._pool(name)
+        fresh = False  # a cached pool, or our own list: a held address is read again before it decides
+        for attempt in range(ATTEMPTS):
+            if pool is None:
+                for want in wants:
+                    want.outcome = GONE
+                return
+            decided = plan(pool.holding, wants, fresh)
+            if decided.recheck:  # held in the pool as cached: read it before losing or keeping a claim
+                pool, fresh = self._reread(name), True
+                continue
+            for want in decided.lost:
+                want.outcome, want.pool = LOST, pool.obj
+            for want in decided.done:
+                want.outcome, want.pool = COMMITTED, pool.obj
+            wants = decided.write
+            if not wants:
+                return
+            extras = dict(pool.extras)
+            extras.update((w.key, _extra(w.allocation)) for w in wants)
+            ops = ko.pool_patch(pool.parsed, add={w.key: _upstream(w.allocation) for w in wants})
+            try:
+                written = self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops + _annotation_ops(pool, extras))
+            except KubeError as exc:  # 404, 409, 422 (_call turned the others into StoreError)
+                tested = pool.parsed.resource_version
+                pool, fresh = self._reread(name), True
+                if exc.code != 404 and pool is not None and pool.parsed.resource_version == tested and len(wants) > 1:
+                    return self._one_by_one(name, wants)  # not a conflict: refused for one claim's sake
+                if exc.code != 404:
+                    _pause(self.client, attempt)
+                continue
+            except StoreError as exc:
+                if not exc.retry and len(wants) > 1:
+                    return self._one_by_one(name, wants)
+                for want in wants:
+                    want.error = StoreError(str(exc), retry=exc.retry)
+                return
+            self.batches.seen(name, written)
+            for want in wants:
+                want.outcome, want.pool = COMMITTED, written
+            return
+        for want in wants:
+            want.error = StoreError(f"IPPool {name} kept changing under {ATTEMPTS} attempts to claim "
+                                    f"{want.allocation.address}; try again", retry=True)
+
+    def _one_by_one(self, name: str, wants: list) -> None:
+        for want in wants:
+            self._commit_batch(name, [want])
+
+    def _reread(self, name: str):
+        """The pool read afresh (None: gone), remembered here and in the agent's cache."""
+        pool = self._fetch(name)
+        self.batches.seen(name, pool.obj if pool is not None else None)
+        return pool
 
     def _create_pool(self, name: str, network, allocation: Allocation, key: str) -> bool:
         """Create the pool already holding ``allocation``; False when someone else created it first."""

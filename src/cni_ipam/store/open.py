@@ -10,8 +10,9 @@ open between calls (:class:`KeptOpen`).
 from __future__ import annotations
 
 
-def open_store(settings):
-    """The store the settings name (raises StoreError when it cannot be opened or reached)."""
+def open_store(settings, batches=None):
+    """The store the settings name (raises StoreError when it cannot be opened or reached).  ``batches``: the
+    node agent's :class:`~cni_ipam.store.kube_batch.PoolBatches` for these settings (Kubernetes only)."""
     if settings.datastore == "etcd":
         from .etcd import EtcdStore
         from .etcd_client import EtcdClient
@@ -21,7 +22,7 @@ def open_store(settings):
                             cert_file=settings.cert_file, key_file=settings.key_file)
         return EtcdStore(client, settings.prefix)
     if settings.datastore == "kubernetes":
-        return _kubernetes(settings)
+        return _kubernetes(settings, batches)
     from ..trusted_paths import UntrustedPath, check_store_path
     from .base import StoreError
 
@@ -36,7 +37,7 @@ def open_store(settings):
     return SQLiteStore(settings.sqlite_path)
 
 
-def _kubernetes(settings):
+def _kubernetes(settings, batches=None):
     """The Kubernetes store; a kubeconfig not there (yet: the installer writes it) is worth a retry, one
     that does not parse is not."""
     import os
@@ -52,7 +53,8 @@ def _kubernetes(settings):
         if not os.path.exists(settings.kubeconfig):
             raise StoreError(f"{exc} (ipam.kubernetes.kubeconfig)", retry=True) from None
         raise StoreRefused(f"{exc} (ipam.kubernetes.kubeconfig)") from None
-    return KubernetesStore(KubeClient(kube, timeout=settings.timeout, deadline=max(3 * settings.timeout, 10.0)))
+    return KubernetesStore(KubeClient(kube, timeout=settings.timeout, deadline=max(3 * settings.timeout, 10.0)),
+                           batches)
 
 
 def never_created(settings) -> bool:
@@ -72,6 +74,14 @@ class OpenPerCall:
     def open(self, settings):
         return open_store(settings)
 
+    def _batches_for(self, key):
+        """The claim queues and pool cache shared by the Kubernetes stores of these settings (kept while the
+        agent runs: a few pool objects per network)."""
+        from .kube_batch import PoolBatches
+
+        with self._lock:
+            return self._batches.setdefault(key, PoolBatches())
+
     def done(self, store) -> None:
         store.close()
 
@@ -88,6 +98,10 @@ class KeptOpen:
     files stay bounded however many networks it serves.  A stale store (its
     file replaced meanwhile, :meth:`~cni_ipam.store.base.Store.stale`) is
     closed and opened anew.  ``opened(settings)`` is called after each open.
+
+    Kubernetes stores opened with equal settings share one
+    :class:`~cni_ipam.store.kube_batch.PoolBatches`: claims that calls make
+    at once on one IPPool are written in one patch, on the pool as cached.
     """
 
     def __init__(self, idle: int = 16, opened=None) -> None:
@@ -98,6 +112,7 @@ class KeptOpen:
         self._lock = threading.Lock()
         self._waiting = []  # (settings key, store), least recently used first
         self._keys = {}  # id(store) -> settings key, for every store lent out or waiting
+        self._batches = {}  # settings key -> PoolBatches, for Kubernetes stores
 
     def open(self, settings):
         key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(settings, n) for n in settings.__slots__))
@@ -111,11 +126,19 @@ class KeptOpen:
             self._forget(store)
             store = None
         if store is None:
-            store = open_store(settings)
+            store = open_store(settings, self._batches_for(key) if settings.datastore == "kubernetes" else None)
             self.opened(settings)
             with self._lock:
                 self._keys[id(store)] = key
         return store
+
+    def _batches_for(self, key):
+        """The claim queues and pool cache shared by the Kubernetes stores of these settings (kept while the
+        agent runs: a few pool objects per network)."""
+        from .kube_batch import PoolBatches
+
+        with self._lock:
+            return self._batches.setdefault(key, PoolBatches())
 
     def done(self, store) -> None:
         """Back to wait for the next call with the same settings; the least recently used beyond ``idle`` closes."""
