@@ -102,6 +102,7 @@ class PoolBatches:
         self._queues = {}  # pool name -> [Want] waiting for the next batch
         self._writing = {}  # pool name -> [Want] of the batch being written
         self._pools = {}  # pool name -> the IPPool object as last written or read
+        self._claiming = {}  # pool name -> [address] of the claims under way (one entry per claim)
 
     def submit(self, name: str, want: Want, commit) -> Want:
         with self._changed:
@@ -131,12 +132,28 @@ class PoolBatches:
                 self._changed.notify_all()
         return want
 
+    def claiming(self, name: str, ip: int):
+        """For the whole of a claim (reservation, queue, write): the address reads as :meth:`pending`."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def held():
+            with self._changed:
+                self._claiming.setdefault(name, []).append(ip)
+            try:
+                yield
+            finally:
+                with self._changed:
+                    self._claiming[name].remove(ip)
+                    if not self._claiming[name]:
+                        del self._claiming[name]
+        return held()
+
     def pending(self, name: str) -> set:
-        """Addresses claimed for pool ``name`` in this agent and not yet decided: an allocator choosing now
-        passes them by, so concurrent ADDs pick different addresses and fit in one batch."""
+        """Addresses of pool ``name`` that calls of this agent are claiming: an allocator choosing now passes
+        them by, so concurrent ADDs pick different addresses (no reservation clash) and fit in one batch."""
         with self._changed:
-            return {w.allocation.ip for w in self._queues.get(name, []) + self._writing.get(name, [])
-                    if not w.decided}
+            return set(self._claiming.get(name, ()))
 
     def cached(self, name: str):
         with self._changed:

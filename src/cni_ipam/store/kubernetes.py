@@ -245,6 +245,13 @@ class KubernetesStore(Store):
         return iter(sorted(ip for ip in found if lo <= ip <= hi))
 
     def claim(self, allocation: Allocation, hint=None) -> bool:
+        if self.batches is None:
+            return self._claim(allocation)
+        name, _ = self._object_name(allocation.pool)
+        with self.batches.claiming(name, allocation.ip):  # the agent's other calls pass it by meanwhile
+            return self._claim(allocation)
+
+    def _claim(self, allocation: Allocation) -> bool:
         import time
 
         allocation.created = allocation.created or time.time()
