@@ -48,7 +48,7 @@ def etcd_store(tmp_path, request):
     return EtcdStore(EtcdClient(cluster.endpoints), request.getfixturevalue("etcd_prefix"))
 
 
-def kubernetes_store(tmp_path, request):
+def kubernetes_store(tmp_path, request, batches=None):
     from kubeapi.kubeconfig import write_kubeconfig
 
     from cni_ipam.kube.client import KubeClient
@@ -56,7 +56,14 @@ def kubernetes_store(tmp_path, request):
     from cni_ipam.store.kubernetes import KubernetesStore
 
     server = request.getfixturevalue("kube_api")
-    return KubernetesStore(KubeClient(load(write_kubeconfig(server, str(tmp_path / "kubeconfig")))))
+    return KubernetesStore(KubeClient(load(write_kubeconfig(server, str(tmp_path / "kubeconfig")))), batches)
+
+
+def kubernetes_agent_store(tmp_path, request):
+    """As the node agent opens it: claims go through the agent's group commit and its cached pools."""
+    from cni_ipam.store.kube_batch import PoolBatches
+
+    return kubernetes_store(tmp_path, request, PoolBatches())
 
 
 BACKENDS = {
@@ -65,14 +72,15 @@ BACKENDS = {
     "sqlite": Backend(sqlite_store),
     "etcd": Backend(etcd_store, no_rollback="etcd claims are atomic one by one; "
                                             "the engine gives back what a failed ADD claimed"),
-    "kubernetes": Backend(
-        kubernetes_store,
+    **{name: Backend(
+        factory,
         no_rollback="each claim is its own pool patch; the engine gives back what a failed ADD claimed",
         no_hints="upstream's objects have no place for hints, and the pools are read whole anyway "
                  "(store/kubernetes.py)",
         no_far_offsets="an IPPool keys an address by its offset from the range's first IP, which Go whereabouts "
                        "reads as a signed 64-bit number: nothing below the range or 2^63 past it",
-        kube_names="network names become parts of Kubernetes object names (DNS-1123)"),
+        kube_names="network names become parts of Kubernetes object names (DNS-1123)")
+       for name, factory in (("kubernetes", kubernetes_store), ("kubernetes-agent", kubernetes_agent_store))},
 }
 
 
