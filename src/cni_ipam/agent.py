@@ -104,6 +104,8 @@ class _Handler(socketserver.BaseRequestHandler):
 
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 128  # listen() backlog: socketserver's 5 made a burst's 6th plugin fall back (its
+    # connect, with a timeout, gets EAGAIN from a full Unix socket backlog instead of waiting)
 
     def __init__(self, path: str, stores, log_file=None, read_timeout: float = READ_TIMEOUT) -> None:
         self.stores = stores  # the open stores the plugin commands reuse (cni_ipam.store.open)
