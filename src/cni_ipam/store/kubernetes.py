@@ -19,6 +19,9 @@ still free, the patch is retried after a jittered pause, a bounded number of
 times.  A claim that finally fails deletes its reservation.  Upstream also
 takes a Lease around its writes; the ``test`` makes each write safe without
 it, so none is taken, and one held by a Go writer delays nothing here.
+In the node agent (``batches``, :mod:`cni_ipam.store.kube_batch`), the patch
+is shared: claims of one pool made at once by the agent's calls are written
+together, one ``test`` and several ``add``s, on the pool as the agent cached it.
 
 What upstream's objects have no place for, and where it is:
 
