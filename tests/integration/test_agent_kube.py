@@ -130,3 +130,24 @@ def test_a_conflict_and_a_lost_answer_mid_batch_lose_nothing(node, kube_api, age
     assert go <= {f"go{k}" for k in go_keys} and not set(got.values()) & {pool[cid] for cid in go}
     assert len(pool) == ADDS + 1 + len(go)
     assert sorted(reservations(kube_api)) == sorted(["10.40.0.1", *got.values()])  # none left by a lost claim
+
+
+def test_adds_whose_patch_fails_hold_nothing_and_the_pool_is_not_left_wedged(node, kube_api, agent):
+    """Every pool patch answered 503 until the client's deadline (10 s): each ADD of the batch fails with a
+    retryable error and gives its reservation back; once the server answers again, ADDs go through."""
+    from kube_nodes import failed
+
+    config = node.net()
+    ok(node.run("ADD", config, cid="first"))
+    kube_api.faults([SLOW_PATCH, {"verbs": ["patch"], "resources": ["ippools"], "status": 503}], reset=True)
+
+    def add(n: int):
+        return node.run("ADD", config, cid=f"f{n}", args=f"K8S_POD_NAMESPACE=ns;K8S_POD_NAME=f{n}")
+
+    with ThreadPoolExecutor(4) as pool:
+        calls = list(pool.map(add, range(4)))
+    for call in calls:
+        assert "did not patch ippools" in failed(call, 11)["msg"]
+    assert held(kube_api) == {"first": "10.40.0.1"} and list(reservations(kube_api)) == ["10.40.0.1"]
+    kube_api.faults([], reset=True)
+    assert ips(ok(add(9))) == ["10.40.0.2"]
