@@ -266,6 +266,8 @@ def reconciler_objects(options: Options, config: dict | None = None) -> list:
         "name": "whereabouts-reconciler",
         "image": options.image,
         "command": command,
+        # The pod watch and the netns source judge the allocations recorded under this node's name.
+        "env": [{"name": "NODENAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}}],
         "securityContext": {"runAsUser": 0},
         "resources": {"requests": {"cpu": "10m", "memory": "50Mi"}},
         "ports": [{"name": "metrics", "containerPort": 9413}],
