@@ -114,3 +114,162 @@ def test_example_on_the_kubernetes_datastore(pm, kube_api, kubeconfig, ipam, opt
     pm.ok("rm", "-f", "-t", "0", box)
     assert held(kube_api) == {} and reservations(kube_api) == {}
     assert sorted(allocations(kube_api)) == sorted(pools)  # the pools stay, empty, as upstream leaves them
+
+
+# -- lifecycle: restart, network reload, stop, rm --------------------------------------------------
+
+def test_restart_and_network_reload_keep_the_address_and_rm_frees_it(pm, kube_api, kubeconfig):
+    """restart (DEL, ADD) and reload (DEL, ADD asking for the current address) keep it, held once in the
+    IPPool; stop and rm free it; a freed address is handed out again."""
+    net = pm.network("pk-life", kube_ipam(kubeconfig, range="10.89.44.0/29"))
+    one, two = pm.start("pk-life1", net), pm.start("pk-life2", net)
+    assert (pm.addresses(one), pm.addresses(two)) == (["10.89.44.1/29"], ["10.89.44.2/29"])
+    pm.ok("restart", "-t", "0", two)
+    assert pm.addresses(two) == ["10.89.44.2/29"]
+    assert held(kube_api) == {"10.89.44.0-29": {"1": entry(pm, one), "2": entry(pm, two)}}
+    pm.ok("stop", "-t", "0", one)  # DEL from conmon: .1 is free, a plain re-ADD of two would take it
+    assert held(kube_api) == {"10.89.44.0-29": {"2": entry(pm, two)}}
+    pm.ok("network", "reload", two)
+    assert pm.addresses(two) == ["10.89.44.2/29"]
+    assert held(kube_api) == {"10.89.44.0-29": {"2": entry(pm, two)}}
+    assert sorted(reservations(kube_api)) == ["10.89.44.2"]
+    pm.ok("start", one)
+    assert pm.addresses(one) == ["10.89.44.1/29"]  # the lowest free address again
+    pm.ok("rm", "-f", "-t", "0", one, two)
+    assert held(kube_api) == {} and reservations(kube_api) == {}
+
+
+# -- network_name: overlapping ranges across two networks --------------------------------------------
+
+def test_network_name_shares_one_address_space_across_overlapping_ranges(pm, kube_api, kubeconfig):
+    """MISSION's NAD 1 and NAD 2 (a /29 and a /24 over it, one ``network_name``): an address held through
+    one is refused through the other (code 101, by the OverlappingRangeIPReservation); another
+    ``network_name`` on the same range is its own space and gets it.  The name is MISSION's with ``-``
+    for ``_``: an object name may not hold ``_`` (next test)."""
+    nad1 = pm.network("pk-nad1", kube_ipam(kubeconfig, range="192.0.2.192/29", network_name="example-net-common"))
+    nad2 = pm.network("pk-nad2", kube_ipam(kubeconfig, range="192.0.2.192/24", network_name="example-net-common"))
+    other = pm.network("pk-tenant", kube_ipam(kubeconfig, range="192.0.2.192/29", network_name="tenant-b"))
+    first = pm.start("pk-common1", nad1)
+    assert pm.addresses(first) == ["192.0.2.193/29"]
+    done = pm.podman("run", "--rm", "--network", nad2, "--ip", "192.0.2.193", IMAGE, "true")
+    assert done.returncode != 0
+    assert f"requested address 192.0.2.193 in ipam.range is held by {nad1}/" in done.stderr, done.stderr
+    assert f"(pod {first})" in done.stderr, done.stderr
+    tenant = pm.start("pk-tenant", other, "--ip", "192.0.2.193")
+    assert pm.addresses(tenant) == ["192.0.2.193/29"]  # the same address, in tenant-b's space
+    assert held(kube_api) == {"example-net-common-192.0.2.192-29": {"1": entry(pm, first)},
+                              "tenant-b-192.0.2.192-29": {"1": entry(pm, tenant)}}
+    assert sorted(reservations(kube_api)) == ["example-net-common-192.0.2.193", "tenant-b-192.0.2.193"]
+    pm.ok("rm", "-f", "-t", "0", first, tenant)
+    assert held(kube_api) == {} and reservations(kube_api) == {}
+
+
+def test_a_network_name_that_is_no_object_name_is_a_clear_error(pm, kube_api, kubeconfig):
+    """MISSION's ``example_net_common`` as it is: upstream's IPPool name ``example_net_common-192.0.2.192-29``
+    is no DNS-1123 subdomain, which kube-apiserver refuses (422) to Go whereabouts too; we say so
+    before any request (code 7) and write nothing."""
+    nad1 = pm.network("pk-nad-us", kube_ipam(kubeconfig, range="192.0.2.192/29", network_name="example_net_common"))
+    done = pm.podman("run", "--rm", "--network", nad1, IMAGE, "true")
+    assert done.returncode != 0
+    assert "IPPool name 'example_net_common-192.0.2.192-29' is not a valid Kubernetes object name" in done.stderr
+    assert "check network_name" in done.stderr, done.stderr
+    assert objects(kube_api, "ippools") == {} and reservations(kube_api) == {}
+
+
+# -- OpenShift: the flat file, kubeconfig and nodename exactly as the cluster-network-operator writes them --
+
+CNO_DIR = "/etc/kubernetes/cni/net.d/whereabouts.d"
+# The ConfigMap whereabouts-flatfile-config's whereabouts.conf, which the whereabouts container copies
+# to the node (``cp /etc/whereabouts/config/whereabouts.conf $WHEREABOUTS_CONF_FILE; chmod 600``).
+CNO_FLAT_FILE = """{
+  "datastore": "kubernetes",
+  "kubernetes": {
+    "kubeconfig": "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.kubeconfig"
+  },
+  "reconciler_cron_expression": "30 4 * * *",
+  "log_level": "verbose",
+  "configuration_path": "/etc/kubernetes/cni/net.d/whereabouts.d"
+}
+"""
+# generateKubeConfig's heredoc, with TLS_CFG for a CA file and WHEREABOUTS_NAMESPACE=openshift-multus.
+CNO_KUBECONFIG = """# Kubeconfig file for the Whereabouts CNI plugin.
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca_data}
+users:
+- name: whereabouts
+  user:
+    token: "{token}"
+contexts:
+- name: whereabouts-context
+  context:
+    cluster: local
+    user: whereabouts
+    namespace: openshift-multus
+current-context: whereabouts-context
+"""
+
+
+def write_cno_node(server, directory: str, nodename: str) -> str:
+    """A CNO node's whereabouts.d in ``directory`` (for /etc/kubernetes/cni/net.d/whereabouts.d); the flat
+    file's path."""
+    import base64
+
+    os.makedirs(directory)
+    with open(server.ca_file, "rb") as stream:
+        ca_data = base64.b64encode(stream.read()).decode()
+    texts = {"whereabouts.kubeconfig": CNO_KUBECONFIG.format(server=server.url, ca_data=ca_data, token=server.token),
+             "whereabouts.conf": CNO_FLAT_FILE.replace(CNO_DIR, directory),
+             "nodename": nodename + "\n"}  # echo $NODENAME > $CNI_CONF_DIR/whereabouts.d/nodename
+    for name, text in texts.items():
+        path = os.path.join(directory, name)
+        with open(path, "w") as stream:
+            stream.write(text)
+        os.chmod(path, 0o600 if name != "nodename" else 0o644)
+    return os.path.join(directory, "whereabouts.conf")
+
+
+def test_the_openshift_flat_file_as_the_cno_writes_it(pm, kube_api_factory, tmp_path):
+    """The node's whereabouts.d as OpenShift's cluster-network-operator writes it: ConfigMap
+    ``whereabouts-flatfile-config`` (copied to the node), ``generateKubeConfig`` (https, CA data, token,
+    namespace ``openshift-multus``) and the ``nodename`` file, all in
+    openshift/cluster-network-operator bindata/network/multus/multus.yaml @
+    2a6a57fef3ac1c8fde00e85b603e9f73ef29b75c.  Only the paths move to the test's directory.
+
+    The network (MISSION's ``whereabouts-shim``: bridge + whereabouts) names nothing but its range and, as
+    the flat file is not at /etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf here, its path in
+    ``configuration_path`` (upstream's meaning: the flat file).  The datastore, kubeconfig and node name
+    all come from the CNO's files.
+    """
+    api = kube_api_factory(tls=True)
+    directory = str(tmp_path / "whereabouts.d")
+    flat_file = write_cno_node(api, directory, "worker-0")
+    with open(flat_file) as stream:
+        flat = json.load(stream)
+    assert flat == {"datastore": "kubernetes",  # the flat file the brief quotes, paths moved
+                    "kubernetes": {"kubeconfig": f"{directory}/whereabouts.kubeconfig"},
+                    "reconciler_cron_expression": "30 4 * * *", "log_level": "verbose",
+                    "configuration_path": directory}
+    net = pm.network("whereabouts-shim", {"type": "whereabouts", "range": "10.89.46.0/24",
+                                          "configuration_path": flat_file})
+    one, two = pm.start("pk-cno1", net), pm.start("pk-cno2", net)
+    assert (pm.addresses(one), pm.addresses(two)) == (["10.89.46.1/24"], ["10.89.46.2/24"])
+    assert objects(api, "ippools") == {}  # nothing in kube-system: the kubeconfig's namespace is used
+    [pool] = objects(api, "ippools", "openshift-multus").values()
+    assert pool["metadata"]["name"] == "10.89.46.0-24"
+    assert pool["spec"] == {"range": "10.89.46.0/24", "allocations": {"1": entry(pm, one), "2": entry(pm, two)}}
+    ours = json.loads(pool["metadata"]["annotations"]["cni-ipam.io/attachments"])
+    assert {key: value[:5] for key, value in ours.items()} == {
+        "1": [container_id(pm, one), "eth0", net, 1, "worker-0"],  # the node from the nodename file
+        "2": [container_id(pm, two), "eth0", net, 1, "worker-0"]}
+    assert sorted(reservations(api, "openshift-multus")) == ["10.89.46.1", "10.89.46.2"]
+    pm.ok("rm", "-f", "-t", "0", one)
+    pm.ok("network", "reload", two)  # .1 is free: reload must keep .2
+    assert pm.addresses(two) == ["10.89.46.2/24"]
+    assert held(api, "openshift-multus") == {"10.89.46.0-24": {"2": entry(pm, two)}}
+    pm.ok("rm", "-f", "-t", "0", two)
+    assert held(api, "openshift-multus") == {} and reservations(api, "openshift-multus") == {}
