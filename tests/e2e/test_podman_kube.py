@@ -273,3 +273,55 @@ def test_the_openshift_flat_file_as_the_cno_writes_it(pm, kube_api_factory, tmp_
     assert held(api, "openshift-multus") == {"10.89.46.0-24": {"2": entry(pm, two)}}
     pm.ok("rm", "-f", "-t", "0", two)
     assert held(api, "openshift-multus") == {} and reservations(api, "openshift-multus") == {}
+
+
+# -- concurrency and an API server that is down ---------------------------------------------------------
+
+def test_containers_started_at_once_get_distinct_addresses(pm, kube_api, kubeconfig):
+    """Ten ADDs race for one IPPool: each patch tests the pool's resourceVersion, so a lost race is a 422
+    and a retry, never an address given twice."""
+    import concurrent.futures
+
+    net = pm.network("pk-many", kube_ipam(kubeconfig, range="10.89.47.0/28"))
+    names = [f"pk-many{i}" for i in range(10)]
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        started = list(pool.map(lambda n: pm.start(n, net, timeout=240), names))
+    got = sorted(a for box in started for a in pm.addresses(box))
+    assert got == sorted(f"10.89.47.{n}/28" for n in range(1, 11)), got
+    assert held(kube_api) == {"10.89.47.0-28": {a.split("/")[0].rsplit(".", 1)[1]: entry(pm, box)
+                                                for box in started for a in pm.addresses(box)}}
+    pm.ok("rm", "-f", "-t", "0", *started, timeout=240)
+    assert held(kube_api) == {} and reservations(kube_api) == {}
+
+
+def test_rm_while_the_api_server_is_down_leaks_and_the_reconciler_frees_it(pm, kube_api_factory, tmp_path):
+    """podman removes the container although the DEL failed (the API server is down), so the address stays
+    held: podman keeps no state to retry with.  ``cni-ipam reconcile`` on the node, with the CNO's flat
+    file and its default sources, frees it: the allocation records this node (the nodename file) and a
+    network namespace that podman has removed.
+
+    The network's ``kubernetes.timeout`` (merged into the flat file's ``kubernetes`` object) keeps the
+    failing DEL to its shortest deadline, 10 s."""
+    import subprocess
+    import sys
+
+    api = kube_api_factory(tls=True)
+    flat_file = write_cno_node(api, str(tmp_path / "whereabouts.d"), "worker-1")
+    net = pm.network("pk-down", {"type": "whereabouts", "range": "10.89.48.0/29", "configuration_path": flat_file,
+                                 "kubernetes": {"timeout": 1}})
+    box = pm.start("pk-down", net)
+    leaked = entry(pm, box)
+    api.kill()
+    pm.ok("rm", "-f", "-t", "0", box)  # its DEL (from rm or from conmon's cleanup) fails; rm goes on
+    assert pm.podman("container", "exists", box).returncode == 1  # gone, with its netns
+    api.start()
+    assert held(api, "openshift-multus") == {"10.89.48.0-29": {"1": leaked}}
+    env = {k: v for k, v in os.environ.items() if k != "NODENAME"}
+    run = subprocess.run([sys.executable, "-m", "cni_ipam.cli", "reconcile", "--once", "--config", flat_file,
+                          "--grace", "0"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    assert events[0]["sources"] == ["netns (node worker-1)", "kubernetes"]  # auto, from the CNO's files
+    assert [(e["address"], e["node"], e["code"], e["container_id"]) for e in events if e["event"] == "freed"] == [
+        ("10.89.48.1", "worker-1", "netns-gone", leaked["id"])]
+    assert held(api, "openshift-multus") == {} and reservations(api, "openshift-multus") == {}
