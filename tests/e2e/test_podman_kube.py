@@ -82,26 +82,28 @@ def entry(podman, name: str, ifname: str = "eth0") -> dict:
 # -- the examples of docs/whereabouts.md and MISSION.md, one container each ---------------------------
 
 EXAMPLES = [
-    # ipam (beside type/datastore/kubernetes), podman options, addresses, {IPPool: (spec.range, offset held)}
+    # ipam (beside type/datastore/kubernetes), podman options, addresses, {IPPool: (spec.range, offset held)},
+    # cniVersion (MISSION's dual-stack example is a 0.3.1 bridge)
     pytest.param({"range": "192.0.2.192/27", "exclude": ["192.0.2.192/30", "192.0.2.196/32"]}, (),
-                 ["192.0.2.197/27"], {"192.0.2.192-27": ("192.0.2.192/27", "5")}, id="exclude"),
+                 ["192.0.2.197/27"], {"192.0.2.192-27": ("192.0.2.192/27", "5")}, "1.0.0", id="exclude"),
     pytest.param({"range": "10.89.41.0/24", "range_start": "10.89.41.10", "range_end": "10.89.41.20"}, (),
-                 ["10.89.41.10/24"], {"10.89.41.0-24": ("10.89.41.0/24", "10")}, id="range_start-range_end"),
-    pytest.param({"range": "fd00:42::/64"}, (), ["fd00:42::1/64"], {"fd00-42---64": ("fd00:42::/64", "1")},
+                 ["10.89.41.10/24"], {"10.89.41.0-24": ("10.89.41.0/24", "10")}, "1.0.0", id="range_start-range_end"),
+    pytest.param({"range": "fd00:42::/64"}, (), ["fd00:42::1/64"], {"fd00-42---64": ("fd00:42::/64", "1")}, "1.0.0",
                  id="ipv6"),
     pytest.param({"ipRanges": [{"range": "192.168.10.0/24"}, {"range": "fd00::/64"}]}, (),
                  ["192.168.10.1/24", "fd00::1/64"],
-                 {"192.168.10.0-24": ("192.168.10.0/24", "1"), "fd00---64": ("fd00::/64", "1")}, id="dual-stack"),
+                 {"192.168.10.0-24": ("192.168.10.0/24", "1"), "fd00---64": ("fd00::/64", "1")}, "0.3.1",
+                 id="dual-stack"),
     pytest.param({"range": "10.89.43.0/24"}, ("--ip", "10.89.43.50"), ["10.89.43.50/24"],
-                 {"10.89.43.0-24": ("10.89.43.0/24", "50")}, id="requested-ip"),
+                 {"10.89.43.0-24": ("10.89.43.0/24", "50")}, "1.0.0", id="requested-ip"),
 ]
 
 
-@pytest.mark.parametrize("ipam, options, addresses, pools", EXAMPLES)
-def test_example_on_the_kubernetes_datastore(pm, kube_api, kubeconfig, ipam, options, addresses, pools):
+@pytest.mark.parametrize("ipam, options, addresses, pools, version", EXAMPLES)
+def test_example_on_the_kubernetes_datastore(pm, kube_api, kubeconfig, ipam, options, addresses, pools, version):
     """The container gets the example's address(es); the IPPools hold them as upstream writes them, each
     with its reservation; ``podman rm`` (DEL from conmon) empties both."""
-    net = pm.network("pk-ex", kube_ipam(kubeconfig, **ipam))
+    net = pm.network("pk-ex", kube_ipam(kubeconfig, **ipam), cni_version=version)
     box = pm.start("pk-ex", net, *options)
     assert sorted(pm.addresses(box)) == sorted(addresses)
     mine = entry(pm, box)
