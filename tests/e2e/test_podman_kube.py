@@ -10,8 +10,14 @@ and compare them with upstream's shape: an IPPool per range (and
 3a262bd0cd873e13d9b379342f8251b852a89b8f).  podman sends ``K8S_POD_NAME``
 (the container's name) and no namespace, so ``podref`` is the bare name.
 
+OpenShift's node files (flat file, kubeconfig, ``nodename``) are written as
+openshift/cluster-network-operator bindata/network/multus/multus.yaml @
+2a6a57fef3ac1c8fde00e85b603e9f73ef29b75c writes them, the paths moved to the
+test's directory.
+
 Each podman run costs seconds: one container per example, a few for the
-lifecycle and overlap tests.
+lifecycle and overlap tests, ten for the race.  The API-server-down test
+waits out one failing DEL (10 s, the client's shortest deadline).
 """
 
 from __future__ import annotations
