@@ -75,7 +75,7 @@ class World:
 
 
 def flat_file(directory: str, content: dict) -> str:
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, mode=0o700, exist_ok=True)  # the plugin refuses a store other users could read
     path = os.path.join(directory, "whereabouts.conf")
     with open(path, "w") as out:
         json.dump(content, out)
