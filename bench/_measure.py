@@ -171,16 +171,39 @@ def processes_cpu_s(pids) -> float:
     return sum(process_cpu_s(pid) for pid in pids)
 
 
-def start_agent(socket_path: str, env: dict | None = None) -> subprocess.Popen:
-    """``cni-ipam agent`` on a socket of the benchmark's own (``env`` added to ours); returns once it listens."""
-    process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+def start_agent(socket_path: str, env: dict | None = None, log_path: str | None = None) -> subprocess.Popen:
+    """``cni-ipam agent`` on a socket of the benchmark's own (``env`` added to ours), its log (one JSON line a
+    call) to ``log_path`` or nowhere; returns once it listens."""
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
+                                   stdout=log, stderr=log, env={**os.environ, **(env or {})})
+    finally:
+        if log_path:
+            log.close()
     for _ in range(100):
         if os.path.exists(socket_path):
             return process
         time.sleep(0.05)
     process.kill()
     raise RuntimeError("the node agent did not start")
+
+
+def agent_answered(log_path: str) -> set:
+    """Container IDs of the calls an agent answered with exit 0, from its log (docs/agent.md, Logs): a plugin
+    that could not reach its agent does the work itself, so only the log tells that the agent did it."""
+    import json
+
+    answered = set()
+    with open(log_path, encoding="utf-8", errors="replace") as log:
+        for line in log:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == "call" and entry.get("exit") == 0:
+                answered.add(entry.get("container_id"))
+    return answered
 
 
 def stop_agent(process: subprocess.Popen) -> None:

@@ -22,7 +22,8 @@ How the ADDs are made (``--via``):
 * ``plugin``: the plugin process does the work (``CNI_IPAM_AGENT_SOCKET=""``);
 * ``agent``: one ``cni-ipam agent`` per node (``NODENAME`` set, as a
   DaemonSet sets it), on its own socket in this run's private temp dir; the
-  node's plugin processes forward to it (docs/agent.md);
+  node's plugin processes forward to it (docs/agent.md); an ADD its agent's
+  log does not show answered (the plugin fell back to doing it) fails the run;
 * ``upstream`` (pool layout only): the same load made by
   ``tests/kubeapi/upstream_writer.py``, a Python reimplementation of Go
   whereabouts v0.9.4's algorithm (the Lease around every ADD, GET, a JSON
@@ -74,9 +75,9 @@ from cni_ipam_lab.etcd_cluster import ETCD, EtcdCluster, free_base_port  # noqa:
 from kubeapi import KubeAPIServer  # noqa: E402
 from kubeapi.kubeconfig import write_kubeconfig  # noqa: E402
 from kubeapi.upstream_writer import UpstreamError, UpstreamWriter  # noqa: E402
-from _measure import (children_cpu_s, cni_env, exec_timed, fail_on, load_line, percentile,  # noqa: E402
-                      print_table, process_cpu_s, processes_cpu_s, run_concurrently, self_cpu_s, start_agent,
-                      stop_agent, verdict)  # (bench/)
+from _measure import (agent_answered, children_cpu_s, cni_env, exec_timed, fail_on, load_line,  # noqa: E402
+                      percentile, print_table, process_cpu_s, processes_cpu_s, run_concurrently, self_cpu_s,
+                      start_agent, stop_agent, verdict)  # (bench/)
 
 NS = "kube-system"
 WB = f"/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/{NS}"
@@ -260,6 +261,12 @@ def one_run(ctx, run: int, layout: str, count: int, ways: int, latency: float, v
     cpu_ms = {"writers": round(writers, 1), "agents": round(spent[2], 1), "api_server": round(spent[3], 1),
               "etcd": round(spent[4], 1)}
     problems = failures + check(done, stored, slices)
+    if via == "agent":
+        answered = set().union(*(agent_answered(os.path.join(ctx["work"], f"agent-{node}.log")) for node in nodes))
+        missed = [cid for _, cid, _, _ in done if cid not in answered]
+        if missed:
+            problems.append(f"{len(missed)} ADDs were not answered by their node's agent (the plugin did the work "
+                            f"itself), e.g. {missed[:3]}")
     return {"via": via, "layout": layout, "nodes": count, "ways": ways, "latency_s": latency,
             "adds": len(items), "ok": len(done), "failed": len(failures), "failures": problems,
             "duplicates": len(done) - len({address for _, _, _, address in done}),
@@ -361,7 +368,8 @@ def main(argv=None) -> int:
         if "agent" in vias:
             for i in range(max(counts)):
                 node = f"node-{i}"
-                ctx["agents"][node] = start_agent(os.path.join(work, f"agent-{node}.sock"), {"NODENAME": node})
+                ctx["agents"][node] = start_agent(os.path.join(work, f"agent-{node}.sock"), {"NODENAME": node},
+                                                  os.path.join(work, f"agent-{node}.log"))
         print(f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f}; {args.adds_per_node} ADDs per node per "
               f"run; ways (concurrent ADDs cluster-wide) {ways_list}; ms added to every write "
               f"{[x * 1000 for x in latencies]}")
