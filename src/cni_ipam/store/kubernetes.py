@@ -24,8 +24,8 @@ returns False and the allocator moves on to another candidate,
 :mod:`cni_ipam.allocator.engine`); still free, the patch is retried after a
 jittered pause, a bounded number of times.  A claim that finally fails
 deletes its reservation.  Upstream also takes a Lease around its writes;
-the ``test`` operations make each write safe without it, so none is taken, and one
-held by a Go writer delays nothing here.
+the ``test`` operations make each write safe without it, so none is taken,
+and one held by a Go writer delays nothing here.
 
 What upstream's objects have no place for, and where it is:
 
