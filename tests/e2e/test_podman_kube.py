@@ -270,10 +270,10 @@ def test_the_openshift_flat_file_as_the_cno_writes_it(pm, kube_api_factory, tmp_
     [pool] = objects(api, "ippools", "openshift-multus").values()
     assert pool["metadata"]["name"] == "10.89.46.0-24"
     assert pool["spec"] == {"range": "10.89.46.0/24", "allocations": {"1": entry(pm, one), "2": entry(pm, two)}}
-    ours = json.loads(pool["metadata"]["annotations"]["cni-ipam.io/attachments"])
-    assert {key: value[:5] for key, value in ours.items()} == {
-        "1": [container_id(pm, one), "eth0", net, 1, "worker-0"],  # the node from the nodename file
-        "2": [container_id(pm, two), "eth0", net, 1, "worker-0"]}
+    ours = {name: json.loads(text) for name, text in pool["metadata"]["annotations"].items()}
+    assert {name: value[:5] for name, value in ours.items()} == {  # one annotation per allocation key
+        "cni-ipam.io/a.1": [container_id(pm, one), "eth0", net, 1, "worker-0"],  # the node from the nodename file
+        "cni-ipam.io/a.2": [container_id(pm, two), "eth0", net, 1, "worker-0"]}
     assert sorted(reservations(api, "openshift-multus")) == ["10.89.46.1", "10.89.46.2"]
     pm.ok("rm", "-f", "-t", "0", one)
     pm.ok("network", "reload", two)  # .1 is free: reload must keep .2
@@ -286,8 +286,8 @@ def test_the_openshift_flat_file_as_the_cno_writes_it(pm, kube_api_factory, tmp_
 # -- concurrency and an API server that is down ---------------------------------------------------------
 
 def test_containers_started_at_once_get_distinct_addresses(pm, kube_api, kubeconfig):
-    """Ten ADDs race for one IPPool: each patch tests the pool's resourceVersion, so a lost race is a 422
-    and a retry, never an address given twice."""
+    """Ten ADDs race for one IPPool: each patch tests that its key is absent (and each address's reservation
+    is created first), so a lost race is a 422 or a 409 and another address, never an address given twice."""
     import concurrent.futures
 
     net = pm.network("pk-many", kube_ipam(kubeconfig, range="10.89.47.0/28"))
