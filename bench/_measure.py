@@ -1,4 +1,5 @@
-"""What the benchmarks share: exec a plugin and time it, percentiles, failures, CPU of other processes, the agent.
+"""What the benchmarks share: exec a plugin and time it, run calls at a concurrency, percentiles, tables,
+failures, CPU of every process (children, this one, others by pid), the agent, the machine's load.
 
 Each benchmark script runs from the checkout (``python bench/<name>.py``),
 so this sibling module is on its path.
@@ -7,9 +8,13 @@ so this sibling module is on its path.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
+import threading
 import time
+
+RUNTIME_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def spawn_timed(argv: list, env: dict, stdin: bytes) -> tuple:
@@ -51,6 +56,48 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
     os.close(fd)
     return b"".join(chunks)
+
+
+def cni_env(command: str, cid: str, cni_path: str, **extra: str) -> dict:
+    """A runtime's environment for one call on interface ``net1`` (``extra`` added, e.g. NODENAME,
+    CNI_IPAM_AGENT_SOCKET)."""
+    return {"PATH": RUNTIME_PATH, "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": f"/var/run/netns/{cid}",
+            "CNI_IFNAME": "net1", "CNI_PATH": cni_path, **extra}
+
+
+def exec_timed(argv: list, env: dict, stdin: bytes) -> tuple:
+    """``(seconds, CompletedProcess)`` of one exec, exec to exit as a runtime sees it."""
+    started = time.perf_counter()
+    done = subprocess.run(argv, input=stdin, env=env, capture_output=True)
+    return time.perf_counter() - started, done
+
+
+def run_concurrently(ways: int, items, work) -> float:
+    """``ways`` threads released at once, each calling ``work(item)`` for the next of ``items`` until none is
+    left: the wall seconds from their release to the last one's end.  ``work`` records its own results
+    (under its own lock)."""
+    items = iter(items)
+    lock = threading.Lock()
+    barrier = threading.Barrier(ways + 1)
+    end = object()
+
+    def worker():
+        barrier.wait()
+        while True:
+            with lock:
+                item = next(items, end)
+            if item is end:
+                return
+            work(item)
+
+    threads = [threading.Thread(target=worker) for _ in range(ways)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def percentile(values, q: float) -> float:
@@ -107,16 +154,78 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_agent(socket_path: str, env: dict | None = None) -> subprocess.Popen:
-    """``cni-ipam agent`` on a socket of the benchmark's own (``env`` added to ours); returns once it listens."""
-    process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+def children_cpu_s() -> float:
+    """User + system CPU seconds of the reaped children (the plugin processes a benchmark exec'd)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def self_cpu_s() -> float:
+    """User + system CPU seconds of this process, all its threads (work a benchmark does in-process)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def processes_cpu_s(pids) -> float:
+    """:func:`process_cpu_s` summed over ``pids``."""
+    return sum(process_cpu_s(pid) for pid in pids)
+
+
+def start_agent(socket_path: str, env: dict | None = None, log_path: str | None = None) -> subprocess.Popen:
+    """``cni-ipam agent`` on a socket of the benchmark's own (``env`` added to ours), its log (one JSON line a
+    call) to ``log_path`` or nowhere; returns once it listens."""
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
+                                   stdout=log, stderr=log, env={**os.environ, **(env or {})})
+    finally:
+        if log_path:
+            log.close()
     for _ in range(100):
         if os.path.exists(socket_path):
             return process
         time.sleep(0.05)
     process.kill()
     raise RuntimeError("the node agent did not start")
+
+
+def agent_answered(log_path: str) -> set:
+    """Container IDs of the calls an agent answered with exit 0, from its log (docs/agent.md, Logs): a plugin
+    that could not reach its agent does the work itself, so only the log tells that the agent did it."""
+    import json
+
+    answered = set()
+    with open(log_path, encoding="utf-8", errors="replace") as log:
+        for line in log:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == "call" and entry.get("exit") == 0:
+                answered.add(entry.get("container_id"))
+    return answered
+
+
+def stop_agent(process: subprocess.Popen) -> None:
+    """SIGTERM to an agent :func:`start_agent` started (by its pid), and reap it."""
+    process.terminate()
+    process.wait(10)
+
+
+def print_table(columns: list, rows: list, indent: str = "  ") -> None:
+    """A header line, then a line a row; ``columns`` are ``(header, width, value of a row)``, a negative width
+    left-aligns (the naming column)."""
+    def cell(text, width):
+        return f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"
+    print(indent + " ".join(cell(header, width) for header, width, _ in columns).rstrip())
+    for row in rows:
+        print(indent + " ".join(cell(value(row), width) for _, width, value in columns).rstrip())
+
+
+def load_line(before: tuple) -> str:
+    """The machine's load average before a run and now: other jobs share these CPUs."""
+    return (f"load average before {before[0]:.1f}, after {os.getloadavg()[0]:.1f} (other jobs share these "
+            f"CPUs)")
 
 
 def verdict(ok: bool) -> str:

@@ -34,13 +34,10 @@ import argparse
 import ipaddress
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.request
 import uuid
 
@@ -49,7 +46,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from cni_ipam_lab.etcd_cluster import ETCD, EtcdCluster, free_base_port  # noqa: E402
 from cni_ipam.install import install  # noqa: E402
 from cni_ipam.store.etcd_client import EtcdClient, prefix_end  # noqa: E402
-from _measure import DURABILITY_HOST_LOCAL, fail_on, percentile, process_cpu_s, start_agent  # noqa: E402  (bench/)
+from _measure import (DURABILITY_HOST_LOCAL, children_cpu_s, cni_env, exec_timed, fail_on, load_line,  # noqa: E402
+                      percentile, print_table, process_cpu_s, run_concurrently, start_agent, stop_agent)  # (bench/)
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
 RANGE = "10.128.0.0/16"  # never fills: 65534 addresses
@@ -59,6 +57,20 @@ DURABILITY_ETCD = {NO_FSYNC: "etcd --unsafe-no-fsync: a commit is acknowledged b
                              "(test clusters only: a power cut can lose it)",
                    FSYNC: "etcd fsync: the leader and a quorum fsync the raft log before a commit is acknowledged "
                           "(etcd's default)"}
+
+
+def _cpu(row) -> str:
+    cpu = f"{row['plugin_cpu_ms_per_add']}"
+    if "etcd_cpu_ms_per_add" in row:
+        cpu += f"+{row['agent_cpu_ms_per_add']}+{row['etcd_cpu_ms_per_add']}"
+    return cpu
+
+
+TABLE = [("plugin", -40, lambda r: r["plugin"]), ("ok", 5, lambda r: r["ok"]),
+         ("alloc/s", 8, lambda r: r["alloc_per_s"]), ("p50 ms", 7, lambda r: r["p50_ms"]),
+         ("p99 ms", 7, lambda r: r["p99_ms"]), ("dups", 4, lambda r: r["duplicates"]),
+         ("cpu ms/ADD plugin+agent+etcd", 28, _cpu), ("txn/ADD", 7, lambda r: r.get("txn_per_add", "")),
+         ("range/ADD", 9, lambda r: r.get("range_per_add", ""))]
 
 
 def etcd_counters(cluster: EtcdCluster) -> dict:
@@ -80,50 +92,26 @@ def etcd_counters(cluster: EtcdCluster) -> dict:
     return out
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def exec_adds(plugin: str, ways: int, adds: int, config: dict, env_extra: dict) -> tuple:
     """``adds`` ADDs by ``ways`` threads each exec'ing one plugin at a time: (wall s, latencies of the successful
     ADDs, results, failures as "ADD <container ID>: exit, stdout, stderr")."""
     stdin = json.dumps(config).encode()
-    ids = iter(range(adds))
     lock = threading.Lock()
     latencies, results, failures = [], {}, []
-    barrier = threading.Barrier(ways + 1)
 
-    def worker():
-        barrier.wait()
-        while True:
-            with lock:
-                i = next(ids, None)
-            if i is None:
-                return
-            cid = f"bench-{i:05d}"
-            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid,
-                   "CNI_NETNS": f"/var/run/netns/{cid}", "CNI_IFNAME": "net1", "CNI_PATH": os.path.dirname(plugin),
-                   **env_extra}
-            started = time.perf_counter()
-            done = subprocess.run([plugin], input=stdin, env=env, capture_output=True)
-            took = time.perf_counter() - started
-            with lock:
-                if done.returncode == 0:
-                    latencies.append(took)
-                    results[cid] = [ipaddress.ip_interface(ip["address"]).ip for ip in json.loads(done.stdout)["ips"]]
-                else:
-                    failures.append(f"{os.path.basename(plugin)} ADD {cid}: exit {done.returncode}: "
-                                    f"stdout {done.stdout[:300]!r} stderr {done.stderr[:300]!r}")
+    def add(i):
+        cid = f"bench-{i:05d}"
+        took, done = exec_timed([plugin], cni_env("ADD", cid, os.path.dirname(plugin), **env_extra), stdin)
+        with lock:
+            if done.returncode == 0:
+                latencies.append(took)
+                results[cid] = [ipaddress.ip_interface(ip["address"]).ip for ip in json.loads(done.stdout)["ips"]]
+            else:
+                failures.append(f"{os.path.basename(plugin)} ADD {cid}: exit {done.returncode}: "
+                                f"stdout {done.stdout[:300]!r} stderr {done.stderr[:300]!r}")
 
-    threads = [threading.Thread(target=worker) for _ in range(ways)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started, latencies, results, failures
+    wall = run_concurrently(ways, range(adds), add)
+    return wall, latencies, results, failures
 
 
 def stored_addresses(cluster: EtcdCluster, prefix: str) -> list:
@@ -151,11 +139,11 @@ def run_ours(cluster: EtcdCluster, etcd: str, bin_dir: str, ways: int, adds: int
               "ipam": {"type": "whereabouts", "range": RANGE, "datastore": "etcd",
                        "etcd_endpoints": cluster.endpoints, "etcd_prefix": prefix}}
     agent_socket = agent.args[-1] if agent else ""
-    before, cpu_before = etcd_counters(cluster), children_cpu()
+    before, cpu_before = etcd_counters(cluster), children_cpu_s()
     agent_before = process_cpu_s(agent.pid) if agent else 0.0
     wall, latencies, results, failures = exec_adds(os.path.join(bin_dir, "whereabouts"), ways, adds, config,
                                                    {"NODENAME": "bench-node", "CNI_IPAM_AGENT_SOCKET": agent_socket})
-    after, cpu_after = etcd_counters(cluster), children_cpu()
+    after, cpu_after = etcd_counters(cluster), children_cpu_s()
     agent_cpu = process_cpu_s(agent.pid) - agent_before if agent else 0.0
     done = max(len(results), 1)
     returned = [ip for ips in results.values() for ip in ips]
@@ -179,9 +167,9 @@ def run_host_local(adds: int, ways: int) -> dict:
     try:
         config = {"cniVersion": "1.0.0", "name": "bench-net", "type": "host-local",
                   "ipam": {"type": "host-local", "ranges": [[{"subnet": RANGE}]], "dataDir": data_dir}}
-        cpu_before = children_cpu()
+        cpu_before = children_cpu_s()
         wall, latencies, results, failures = exec_adds(HOST_LOCAL, ways, adds, config, {})
-        cpu = children_cpu() - cpu_before
+        cpu = children_cpu_s() - cpu_before
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     returned = [ip for ips in results.values() for ip in ips]
@@ -206,8 +194,7 @@ def etcd_phase(cluster: EtcdCluster, etcd: str, bin_dir: str, work: str, args) -
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "failures"}))
     finally:
         if agent is not None:
-            agent.terminate()
-            agent.wait(10)
+            stop_agent(agent)
         cluster.stop()
     return rows
 
@@ -249,15 +236,7 @@ def main(argv=None) -> int:
     for ways in args.ways:  # one table per concurrency
         print()
         print(f"{ways}-way:")
-        print(f"  {'plugin':40} {'ok':>5} {'alloc/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'dups':>4} "
-              f"{'cpu ms/ADD plugin+agent+etcd':>28} {'txn/ADD':>7} {'range/ADD':>9}")
-        for row in (r for r in rows if r["ways"] == ways):
-            cpu = f"{row['plugin_cpu_ms_per_add']}"
-            if "etcd_cpu_ms_per_add" in row:
-                cpu += f"+{row['agent_cpu_ms_per_add']}+{row['etcd_cpu_ms_per_add']}"
-            print(f"  {row['plugin']:40} {row['ok']:>5} {row['alloc_per_s']:>8} {row['p50_ms']:>7} "
-                  f"{row['p99_ms']:>7} {row['duplicates']:>4} {cpu:>28} {row.get('txn_per_add', ''):>7} "
-                  f"{row.get('range_per_add', ''):>9}")
+        print_table(TABLE, [r for r in rows if r["ways"] == ways])
     print("(figures count successful ADDs only)")
     print("durability:")
     for etcd in (e for _, e in phases):
@@ -276,8 +255,8 @@ def main(argv=None) -> int:
                   ", ".join(f"{r['ways']}-way: {r['duplicates']} dups, {r['failed']} failed" for r in ours)))
     for text, ok, value in goals:
         print(f"{'PASS' if ok else 'MISS'}  {text}: {value}")
+    print(load_line(load_before))
     load_after = os.getloadavg()
-    print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (other jobs share these CPUs)")
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"rows": rows, "goals": [{"goal": t, "pass": ok, "value": v} for t, ok, v in goals],

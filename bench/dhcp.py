@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -46,7 +45,7 @@ except ImportError:  # run from a checkout without the package installed
 
 from cni_ipam_lab.dhcp import BRIDGE, GO_DHCP, DaemonProcess, Network
 from cni_ipam_lab.namespaces import GO_PLUGIN_DIR, Lab, can_make_netns, cni_env
-from _measure import fail_on, percentile, process_cpu_s  # noqa: E402  (bench/ is the script's directory)
+from _measure import children_cpu_s, fail_on, percentile, process_cpu_s  # noqa: E402  (bench/ is the script's directory)
 
 IFNAME = "net1"
 DURABILITY = {"ours": "ours: the daemon saves each lease to its lease directory with fsync before it answers",
@@ -92,11 +91,6 @@ def delete(side: Side, node: str, pod: str, container_id: str) -> None:
     env = cni_env("DEL", container_id, Lab.path(pod), IFNAME, "", side.cni_path)
     subprocess.run(["ip", "netns", "exec", node, os.path.join(GO_PLUGIN_DIR, "bridge")], input=side.config(),
                    env=env, capture_output=True, timeout=120)
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def round_of(side: Side, lab: Lab, net, count: int, tag: str) -> None:

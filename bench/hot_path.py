@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -48,7 +47,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))  # kubeapi: the test API server
 
-from _measure import DURABILITY_SQLITE, fail_on, percentile, process_cpu_s, spawn_timed, start_agent  # noqa: E402
+from _measure import (DURABILITY_SQLITE, fail_on, load_line, percentile, process_cpu_s, spawn_timed,  # noqa: E402
+                      start_agent, stop_agent)
 from cni_ipam.install import install  # noqa: E402
 
 COMMANDS = ("ADD", "CHECK", "DEL")
@@ -75,7 +75,7 @@ class World:
 
 
 def flat_file(directory: str, content: dict) -> str:
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, mode=0o700, exist_ok=True)  # the plugin refuses a store other users could read
     path = os.path.join(directory, "whereabouts.conf")
     with open(path, "w") as out:
         json.dump(content, out)
@@ -331,8 +331,7 @@ def main(argv=None) -> int:
                 rows += got
                 problems += failed
             finally:
-                agent.terminate()
-                agent.wait(10)
+                stop_agent(agent)
     finally:
         for world in worlds:
             world.stop()
@@ -353,8 +352,8 @@ def main(argv=None) -> int:
             ours = [m for m in r["modules"] if m.split(".")[0] == "cni_ipam"]
             print(f"  {r['store']} {r['command']}: {' '.join(m[9:] for m in ours)} | "
                   f"{' '.join(m for m in r['modules'] if m not in ours)}")
+    print(load_line(load_before))
     load_after = os.getloadavg()
-    print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (other jobs share these CPUs)")
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"rows": rows, "floor": {k: v for k, v in bare.items() if k != "baseline"},

@@ -31,25 +31,18 @@ except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from cni_ipam.install import package_parent, python_launcher_name, read_native_forwarder, write_launchers
-from _measure import start_agent, summarize, verdict  # noqa: E402  (bench/ is the script's directory)
+from _measure import process_cpu_s, start_agent, stop_agent, summarize, verdict  # noqa: E402  (bench/ is the script's directory)
 from whereabouts_alloc import HOST_LOCAL, host_local_conf, problems, run_batch, whereabouts_conf  # noqa: E402
 
 P50_GOAL_RATIO = 0.8
 THROUGHPUT_GOAL_RATIO = 1.5
 
 
-def cpu_seconds(pid: int) -> float:
-    """A process's user + system CPU so far, all threads (/proc/PID/stat, fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(plugin: str, stdin_for, count: int, concurrency: int, tag: str, extra_env, agent_pid) -> tuple:
     """One batch on a fresh store: (summary of the successful ADDs, CPU ms per ADD with the agent's, problems)."""
-    before = cpu_seconds(agent_pid) if agent_pid else 0.0
+    before = process_cpu_s(agent_pid) if agent_pid else 0.0
     execs, seconds = run_batch(plugin, stdin_for(tag), count, concurrency, tag, extra_env)
-    agent_cpu = (cpu_seconds(agent_pid) - before) if agent_pid else 0.0
+    agent_cpu = (process_cpu_s(agent_pid) - before) if agent_pid else 0.0
     ok = [e for e in execs if e.ok]
     summary = summarize(ok, seconds)
     summary["ops_per_s"] = len(ok) / seconds
@@ -89,8 +82,7 @@ def main(argv=None) -> int:
                 results[name] = (seq, par)
                 failures += seq[2] + par[2]
         finally:
-            agent.terminate()
-            agent.wait(10)
+            stop_agent(agent)
     print(f"whereabouts ADD, {args.count} per batch; SQLite synchronous=FULL (fsync per ADD) on our side, "
           f"host-local does not fsync; CPU per ADD counts the agent's")
     print(f"{'':26} {'p50 ms':>8} {'p99 ms':>8} {'CPU/ADD ms':>11} {f'{args.concurrency}-way ADD/s':>13} "

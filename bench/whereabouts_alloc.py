@@ -51,7 +51,7 @@ except ImportError:  # run from a checkout without the package installed
 
 from cni_ipam.install import install
 from _measure import (DURABILITY_HOST_LOCAL, DURABILITY_SQLITE, fail_on, process_cpu_s,  # noqa: E402  (bench/)
-                      spawn_timed, start_agent, summarize, verdict)
+                      spawn_timed, start_agent, stop_agent, summarize, verdict)
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
 P50_GOAL_RATIO = 3.0  # our ADD p50 within 3x of host-local's
@@ -245,8 +245,7 @@ def main(argv=None) -> int:
                            f"{[str(e.address) for e in full[:3]]} ...")
         results[("empty", "ours")] = summarize(empty, None)
         results[("full", "ours")] = summarize(full, None)
-        agent.terminate()
-        agent.wait(10)
+        stop_agent(agent)
 
     for mode in dict.fromkeys(m for m, _ in results):  # one table per concurrency
         print()

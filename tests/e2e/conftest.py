@@ -62,3 +62,23 @@ def lab(netns_ready):
         for name in left:  # one more try, so a failed check leaves nothing behind either
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         assert not left, f"namespaces left after the test: {left}"
+
+
+@pytest.fixture(scope="module")
+def podman(plugin_bin_dir, tmp_path_factory):
+    """A :class:`~cni_ipam_lab.podman.PodmanEnv` per test module (the busybox image imported once); skips
+    with the reason when podman cannot run containers here."""
+    from cni_ipam_lab.podman import PodmanEnv, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(f"podman e2e: {why}")
+    env = PodmanEnv(str(tmp_path_factory.mktemp("podman")), plugin_bin_dir)
+    try:
+        env.import_image()
+        why = env.usable()
+        if why:
+            pytest.skip(f"podman e2e: {why}")
+        yield env
+    finally:
+        env.close()

@@ -17,26 +17,13 @@ import time
 
 import pytest
 
-from cni_ipam_lab.podman import IMAGE, PodmanEnv, unavailable
+from cni_ipam_lab.podman import IMAGE, unavailable
 
 pytestmark = pytest.mark.root
 
 _why = unavailable()
 if _why:
     pytest.skip(f"podman e2e: {_why}", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def podman(plugin_bin_dir, tmp_path_factory):
-    env = PodmanEnv(str(tmp_path_factory.mktemp("podman")), plugin_bin_dir)
-    try:
-        env.import_image()
-        why = env.usable()
-        if why:
-            pytest.skip(f"podman e2e: {why}")
-        yield env
-    finally:
-        env.close()
 
 
 def whereabouts(db, **ipam) -> dict:

@@ -170,8 +170,7 @@ def test_verify_reports_and_repairs_what_can_go_wrong_in_the_objects(node, flat,
     assert repaired.returncode == 0, repaired.stdout
     assert len([line for line in repaired.stdout.splitlines() if line.startswith("repaired: ")]) == 4
     assert repaired.stdout.endswith("the kubernetes store is consistent\n")
-    annotation = json.loads(pools(kube_api)["10.40.0.0-24"]["metadata"]["annotations"]["cni-ipam.io/attachments"])
-    assert sorted(annotation) == ["1"]
+    assert sorted(pools(kube_api)["10.40.0.0-24"]["metadata"]["annotations"]) == ["cni-ipam.io/a.1"]
     assert reservations(kube_api) == {"10.40.0.1": {"podref": "apps/a", "ifname": "net1", "containerid": "cid-a"},
                                       "10.40.0.2": {"podref": "apps/go", "containerid": "go-2"},
                                       "10.40.0.201": {"podref": "apps/starting", "ifname": "eth0"}}
@@ -279,6 +278,6 @@ def test_our_next_write_drops_annotation_entries_a_go_writer_left_stale(node, fl
     assert code == 200, body
     assert cli("verify", "--config", flat).stdout.startswith("stale-annotation: IPPool 10.40.0.0-24: ")
     ok(node.run("DEL", node.net(), cid="cid-a", ifname="net1"))
-    annotation = json.loads(pools(kube_api)["10.40.0.0-24"]["metadata"]["annotations"]["cni-ipam.io/attachments"])
-    assert {k: v[0] for k, v in annotation.items()} == {"3": "cid-c"}
+    annotations = pools(kube_api)["10.40.0.0-24"]["metadata"]["annotations"]
+    assert {k: json.loads(v)[0] for k, v in annotations.items()} == {"cni-ipam.io/a.3": "cid-c"}
     assert cli("verify", "--config", flat).returncode == 0

@@ -38,13 +38,15 @@ def test_add_check_del_through_the_cno_flat_file_over_tls(node, tls_api):
     pool = pools(tls_api)["10.40.0.0-24"]
     assert pool["spec"] == {"range": "10.40.0.0/24", "allocations": {"1": {"id": "c1", "podref": "ns/pod",
                                                                             "ifname": "eth0"}}}
-    extra = json.loads(pool["metadata"]["annotations"]["cni-ipam.io/attachments"])
-    assert extra["1"][:5] == ["c1", "eth0", "kube-net", 1, "node-a"]  # the node from the nodename file
+    assert list(pool["metadata"]["annotations"]) == ["cni-ipam.io/a.1"]  # one annotation per allocation key
+    extra = json.loads(pool["metadata"]["annotations"]["cni-ipam.io/a.1"])
+    assert extra[:5] == ["c1", "eth0", "kube-net", 1, "node-a"]  # the node from the nodename file
     assert reservations(tls_api) == {"10.40.0.1": {"podref": "ns/pod", "ifname": "eth0", "containerid": "c1"}}
     assert ok(node.run("CHECK", dict(config, prevResult=first))) is None
     assert ok(node.run("DEL", config)) is None
     assert ok(node.run("DEL", config)) is None  # nothing held is fine
     assert pools(tls_api)["10.40.0.0-24"]["spec"]["allocations"] == {} and reservations(tls_api) == {}
+    assert pools(tls_api)["10.40.0.0-24"]["metadata"]["annotations"] == {}  # removed with its key
     failed(node.run("CHECK", dict(config, prevResult=first)), 7)
 
 

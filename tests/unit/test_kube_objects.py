@@ -300,37 +300,28 @@ def test_objects_carry_what_the_crds_require():
 # --- the patch ------------------------------------------------------------------------------------
 
 def _apply(doc, ops):
-    """RFC 6902 test/add/remove/replace on objects, as the API server applies a JSON Patch;
-    a failed test raises AssertionError (the server answers 422 Invalid)."""
-    import copy
+    """The patch applied as the API server applies it (the test API server's model of evanphx/json-patch v4,
+    tests/kubeapi/patching.py); a failed test raises AssertionError (the server answers 422 Invalid)."""
+    from kubeapi.patching import PatchFailed, apply_json_patch
 
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        target = doc
-        for p in parents:
-            target = target[p]
-        if op["op"] == "test":
-            assert target.get(last) == op["value"], op
-        elif op["op"] == "add":
-            target[last] = op["value"]
-        elif op["op"] == "remove":
-            del target[last]
-        elif op["op"] == "replace":
-            assert last in target
-            target[last] = op["value"]
-    return doc
+    try:
+        return apply_json_patch(doc, ops)
+    except PatchFailed as exc:
+        raise AssertionError(str(exc)) from None
 
 
-def test_patch_is_upstreams_shape_and_applies():
+def test_patch_guards_each_key_it_touches_and_applies():
     obj = _go_pool("10.0.0.0-24", "10.0.0.0/24", {"1": {"id": "c1", "podref": "ns/a", "ifname": "eth0"},
                                                    "a/b~c": {"id": "x", "podref": "ns/x"}})
     pool = objects.parse_ippool(obj)
     ops = objects.pool_patch(pool, add={"2": Allocation("c2", "ns/b", "eth0")}, remove=["a/b~c"],
                              replace={"1": Allocation("c9", "ns/a", "eth0")})
     assert ops == [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": "1234"},
         {"op": "test", "path": "/spec/allocations/2", "value": None},
+        {"op": "test", "path": "/spec/allocations/a~1b~0c/id", "value": "x"},
+        {"op": "test", "path": "/spec/allocations/a~1b~0c/ifname", "value": None},  # absent, as read
+        {"op": "test", "path": "/spec/allocations/1/id", "value": "c1"},
+        {"op": "test", "path": "/spec/allocations/1/ifname", "value": "eth0"},
         {"op": "remove", "path": "/spec/allocations/a~1b~0c"},
         {"op": "replace", "path": "/spec/allocations/1", "value": {"id": "c9", "podref": "ns/a", "ifname": "eth0"}},
         {"op": "add", "path": "/spec/allocations/2", "value": {"id": "c2", "podref": "ns/b", "ifname": "eth0"}},
@@ -340,14 +331,54 @@ def test_patch_is_upstreams_shape_and_applies():
                                             "2": {"id": "c2", "podref": "ns/b", "ifname": "eth0"}}
 
 
-def test_patch_fails_on_a_newer_pool_or_a_taken_key():
-    obj = _go_pool("p", "10.0.0.0/24", {"1": {"id": "c1", "podref": "ns/a"}})
-    ops = objects.pool_patch(objects.parse_ippool(obj), add={"2": Allocation("c2", "ns/b")})
+def test_patch_applies_over_a_concurrent_write_of_other_keys():
+    """No resourceVersion test: another writer's add and remove of other keys since our read leave ours valid."""
+    obj = _go_pool("p", "10.0.0.0/24", {"1": {"id": "c1", "podref": "ns/a"}, "5": {"id": "c5", "podref": "ns/e"}})
+    pool = objects.parse_ippool(obj)
+    ops = objects.pool_patch(pool, add={"2": Allocation("c2", "ns/b"), "3": Allocation("c3", "ns/c")}, remove=["1"])
+    assert not any(op["path"] == "/metadata/resourceVersion" for op in ops)
+    meanwhile = _go_pool("p", "10.0.0.0/24", {"1": {"id": "c1", "podref": "ns/a"}, "4": {"id": "c4", "podref": "ns/d"}},
+                         rv="1240")
+    assert _apply(meanwhile, ops)["spec"]["allocations"] == {
+        "2": {"id": "c2", "podref": "ns/b"}, "3": {"id": "c3", "podref": "ns/c"}, "4": {"id": "c4", "podref": "ns/d"}}
+
+
+def test_patch_fails_on_a_taken_key_or_a_key_held_by_another():
+    obj = _go_pool("p", "10.0.0.0/24", {"1": {"id": "c1", "podref": "ns/a", "ifname": "eth0"}})
+    pool = objects.parse_ippool(obj)
+    adding = objects.pool_patch(pool, add={"2": Allocation("c2", "ns/b"), "3": Allocation("c3", "ns/c")})
+    taken = _go_pool("p", "10.0.0.0/24", {"1": obj["spec"]["allocations"]["1"], "3": {"id": "other", "podref": "ns/o"}})
+    with pytest.raises(AssertionError):  # one taken key of several: nothing applies
+        _apply(taken, adding)
+    removing = objects.pool_patch(pool, remove=["1"])
+    for other in ({"id": "c7", "podref": "ns/a", "ifname": "eth0"},  # released and claimed again since our read
+                  {"id": "c1", "podref": "ns/a", "ifname": "net1"},  # same container, another interface
+                  {"id": "c1", "podref": "ns/a"}):  # ifname gone
+        with pytest.raises(AssertionError):
+            _apply(_go_pool("p", "10.0.0.0/24", {"1": other}), removing)
+    with pytest.raises(AssertionError):  # gone altogether
+        _apply(_go_pool("p", "10.0.0.0/24", {}), removing)
+
+
+@pytest.mark.parametrize("value", [
+    {"id": "c1", "podref": "ns/a", "ifname": "a<b"},  # Go writes "a\u003cb": json-patch v4 compares bytes
+    {"id": "c\u00e91", "podref": "ns/a"},
+    {"id": 5, "podref": "ns/a"},
+    "not an object",
+])
+def test_patch_of_a_key_it_cannot_guard_exactly_tests_the_resource_version(value):
+    obj = _go_pool("p", "10.0.0.0/24", {"1": value})
+    ops = objects.pool_patch(objects.parse_ippool(obj), remove=["1"])
+    assert ops == [{"op": "test", "path": "/metadata/resourceVersion", "value": "1234"},
+                   {"op": "remove", "path": "/spec/allocations/1"}]
+    assert _apply(obj, ops)["spec"]["allocations"] == {}
     with pytest.raises(AssertionError):
         _apply({**obj, "metadata": {**obj["metadata"], "resourceVersion": "1235"}}, ops)
-    taken = _go_pool("p", "10.0.0.0/24", {"2": {"id": "other", "podref": "ns/o"}})
-    with pytest.raises(AssertionError):
-        _apply(taken, ops)
+
+
+def test_plain_values_are_those_any_server_compares_as_written():
+    assert objects.plain(None) and objects.plain("eth0") and objects.plain('["a\\"b",1]')
+    assert not any(objects.plain(v) for v in ("a<b", "a>b", "a&b", "caf\u00e9", "a\x7fb", "a\nb", 5))
 
 
 def test_patch_of_a_pool_without_allocations_adds_the_map():

@@ -58,14 +58,31 @@ def test_files_imply_their_sources_and_explicit_choices_replace_auto(tmp_path):
                                            "--source", "netns")) == ["attachments", "netns"]
 
 
-def test_node_name_from_the_option_then_nodename_then_the_host(monkeypatch):
+def test_node_name_from_the_option_then_nodename_then_the_file_then_the_host(monkeypatch, tmp_path):
     import os
 
-    assert commands.node_name(args_of("--node", "n1")) == "n1"
+    config = flat(tmp_path)
+    assert commands.node_name(args_of("--config", config, "--node", "n1")) == "n1"
     monkeypatch.setenv("NODENAME", "n2")
-    assert commands.node_name(args_of()) == "n2"
+    assert commands.node_name(args_of("--config", config)) == "n2"
     monkeypatch.delenv("NODENAME")
-    assert commands.node_name(args_of()) == os.uname().nodename
+    assert commands.node_name(args_of("--config", config)) == os.uname().nodename
+    # the nodename file beside the flat file, as upstream's installer and OpenShift's CNO write it,
+    # which the plugin reads too (cni_ipam.plugins.whereabouts._node_name)
+    (tmp_path / "nodename").write_text("worker-3\n")
+    assert commands.node_name(args_of("--config", config)) == "worker-3"
+    monkeypatch.setenv("NODENAME", "n2")
+    assert commands.node_name(args_of("--config", config)) == "n2"
+
+
+def test_the_rendered_reconciler_gets_its_node_name_from_the_downward_api():
+    from cni_ipam.deploy.manifests import Options, reconciler_objects
+
+    for config in (None, {"datastore": "kubernetes"}):
+        daemon_set = next(o for o in reconciler_objects(Options(), config) if o["kind"] == "DaemonSet")
+        container, = daemon_set["spec"]["template"]["spec"]["containers"]
+        assert {"name": "NODENAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}} \
+            in container["env"]
 
 
 def test_negative_grace_is_refused(capsys):

@@ -339,6 +339,19 @@ def nodename_files(ipam: dict, flat_file) -> list:
     return [os.path.join(p, "nodename") for p in dict.fromkeys(places)]
 
 
+def written_nodename(ipam: dict, flat_file) -> str:
+    """The node name from the first non-empty ``nodename`` file (:func:`nodename_files`), else ""."""
+    for path in nodename_files(ipam, flat_file):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                name = handle.read().strip()
+        except (OSError, ValueError):
+            continue
+        if name:
+            return name
+    return ""
+
+
 def store_settings(ipam: dict, flat_file: str = ""):
     """Where allocations live (:mod:`.datastore`); all DEL needs, so DEL works when ranges no longer parse.
 

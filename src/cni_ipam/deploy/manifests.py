@@ -266,6 +266,10 @@ def reconciler_objects(options: Options, config: dict | None = None) -> list:
         "name": "whereabouts-reconciler",
         "image": options.image,
         "command": command,
+        # The pod watch and the netns source judge the allocations recorded under this node's name; upstream's
+        # DaemonSet sets it the same way for its ip-control-loop (k8snetworkplumbingwg/whereabouts
+        # doc/crds/daemonset-install.yaml @03a7bb49).
+        "env": [{"name": "NODENAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}}],
         "securityContext": {"runAsUser": 0},
         "resources": {"requests": {"cpu": "10m", "memory": "50Mi"}},
         "ports": [{"name": "metrics", "containerPort": 9413}],

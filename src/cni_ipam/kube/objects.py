@@ -218,14 +218,16 @@ def _object(kind: str, name: str, namespace: str, **parts) -> dict:
 
 class PoolEntry:
     """One ``spec.allocations`` entry: its key as stored, the address it holds (None
-    when unknown) and its allocation."""
+    when unknown), its allocation, and ``raw``: the value as read (what a patch's
+    guard of the key tests)."""
 
-    __slots__ = ("key", "address", "allocation")
+    __slots__ = ("key", "address", "allocation", "raw")
 
-    def __init__(self, key: str, address, allocation: Allocation) -> None:
+    def __init__(self, key: str, address, allocation: Allocation, raw=None) -> None:
         self.key = key
         self.address = address
         self.allocation = allocation
+        self.raw = raw
 
     def __repr__(self) -> str:
         return f"PoolEntry({self.key!r}, {self.address!r}, {self.allocation!r})"
@@ -285,7 +287,7 @@ def parse_ippool(obj) -> IPPool:
     allocations = spec.get("allocations")
     if allocations is not None and not isinstance(allocations, dict):
         raise ObjectError(f"IPPool {namespace}/{name}: spec.allocations is not an object")
-    entries = [PoolEntry(key, key_address(base, version, key), Allocation.from_json(value))
+    entries = [PoolEntry(key, key_address(base, version, key), Allocation.from_json(value), value)
                for key, value in (allocations or {}).items()]
     return IPPool(name, namespace, resource_version, text, version, base, entries,
                   has_allocations=allocations is not None)
@@ -297,27 +299,83 @@ def ippool_object(name: str, namespace: str, range_text: str, allocations=None) 
     return _object("IPPool", name, namespace, spec={"range": range_text, "allocations": values})
 
 
+def pointer(*tokens: str) -> str:
+    """The JSON Pointer (RFC 6901) to ``tokens`` (``~`` and ``/`` escaped)."""
+    return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
+
+
 def _pointer(key: str) -> str:
-    """The JSON Pointer (RFC 6901) to an allocation key."""
-    return "/spec/allocations/" + key.replace("~", "~0").replace("/", "~1")
+    """The JSON Pointer to an allocation key."""
+    return pointer("spec", "allocations", key)
+
+
+_PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - frozenset("<>&")
+
+
+def plain(value) -> bool:
+    """Whether a ``test`` of this value means the same on any kube-apiserver: None, or a
+    string of printable ASCII without ``<``, ``>``, ``&``.  json-patch v4 compares two
+    strings by their JSON bytes (evanphx/json-patch patch.go, the v4 module at the root,
+    @ 05f34fdf2933e1f1a21191dbbb7919ed94ca569c, ``lazyNode.equal``:
+    ``bytes.Equal(n.compact(), o.compact())``), and Go's encoder writes ``<>&`` as
+    ``\\u003c``-style escapes and other characters as UTF-8, where ours may differ;
+    such a test could fail on an unchanged value, forever."""
+    return value is None or isinstance(value, str) and _PLAIN.issuperset(value)
+
+
+def holder_test(entry) -> list:
+    """The ``test`` operations that key ``entry.key`` still holds the ``id`` and
+    ``ifname`` it was read with (an absent ``ifname`` tests ``null``, which passes on
+    an absent member); None when that cannot be tested exactly (not read, not an
+    object, or values that are not :func:`plain`)."""
+    raw = getattr(entry, "raw", None)
+    if not isinstance(raw, dict):
+        return None
+    values = [raw.get("id"), raw.get("ifname")]
+    if not all(plain(v) for v in values):
+        return None
+    return [{"op": "test", "path": pointer("spec", "allocations", entry.key, field), "value": value}
+            for field, value in zip(("id", "ifname"), values)]
+
+
+def version_test(pool: IPPool) -> dict:
+    """Upstream's guard of a whole write: a ``test`` of ``/metadata/resourceVersion``."""
+    return {"op": "test", "path": "/metadata/resourceVersion", "value": pool.resource_version}
 
 
 def pool_patch(pool: IPPool, add=None, remove=(), replace=None) -> list:
-    """The JSON Patch (RFC 6902) that upstream's ``Update`` sends: first a ``test``
-    of ``/metadata/resourceVersion`` (any concurrent write makes the server answer
-    422 and apply nothing), then a ``test`` that each added key is absent, then the
-    changes.  ``add``/``replace``: key -> :class:`Allocation`; ``remove``: keys."""
+    """The JSON Patch (RFC 6902) of a change to ``pool``, each key guarded by its own
+    ``test``: an added key is tested absent (``null``, as upstream's ``Update`` tests
+    it), a removed or replaced key is tested to hold the ``id`` and ``ifname`` it was
+    read with (:func:`holder_test`).  ``add``/``replace``: key -> :class:`Allocation`;
+    ``remove``: keys; several of each in one patch are fine.
+
+    No ``test`` of ``/metadata/resourceVersion``: kube-apiserver applies the patch to
+    the object as it is when it commits, and applies it again when a concurrent write
+    commits first (k8s.io/apiserver pkg/endpoints/handlers/patch.go, ``applyPatch``
+    inside the storage's ``GuaranteedUpdate``), so writers of different keys do not
+    fail each other; a write of one of our keys fails our test (422, nothing applied).
+    Only when a removed or replaced key cannot be guarded exactly does the patch test
+    ``resourceVersion`` as upstream's does.  Go's writers keep their
+    ``resourceVersion`` test, which every write of ours changes."""
     add = add or {}
-    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": pool.resource_version}]
+    replace = replace or {}
+    by_key = {e.key: e for e in pool.entries}
+    guards, whole = [], False
+    for key in [*remove, *replace]:
+        tests = holder_test(by_key.get(key))
+        whole = whole or tests is None
+        guards += tests or []
+    ops = [version_test(pool)] if whole else []
     if add and not pool.has_allocations:
         values = {key: a.to_json() for key, a in add.items()}
         ops += [{"op": "test", "path": "/spec/allocations", "value": None},
                 {"op": "add", "path": "/spec/allocations", "value": values}]
         add = {}
     ops += [{"op": "test", "path": _pointer(key), "value": None} for key in add]
+    ops += guards
     ops += [{"op": "remove", "path": _pointer(key)} for key in remove]
-    ops += [{"op": "replace", "path": _pointer(key), "value": a.to_json()}
-            for key, a in (replace or {}).items()]
+    ops += [{"op": "replace", "path": _pointer(key), "value": a.to_json()} for key, a in replace.items()]
     ops += [{"op": "add", "path": _pointer(key), "value": a.to_json()} for key, a in add.items()]
     return ops
 

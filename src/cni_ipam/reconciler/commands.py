@@ -64,7 +64,8 @@ def _common(p) -> None:
                    help="a liveness source (repeatable). auto (the default): netns, plus kubernetes inside a pod "
                         "or when the flat file names a kubeconfig")
     p.add_argument("--node", default=None, metavar="NAME",
-                   help="this node's name, as the plugin records it (default $NODENAME, else the host name)")
+                   help="this node's name, as the plugin records it (default $NODENAME, else the nodename file beside "
+                        "the flat file, else the host name)")
     p.add_argument("--grace", type=seconds(zero_allowed=True), default=DEFAULT_GRACE, metavar="SECONDS",
                    help=f"never free an allocation younger than this, nor one of a pod created less than this "
                         f"ago (default {DEFAULT_GRACE:.0f})")
@@ -81,7 +82,18 @@ def _common(p) -> None:
 # --- sources ------------------------------------------------------------------------------------
 
 def node_name(args) -> str:
-    return args.node or os.environ.get("NODENAME") or os.uname().nodename
+    """The name the plugin records on this node: ``--node``, else ``NODENAME``, else the ``nodename`` file
+    beside the flat file (as the plugin looks it up), else the host name."""
+    if args.node or os.environ.get("NODENAME"):
+        return args.node or os.environ["NODENAME"]
+    from ..config.admin import ConfigFileError, read_config
+    from ..config.whereabouts import written_nodename
+
+    try:
+        ipam, flat_file = read_config(args.config)
+    except ConfigFileError:
+        ipam, flat_file = {}, None
+    return written_nodename(ipam, flat_file) or os.uname().nodename
 
 
 def _flat_kubeconfig(config_path):

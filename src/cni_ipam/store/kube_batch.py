@@ -2,14 +2,15 @@
 
 In the agent, concurrent ADDs each hold their own
 :class:`~cni_ipam.store.kubernetes.KubernetesStore`; each patching the pool
-on its own, N of them at once on one pool fail each other's
-``resourceVersion`` test and retry.  Through :class:`PoolBatches`, shared by
-the stores the agent opens with the same settings, a claim joins its pool's
+on its own, N of them at once on one pool send N patches, each a rewrite of
+the whole object (and, where a patch must test ``resourceVersion``, fail
+each other's test and retry).  Through :class:`PoolBatches`, shared by the
+stores the agent opens with the same settings, a claim joins its pool's
 queue instead; one caller at a time per pool (the leader) takes the whole
-queue and writes it as one patch (one ``test`` of ``resourceVersion``, one
-``add`` per claim), while the next claims queue up behind it.  The pool as
+queue and writes it as one patch (each claim's key and annotation guarded by
+its own ``test``), while the next claims queue up behind it.  The pool as
 last written or read is kept here, so the leader patches without reading it
-first; a conflict reads it again.
+first; a conflict (422: a key or annotation changed under us) reads it again.
 
 What is written is decided by :func:`plan`, pure: an address the pool
 already holds loses its claim (when read fresh; as cached, it is read again

@@ -10,31 +10,43 @@ pkg/storage/kubernetes/ipam.go @ v0.9.4, 3a262bd0cd873e13d9b379342f8251b852a89b8
 so our plugins and Go whereabouts can allocate from one cluster's pools at once.
 
 A claim is: the reservation created (409 AlreadyExists: the address is held
-in its space), then the pool patched with upstream's JSON Patch, whose
-``test`` of ``metadata.resourceVersion`` makes any concurrent write (ours or
-a Go writer's) fail it with 422 and apply nothing.  On 422 the pool is read
-again: the address now held is a lost race (``claim`` returns False and the
-allocator moves on to another candidate, :mod:`cni_ipam.allocator.engine`);
-still free, the patch is retried after a jittered pause, a bounded number of
-times.  A claim that finally fails deletes its reservation.  Upstream also
-takes a Lease around its writes; the ``test`` makes each write safe without
-it, so none is taken, and one held by a Go writer delays nothing here.
+in its space), then the pool patched with a JSON Patch that guards only what
+it touches (:func:`cni_ipam.kube.objects.pool_patch`): a ``test`` that the
+key is absent before its ``add``, a ``test`` of the ``id`` and ``ifname`` a
+key was read with before its ``remove`` or ``replace``, and the same for
+each key's annotation.  kube-apiserver applies a patch to the object as it
+is when it commits, again after a concurrent commit, so writers of
+different keys of one pool (ours in other processes, or on other nodes) all
+succeed at once; Go writers still test ``resourceVersion``, which each of
+our writes changes.  A 422 is a key (or its annotation) changed under us:
+the pool is read again; the address now held is a lost race (``claim``
+returns False and the allocator moves on to another candidate,
+:mod:`cni_ipam.allocator.engine`); still free, the patch is retried after a
+jittered pause, a bounded number of times.  A claim that finally fails
+deletes its reservation.  Upstream also takes a Lease around its writes;
+the ``test`` operations make each write safe without it, so none is taken,
+and one held by a Go writer delays nothing here.
 In the node agent (``batches``, :mod:`cni_ipam.store.kube_batch`), the patch
 is shared: claims of one pool made at once by the agent's calls are written
-together, one ``test`` and several ``add``s, on the pool as the agent cached it.
+together, each key with its own guard, on the pool as the agent cached it.
 
 What upstream's objects have no place for, and where it is:
 
 * our allocation's CNI network name, address space, node, netns and creation
-  time: in the pool's annotation :data:`ANNOTATION` (JSON: offset key ->
-  ``[network, in-space, node, netns, created]``), written in the same patch as
-  the allocation.  An entry counts only while its key's ``id`` and ``ifname``
-  still match (Go writers leave annotations alone).  An allocation written by
-  Go whereabouts has none: its network reads as "" (it matches any network, as
-  upstream's DEL matches by container ID and ifname alone), and it is in the
-  ``network_name``'s address space (upstream's default).  Past
-  :data:`ANNOTATION_BUDGET` bytes the node, netns and time are left out, to
-  stay under the API server's 256 KiB limit for all annotations.
+  time: in one annotation per allocation key, ``cni-ipam.io/a.<key>`` (JSON
+  ``[id, ifname, network, in-space, node, netns, created]``), added and
+  removed in the same patch as its key.  An entry counts only while its
+  key's ``id`` and ``ifname`` still match (Go writers leave annotations
+  alone; our next write of the pool drops what they left stale).  Pools
+  written before these have one annotation :data:`ANNOTATION` holding
+  every key's row: it is still read, and our next write of the pool
+  replaces it with per-key ones (``test`` of its text, ``remove``).  An
+  allocation written by Go whereabouts has none: its network reads as ""
+  (it matches any network, as upstream's DEL matches by container ID and
+  ifname alone), and it is in the ``network_name``'s address space
+  (upstream's default).  Past :data:`ANNOTATION_BUDGET` bytes of
+  annotations the node, netns and time are left out, then the whole entry,
+  to stay under the API server's 256 KiB limit for all annotations.
 * hints: none.  Every command reads the pools whole anyway (one LIST), so the
   lowest free address is found in memory; ``hint`` is always None, and
   ``list_hints`` has nothing (``cni-ipam pools`` learns ranges from allocations).
@@ -55,8 +67,10 @@ from ..net.pools import pool_name, pool_version, split_pool
 from .base import Allocation, Store, StoreError, StoreRefused
 
 GV = ko.API_VERSION
-ANNOTATION = "cni-ipam.io/attachments"
+NOTE = "cni-ipam.io/a."  # + an allocation key: that allocation's annotation
+ANNOTATION = "cni-ipam.io/attachments"  # before notes: one annotation for all keys, still read
 ANNOTATION_BUDGET = 200 * 1024  # kube-apiserver refuses more than 256 KiB of annotations per object
+_NOTE_KEY_DIGITS = 63 - len(NOTE.split("/", 1)[1])  # an annotation's name (after the prefix) has at most 63 characters
 RESERVATION_GRACE = 600.0  # seconds a reservation no allocation backs is left alone: a claim may still be on its way
 ATTEMPTS = 20  # patches of one pool for one claim or release before giving up (code 11)
 PAUSE = 0.01  # first jittered pause after a conflict, doubled each time, at most MAX_PAUSE
@@ -64,9 +78,11 @@ MAX_PAUSE = 0.25
 
 
 class _Pool:
-    """One IPPool as read: the parsed object, our pool name for it, its allocations, and our annotation."""
+    """One IPPool as read: the parsed object, our pool name for it, its allocations, and our annotations
+    (``notes``: allocation key -> its annotation's text as read; ``blob``: the old single annotation's text)."""
 
-    __slots__ = ("name", "obj", "parsed", "network_name", "network", "pool", "extras", "stale", "allocations")
+    __slots__ = ("name", "obj", "parsed", "network_name", "network", "pool", "extras", "stale", "allocations",
+                 "annotations", "notes", "blob")
 
     def __init__(self, obj: dict, node_pools=None) -> None:
         self.obj = obj
@@ -81,6 +97,12 @@ class _Pool:
         named = _network_name(self.name, self.network)  # a node's pool: "<network_name>-<node>"
         self.network_name = (node_pools or {}).get(self.name, named)  # the address space's network name
         self.pool = pool_name(named, str(self.network))
+        annotations = (obj.get("metadata") or {}).get("annotations")
+        self.annotations = annotations if isinstance(annotations, dict) else None
+        self.notes = {name[len(NOTE):]: text for name, text in (self.annotations or {}).items()
+                      if name.startswith(NOTE) and isinstance(text, str)}
+        blob = (self.annotations or {}).get(ANNOTATION)
+        self.blob = blob if isinstance(blob, str) else None
         holders = {e.key: [e.allocation.container_id, e.allocation.ifname] for e in self.parsed.entries}
         self.extras, self.stale = {}, {}  # entries of the keys' current holders; the others (key gone or re-held)
         for key, row in _read_extras(obj).items():
@@ -113,14 +135,31 @@ def _network_name(name: str, network) -> str:
     return name[:-len(suffix) - 1] if name.endswith("-" + suffix) else name
 
 
-def _read_extras(obj: dict) -> dict:
-    """Our annotation: offset key -> ``[id, ifname, network, in-space, node, netns, created]``."""
-    text = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION)
+def _row(text):
+    """An annotation's row, or None when it is not one."""
     try:
-        extras = json.loads(text) if text else {}
+        row = json.loads(text) if isinstance(text, str) else None
     except ValueError:
+        return None
+    return row if isinstance(row, list) and len(row) >= 2 else None
+
+
+def _read_extras(obj: dict) -> dict:
+    """Our annotations: offset key -> ``[id, ifname, network, in-space, node, netns, created]``, from each key's
+    own (``cni-ipam.io/a.<key>``), else from the single one objects written before them have."""
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    if not isinstance(annotations, dict):
         return {}
-    return {k: v for k, v in extras.items() if isinstance(v, list) and len(v) >= 2} if isinstance(extras, dict) else {}
+    try:
+        blob = json.loads(annotations.get(ANNOTATION) or "{}")
+    except (ValueError, TypeError):
+        blob = {}
+    extras = {k: v for k, v in blob.items() if isinstance(v, list) and len(v) >= 2} if isinstance(blob, dict) else {}
+    for name, text in annotations.items():
+        row = _row(text) if name.startswith(NOTE) else None
+        if row is not None:
+            extras[name[len(NOTE):]] = row
+    return extras
 
 
 def _extra(a: Allocation, full: bool = True) -> list:
@@ -128,17 +167,80 @@ def _extra(a: Allocation, full: bool = True) -> list:
     return row + [a.node, a.netns, a.created] if full else row
 
 
+def note_name(key: str):
+    """The annotation of allocation key ``key`` (``cni-ipam.io/a.<key>``: a qualified name, whose part after
+    the prefix is at most 63 characters of ``[A-Za-z0-9-_.]`` beginning and ending alphanumeric), or None for
+    a key that cannot name one (only decimal keys, as :func:`~cni_ipam.kube.objects.offset_key` writes, get one)."""
+    return NOTE + key if key.isdigit() and key.isascii() and len(key) <= _NOTE_KEY_DIGITS else None
+
+
+def note_text(row: list) -> str:
+    """A row as its annotation's text: JSON in printable ASCII without ``<>&`` (escaped inside its strings), so
+    a later ``test`` of it compares equal on any server (:func:`~cni_ipam.kube.objects.plain`)."""
+    text = json.dumps(row, ascii=True)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("\x7f", "\\u007f")
+
+
+def _size(name: str, text: str) -> int:
+    """What an annotation counts toward the API server's limit (``ValidateAnnotationsSize``: key and value lengths)."""
+    return len(name.encode()) + len(text.encode())
+
+
 def _annotation_ops(pool: _Pool, extras: dict) -> list:
-    """JSON Patch operations that set our annotation to ``extras``: built from ``pool.extras``, which holds only
-    the entries of keys the pool still holds for the same attachment, so each write also drops the entries
-    another writer made stale (Go writers remove keys and leave our annotation alone)."""
-    text = json.dumps(extras)
-    if len(text) > ANNOTATION_BUDGET:
-        text = json.dumps({k: v[:4] for k, v in extras.items()})
-    annotations = (pool.obj.get("metadata") or {}).get("annotations")
-    if not isinstance(annotations, dict):
-        return [{"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: text}}]
-    return [{"op": "add", "path": "/metadata/annotations/" + ANNOTATION.replace("/", "~1"), "value": text}]
+    """JSON Patch operations that make our annotations say ``extras`` (key -> row), given the pool as read:
+    one annotation per allocation key, added (``test`` absent), replaced or removed (``test`` of its text as
+    read) only where its text changes, so writers of different keys do not conflict.  Built from
+    ``pool.extras``, which holds only the entries of keys the pool still holds for the same attachment, so a
+    write also drops the annotations another writer made stale (Go writers remove keys and leave annotations
+    alone).  The old single annotation, when present, is removed (``test`` of its text) and its current entries
+    are written as notes.  Past :data:`ANNOTATION_BUDGET` bytes of annotations (all of the object's, as read)
+    a new row loses its node, netns and time, then is left out (its allocation then reads as Go-written).  A
+    text that cannot be tested exactly (not :func:`~cni_ipam.kube.objects.plain`) makes the patch test
+    ``resourceVersion`` instead."""
+    annotations = pool.annotations or {}
+    used = sum(_size(k, v) for k, v in annotations.items() if isinstance(k, str) and isinstance(v, str))
+    ops, added, whole = [], {}, False
+
+    def guarded(name: str, text: str) -> list:
+        nonlocal whole
+        whole = whole or not ko.plain(text)
+        return [{"op": "test", "path": ko.pointer("metadata", "annotations", name), "value": text}]
+
+    if pool.blob is not None:
+        ops += guarded(ANNOTATION, pool.blob) + [{"op": "remove", "path": ko.pointer("metadata", "annotations",
+                                                                                      ANNOTATION)}]
+        used -= _size(ANNOTATION, pool.blob)
+    for key, old in sorted(pool.notes.items()):
+        if key not in extras or note_name(key) is None:
+            ops += guarded(NOTE + key, old) + [{"op": "remove", "path": ko.pointer("metadata", "annotations",
+                                                                                    NOTE + key)}]
+            used -= _size(NOTE + key, old)
+    for key, row in extras.items():
+        name, old = note_name(key), pool.notes.get(key)
+        if name is None or old is not None and _row(old) == list(row):
+            continue
+        if old is not None:
+            used -= _size(name, old)
+        text = next((t for t in (note_text(row), note_text(row[:4])) if used + _size(name, t) <= ANNOTATION_BUDGET),
+                    None)
+        path = ko.pointer("metadata", "annotations", name)
+        if text is None:
+            if old is not None:
+                ops += guarded(name, old) + [{"op": "remove", "path": path}]
+            continue
+        used += _size(name, text)
+        if old is not None:
+            ops += guarded(name, old) + [{"op": "replace", "path": path, "value": text}]
+        elif pool.annotations is None:
+            added[name] = text
+        else:
+            ops += [{"op": "test", "path": path, "value": None}, {"op": "add", "path": path, "value": text}]
+    if added:  # no annotations at all: add the map, tested absent (a concurrent creator of it makes us read again)
+        ops += [{"op": "test", "path": "/metadata/annotations", "value": None},
+                {"op": "add", "path": "/metadata/annotations", "value": added}]
+    if whole:
+        ops.insert(0, ko.version_test(pool.parsed))
+    return ops
 
 
 class _Fresh:
@@ -376,7 +478,9 @@ class KubernetesStore(Store):
     def _create_pool(self, name: str, network, allocation: Allocation, key: str) -> bool:
         """Create the pool already holding ``allocation``; False when someone else created it first."""
         obj = ko.ippool_object(name, self.client.namespace, ko.range_text(network), {key: _upstream(allocation)})
-        obj["metadata"]["annotations"] = {ANNOTATION: json.dumps({key: _extra(allocation)})}
+        name = note_name(key)
+        if name is not None:
+            obj["metadata"]["annotations"] = {name: note_text(_extra(allocation))}
         try:
             self._remember(self._call(self.client.create, GV, ko.IPPOOLS, obj))
         except KubeError as exc:
@@ -440,8 +544,8 @@ class KubernetesStore(Store):
                          retry=True)
 
     def _patch_pool(self, name: str, ops: list, attempt: int) -> bool:
-        """Apply ``ops`` (their ``test`` of resourceVersion first) to IPPool ``name``; False, after a jittered
-        pause, when another writer changed the pool first (409/422): the caller reads it again and retries."""
+        """Apply ``ops`` (each change after its own ``test``) to IPPool ``name``; False, after a jittered pause,
+        when another writer changed what they test first (409/422): the caller reads it again and retries."""
         try:
             self._remember(self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops))
             return True
@@ -582,9 +686,10 @@ class KubernetesStore(Store):
                                         hint="Go whereabouts cannot read it either; remove it with kubectl edit "
                                              "ippool once its holder is gone"))
             if pool.stale:
-                problems.append(Problem("stale-annotation", f"IPPool {pool.name}: annotation {ANNOTATION} has "
-                                                            f"entries for keys {', '.join(sorted(pool.stale))} that "
-                                                            f"another writer removed or gave to another attachment",
+                problems.append(Problem("stale-annotation", f"IPPool {pool.name}: annotations ({NOTE}<key>, "
+                                                            f"{ANNOTATION}) have entries for keys "
+                                                            f"{', '.join(sorted(pool.stale))} that another writer "
+                                                            f"removed or gave to another attachment",
                                         repair=self._drop_stale(pool)))
         allocations = self.find()
         for done, _ in enumerate(allocations, 1):
@@ -620,7 +725,7 @@ class KubernetesStore(Store):
 
     def _drop_stale(self, pool: _Pool):
         def repair() -> str:
-            ops = ko.pool_patch(pool.parsed) + _annotation_ops(pool, pool.extras)
+            ops = _annotation_ops(pool, pool.extras)
             try:
                 self._remember(self._call(self.client.json_patch, GV, ko.IPPOOLS, pool.name, ops))
             except KubeError:
