@@ -328,15 +328,15 @@ def nodename_files(ipam: dict, flat_file) -> list:
     """Where the node's name may be written: ``nodename`` beside the flat file (``configuration_path``, a
     directory or the file itself, else where the flat file was found), as upstream's installer and
     OpenShift's CNO write it."""
-    import os
+    from ..oslite import dirname, join
 
     places = []
     path = ipam.get("configuration_path")
     if isinstance(path, str) and path:
-        places.append(path if not path.endswith(".conf") else os.path.dirname(path))
+        places.append(path if not path.endswith(".conf") else dirname(path))
     if flat_file:
-        places.append(os.path.dirname(flat_file))
-    return [os.path.join(p, "nodename") for p in dict.fromkeys(places)]
+        places.append(dirname(flat_file))
+    return [join(p, "nodename") for p in dict.fromkeys(places)]
 
 
 def written_nodename(ipam: dict, flat_file) -> str:

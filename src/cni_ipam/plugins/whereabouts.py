@@ -15,13 +15,12 @@ RANGE_FULL = 102
 
 def _read_json(path):
     """A flat file's JSON object; None if no file is there.  A directory means its whereabouts.conf."""
-    import os
-
     from ..cni.errors import invalid_config
     from ..jsonlite import loads
+    from ..oslite import isdir, join
 
-    if os.path.isdir(path):
-        path = os.path.join(path, "whereabouts.conf")
+    if isdir(path):
+        path = join(path, "whereabouts.conf")
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -68,12 +67,13 @@ def _owner(request, config):
 def _node_name(config) -> str:
     """``NODENAME`` (whereabouts' daemon sets and reads it), else the ``nodename`` file beside the flat file,
     else the host name."""
-    import os
+    import posix
 
     from ..config.whereabouts import nodename_files
+    from ..oslite import getenv
 
-    if os.environ.get("NODENAME"):
-        return os.environ["NODENAME"]
+    if getenv("NODENAME"):
+        return getenv("NODENAME")
     for path in nodename_files(config.ipam, config.flat_file):
         try:
             with open(path, encoding="utf-8") as handle:
@@ -82,7 +82,7 @@ def _node_name(config) -> str:
             continue
         if name:
             return name
-    return os.uname().nodename
+    return posix.uname().nodename
 
 
 def _sliced(store, config, node: str) -> list:
@@ -288,7 +288,7 @@ def _logged(command, function):
 
 
 def _log_call(request, command, result, error) -> None:
-    import os
+    import posix
     import time
 
     from ..config.whereabouts import with_flat_file
@@ -318,9 +318,9 @@ def _log_call(request, command, result, error) -> None:
     try:
         fd = open_log(path)  # never through another user's symbolic link: see trusted_paths
         try:
-            os.write(fd, (dumps(line) + "\n").encode())  # one write of one line: concurrent calls never interleave
+            posix.write(fd, (dumps(line) + "\n").encode())  # one write of one line: calls never interleave
         finally:
-            os.close(fd)
+            posix.close(fd)
     except UntrustedPath as exc:
         request.warnings.append(f"ipam.log_file {path!r} refused, not written: {exc}")
     except OSError as exc:

@@ -146,12 +146,12 @@ class EtcdStore(Store):
     def claim(self, allocation: Allocation, hint=None) -> bool:
         """Create the pool (and space) key if absent; with ``hint`` (key, value), move that hint in the same
         round trip if nobody moved it since we read it."""
-        import os
+        import posix
         import time
 
         allocation.created = allocation.created or time.time()
         record = allocation.to_dict()
-        record["claim"] = os.urandom(8).hex()  # recognises our own claim if a retried txn finds it done
+        record["claim"] = posix.urandom(8).hex()  # recognises our own claim if a retried txn finds it done
         value = json.dumps(record).encode()
         compare = [ec.absent(self._pool_key(allocation))]
         success = [ec.put(self._pool_key(allocation), value)]

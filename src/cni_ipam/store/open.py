@@ -39,17 +39,16 @@ def open_store(settings):
 def _kubernetes(settings):
     """The Kubernetes store; a kubeconfig not there (yet: the installer writes it) is worth a retry, one
     that does not parse is not."""
-    import os
-
     from ..kube.client import KubeClient
     from ..kube.kubeconfig import KubeconfigError, load
     from .base import StoreError, StoreRefused
     from .kubernetes import KubernetesStore
+    from ..oslite import exists
 
     try:
         kube = load(settings.kubeconfig)
     except KubeconfigError as exc:
-        if not os.path.exists(settings.kubeconfig):
+        if not exists(settings.kubeconfig):
             raise StoreError(f"{exc} (ipam.kubernetes.kubeconfig)", retry=True) from None
         raise StoreRefused(f"{exc} (ipam.kubernetes.kubeconfig)") from None
     return KubernetesStore(KubeClient(kube, timeout=settings.timeout, deadline=max(3 * settings.timeout, 10.0)))
@@ -61,9 +60,9 @@ def never_created(settings) -> bool:
     Commands that only read or free (DEL, the reconciler, the admin
     commands) then have nothing to do, and must not create the store.
     """
-    import os
+    from ..oslite import exists
 
-    return settings.datastore == "sqlite" and not os.path.exists(settings.sqlite_path)
+    return settings.datastore == "sqlite" and not exists(settings.sqlite_path)
 
 
 class OpenPerCall:

@@ -29,9 +29,9 @@ else can then swap what they name.
 
 from __future__ import annotations
 
-import os
-import stat
+import posix  # not os: 1.5 ms per plugin call (cni_ipam.oslite)
 
+from ..oslite import S_IMODE, S_ISREG, abspath, basename, dirname, join
 from .base import StoreError
 
 SUFFIXES = ("", "-wal", "-shm", "-journal", ".lock")  # the store's files, after the database's own name
@@ -39,26 +39,26 @@ SUFFIXES = ("", "-wal", "-shm", "-journal", ".lock")  # the store's files, after
 
 def own_names(path: str) -> set:
     """The names the store at ``path`` keeps in its directory."""
-    base = os.path.basename(path)
+    base = basename(path)
     return {base + suffix for suffix in SUFFIXES}
 
 
 def make_private(path: str) -> None:
     """Make the directory of the store at ``path`` and its existing files private, or raise StoreError saying
     why not and what to do."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
+    directory = dirname(abspath(path)) or "."
     names = own_names(path)
     _private_directory(path, directory, names)
     for name in sorted(names):
-        narrow(os.path.join(directory, name))
+        narrow(join(directory, name))
 
 
 def strangers(directory: str, names: set) -> list:
     """What in ``directory`` keeps us from making it private: entries that are not the store's files, and store
     files someone else owns (they could hold them open)."""
-    me = os.geteuid()
+    me = posix.geteuid()
     found = []
-    with os.scandir(directory) as entries:
+    with posix.scandir(directory) as entries:
         for entry in entries:
             try:
                 owner = entry.stat(follow_symlinks=False).st_uid
@@ -72,31 +72,31 @@ def strangers(directory: str, names: set) -> list:
 
 
 def _private_directory(path: str, directory: str, names: set) -> None:
-    info = os.stat(directory)
-    mode, owner = stat.S_IMODE(info.st_mode), info.st_uid
-    if owner == os.geteuid() and not mode & 0o077:
+    info = posix.stat(directory)
+    mode, owner = S_IMODE(info.st_mode), info.st_uid
+    if owner == posix.geteuid() and not mode & 0o077:
         return
     others = strangers(directory, names)
-    if owner == os.geteuid() and not others:
-        os.chmod(directory, 0o700)
+    if owner == posix.geteuid() and not others:
+        posix.chmod(directory, 0o700)
         return
-    why = f"owned by uid {owner}" if owner != os.geteuid() else f"mode {mode:04o}"
+    why = f"owned by uid {owner}" if owner != posix.geteuid() else f"mode {mode:04o}"
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         why += f", and it holds {shown}"
     raise StoreError(
         f"sqlite_path {path!r}: its directory {directory} is {why}, so other local users could read every "
         f"allocation or lock the store. Give the store a directory of its own (cni-ipam makes a new or empty one "
-        f"private), or make this one private to uid {os.geteuid()}: chown {os.geteuid()} {directory} && "
+        f"private), or make this one private to uid {posix.geteuid()}: chown {posix.geteuid()} {directory} && "
         f"chmod 0700 {directory}")
 
 
 def narrow(file: str) -> None:
     """Mode 0600 (at most) for a regular file of ours at ``file``; nothing for a missing file or a symlink."""
     try:
-        info = os.lstat(file)
-        mode = stat.S_IMODE(info.st_mode)
-        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and mode & 0o077:
-            os.chmod(file, mode & 0o700)
+        info = posix.lstat(file)
+        mode = S_IMODE(info.st_mode)
+        if S_ISREG(info.st_mode) and info.st_uid == posix.geteuid() and mode & 0o077:
+            posix.chmod(file, mode & 0o700)
     except FileNotFoundError:  # not there, or removed by SQLite's last close meanwhile
         return

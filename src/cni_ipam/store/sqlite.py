@@ -25,6 +25,7 @@ from __future__ import annotations
 import posix
 
 from ..net.pools import pool_version
+from ..oslite import exists, getenv
 from .base import MAX_HINTS_PER_POOL, Allocation, Store, StoreError, merge_unique
 from .private import make_private, narrow
 
@@ -107,28 +108,6 @@ def synchronous_mode() -> str:
     if mode not in ("FULL", "NORMAL"):
         raise StoreError(f"{SYNCHRONOUS_ENV}={mode!r}: expected FULL (the default) or NORMAL")
     return mode
-
-
-def getenv(name: str):
-    """One environment variable without importing ``os`` (1.5 ms per plugin call; ``posix`` is loaded at
-    start-up): from ``os.environ`` when ``os`` is loaded (a daemon or a test may have changed it), else from
-    ``posix``'s copy."""
-    import sys
-
-    os = sys.modules.get("os")
-    if os is not None:
-        return os.environ.get(name)
-    value = posix.environ.get(name.encode("utf-8", "surrogateescape"))
-    return None if value is None else value.decode("utf-8", "surrogateescape")
-
-
-def exists(path: str) -> bool:
-    """``os.path.exists``, on ``posix``."""
-    try:
-        posix.stat(path)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def encode_ip(ip: int, version: int) -> bytes:
