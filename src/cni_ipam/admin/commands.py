@@ -118,7 +118,7 @@ def _run(args, body, create: bool = False) -> int:
     from ..config.admin import ConfigFileError, read_config
     from ..config.datastore import parse
     from ..store.base import StoreError
-    from ..store.open import never_created, open_store
+    from ..store import never_created, open_store
 
     try:
         ipam, source = read_config(args.config)

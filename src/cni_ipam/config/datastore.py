@@ -1,5 +1,5 @@
 """Which store a whereabouts config names, and how to reach it: settings only
-(:mod:`cni_ipam.store.open` opens the store they name).
+(:mod:`cni_ipam.store` opens the store they name).
 
 ``datastore`` is ``sqlite`` (the default: one file on this node) or
 ``etcd`` (the cluster).  With no ``datastore`` key, giving ``etcd_host``

@@ -2,7 +2,7 @@
 
 A drop-in for Go whereabouts' plugin: the same config keys and results, on
 our own stores (SQLite by default).  Each command loads the config, opens
-the store through ``stores`` (:mod:`cni_ipam.store.open`: one per call in a
+the store through ``stores`` (:mod:`cni_ipam.store`: one per call in a
 plugin process, kept open in the node agent), and hands the decision to
 :mod:`cni_ipam.allocator.engine`.
 """
@@ -148,7 +148,7 @@ def delete(request, stores):
     """Free every address of this attachment; succeed when nothing is held or the config no longer parses."""
     from ..allocator.engine import release_attachment
     from ..config.whereabouts import store_settings, with_flat_file
-    from ..store.open import never_created
+    from ..store import never_created
 
     ipam, _ = with_flat_file(request, _read_json)
     settings = store_settings(ipam)
@@ -329,10 +329,10 @@ def _log_call(request, command, result, error) -> None:
 
 def plugin(stores=None) -> Plugin:
     """The plugin, its commands opening stores through ``stores`` (``open(settings)``, then ``done(store)``);
-    None, in a plugin process: :class:`cni_ipam.store.open.OpenPerCall`.  The node agent passes its own."""
+    None, in a plugin process: :class:`cni_ipam.store.OpenPerCall`.  The node agent passes its own."""
     def with_stores(function):
         def call(request):
-            from ..store.open import OpenPerCall
+            from ..store import OpenPerCall
 
             return function(request, stores or OpenPerCall())
         call.__doc__ = function.__doc__

@@ -193,7 +193,7 @@ def _opener(args, log):
     does not exist is not created, since nothing was ever allocated on this node."""
     from ..config.admin import read_config
     from ..config.datastore import parse
-    from ..store.open import never_created, open_store
+    from ..store import never_created, open_store
 
     def open_configured():
         settings = parse(read_config(args.config)[0])  # read again each run: the file may have changed
