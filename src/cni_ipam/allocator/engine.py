@@ -93,8 +93,18 @@ def _lowest_free(store, spec, owner: Owner) -> Allocation:
     rng = spec.range
     key = core.hint_key(spec.network_name, spec.overlapping, rng)
     start = max(rng.start, store.hint(key, spec.pool, spec.space) or rng.start)
+    held = None
+    guess = core.first_free(rng, start, ())  # the lowest free address from the hint on, if the hint is right
+    if guess is not None:
+        allocation = _new(spec, guess, owner)
+        tried = store.claim_else_held(allocation, (key, guess + 1), start, rng.end)
+        if tried is not None:
+            claimed, held = tried
+            if claimed:
+                return allocation
     for lost in range(MAX_LOST_RACES):
-        ip, first = _pick(store, spec, start, lost)
+        ip, first = _pick(store, spec, start, lost, held)
+        held = None  # read anew after a lost race
         if ip is None and start > rng.start:  # a stale-high hint must not make a range with room look full
             start = rng.start
             ip, first = _pick(store, spec, start, lost)
@@ -108,14 +118,15 @@ def _lowest_free(store, spec, owner: Owner) -> Allocation:
     raise LostRaces(f"{spec.key}: lost {MAX_LOST_RACES} races for addresses in {rng.cidr}; try again")
 
 
-def _pick(store, spec, start: int, lost: int) -> tuple:
+def _pick(store, spec, start: int, lost: int, held=None) -> tuple:
     """(address to claim, lowest free address), both None when nothing is free from ``start`` on.
 
     Before any lost race: whereabouts' lowest-free order.  After one, a random
     one of the next free addresses, so that contending allocators spread out.
+    ``held``: what the store holds from ``start`` on, if it was just read.
     """
     rng = spec.range
-    held = store.held(spec.pool, spec.space, start, rng.end)
+    held = store.held(spec.pool, spec.space, start, rng.end) if held is None else held
     if lost == 0:
         ip = core.first_free(rng, start, held)
         return ip, ip

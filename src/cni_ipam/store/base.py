@@ -169,6 +169,17 @@ class AllocatorStore:
         """
         raise NotImplementedError
 
+    def claim_else_held(self, allocation: Allocation, hint, lo: int, hi: int):
+        """:meth:`claim` with ``hint``; if the address was held, also :meth:`held` over ``[lo, hi]``, as it was
+        when the claim failed: ``(True, None)`` or ``(False, held)``.
+
+        A networked store does both in one round trip, so the allocator
+        claims the first candidate from the hint on without reading first,
+        and reads only when that address is taken.  None (the default): no
+        such shortcut, the allocator reads first.
+        """
+        return None
+
     def prefetch(self, network: str, container_id: str, ifname: str, pod: str, hints: list) -> None:
         """A hint that an ADD is about to ask for this attachment, this pod and these hints
         (``(key, pool, space)``); a networked store reads them in one round trip."""

@@ -16,10 +16,13 @@ nothing is written for a range until an address in it is used, and no key
 grows with the range.  Segments are escaped so a ``/`` in a name cannot
 move a key into another's prefix.
 
-Round trips are what an ADD costs here, so an uncontended ADD makes three:
+Round trips are what an ADD costs here, so an uncontended ADD makes two:
 one read of everything the attachment may already hold and of the ranges'
-hints (:meth:`EtcdStore.prefetch`), one read of the held addresses from the
-hint on (pool and space together), and the claim, which also moves the hint.
+hints (:meth:`EtcdStore.prefetch`), then per range the claim of the first
+address from the hint on, which also moves the hint
+(:meth:`EtcdStore.claim_else_held`).  Only when that address is taken (a
+stale hint, or another node was faster) does the same transaction read the
+held addresses from the hint on, pool and space together, for the next try.
 Reading a hint also counts its pool's hints (up to the bound), so creating
 one costs a further round trip only when it takes the pool past the bound.
 """
@@ -117,15 +120,22 @@ class EtcdStore(Store):
                 return
             start = kvs[-1]["key"] + b"\x00"
 
-    def held(self, pool, space, lo, hi):
-        """Pool and space addresses in [lo, hi]: the first page of both in one round trip."""
+    def _held_ranges(self, pool, space, lo, hi) -> tuple:
+        """``(bases, lo key, hi key, ranges)``: the first page of the pool's and the space's keys in [lo, hi]."""
         version = pool_version(pool)
         lo_k, hi_k = ip_key(lo, version).encode(), ip_key(hi, version).encode()
         bases = [self._k("pools", seg(pool)) + b"/"]
         if space is not None:
             bases.append(self._k("spaces", seg(space)) + b"/")
-        pages = self._call(self.client.read, [(b + lo_k, ec.prefix_end(b + hi_k), PAGE, True) for b in bases])
+        return bases, lo_k, hi_k, [(b + lo_k, ec.prefix_end(b + hi_k), PAGE, True) for b in bases]
+
+    def _held_from(self, bases, lo_k, hi_k, pages):
         return merge_unique([self._scan(b, lo_k, hi_k, page) for b, page in zip(bases, pages)])
+
+    def held(self, pool, space, lo, hi):
+        """Pool and space addresses in [lo, hi]: the first page of both in one round trip."""
+        bases, lo_k, hi_k, ranges = self._held_ranges(pool, space, lo, hi)
+        return self._held_from(bases, lo_k, hi_k, self._call(self.client.read, ranges))
 
     def prefetch(self, network, container_id, ifname, pod, hints) -> None:
         """Read what an ADD looks at first, in one round trip: the attachment's and the pod's index
@@ -146,6 +156,20 @@ class EtcdStore(Store):
     def claim(self, allocation: Allocation, hint=None) -> bool:
         """Create the pool (and space) key if absent; with ``hint`` (key, value), move that hint in the same
         round trip if nobody moved it since we read it."""
+        return self._claim(allocation, hint)[0]
+
+    def claim_else_held(self, allocation: Allocation, hint, lo: int, hi: int):
+        """:meth:`claim`, whose transaction reads, if the address is taken, the first page of :meth:`held` in
+        [lo, hi] instead (etcd runs a transaction's ``failure`` operations when a compare fails): one round
+        trip either way."""
+        bases, lo_k, hi_k, ranges = self._held_ranges(allocation.pool, allocation.space, lo, hi)
+        claimed, pages = self._claim(allocation, hint, ranges)
+        return (True, None) if claimed else (False, self._held_from(bases, lo_k, hi_k, pages))
+
+    def _claim(self, allocation: Allocation, hint, reads=()) -> tuple:
+        """``(claimed, pages)``: the claim's transaction; when it fails, its failure branch reads the pool key
+        (our own claim, if a retried transaction finds it done, is recognised by its random ``claim``) and
+        ``reads`` (``EtcdClient.read``'s ranges), whose key-value lists are ``pages``."""
         import posix
         import time
 
@@ -163,12 +187,14 @@ class EtcdStore(Store):
         if hint is not None:
             success.append(ec.nested(*self._hint_update(hint[0], allocation.pool, allocation.space, hint[1])))
         self._forget_indexes()
-        if self._call(self.client.txn, compare, success)["succeeded"]:
+        failure = [ec.read_op(self._pool_key(allocation), None)] + [ec.read_op(*r) for r in reads]
+        answer = self._call(self.client.txn, compare, success, failure)
+        if answer["succeeded"]:
             if new_hint:
                 self._hint_created(allocation.pool, hint[0])
-            return True
-        current = self._call(self.client.get, self._pool_key(allocation))
-        return current is not None and json.loads(current["value"]).get("claim") == record["claim"]
+            return True, None
+        current, *pages = ec.read_results(answer)
+        return bool(current) and json.loads(current[0]["value"]).get("claim") == record["claim"], pages
 
     def _read(self, allocation: Allocation):
         kv = self._call(self.client.get, self._pool_key(allocation))
