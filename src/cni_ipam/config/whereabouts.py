@@ -21,7 +21,7 @@ tested with plain values.  Differences from Go whereabouts, on purpose:
 
 from __future__ import annotations
 
-from ..cni.args import parse_cni_args
+from ..cni.request import parse_cni_args
 from ..cni.errors import invalid_config
 from ..jsonlite import quote
 from ..cni.result import IPConfig
@@ -144,7 +144,7 @@ class RangeSpec:
 
     @property
     def pool(self) -> str:
-        from ..net.pools import pool_name
+        from ..net import pool_name
 
         return pool_name("-".join(p for p in (self.network_name, self.node) if p), self.range.cidr)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 from .. import jsonlite as json  # the json module costs 8 ms per plugin call
 
 from . import etcd_client as ec
-from ..net.pools import pool_version
+from ..net import pool_version
 from .base import MAX_HINTS_PER_POOL, Allocation, Store, StoreError, merge_unique
 
 DEFAULT_PREFIX = "/cni-ipam/"
@@ -374,7 +374,7 @@ class EtcdStore(Store):
     def _prune_hints(self, pool: str, kept: str) -> None:
         """Past :data:`MAX_HINTS_PER_POOL` in the pool, drop its hints but ``kept`` and their ``hint-spaces/``
         pointers (the space of a pool's hints is its network name, when it has one)."""
-        from ..net.pools import split_pool
+        from ..net import split_pool
 
         base = self._k("hints", seg(pool)) + b"/"
         keys = [kv["key"] for kv in self._call(self.client.range, base, ec.prefix_end(base), 0, True)]

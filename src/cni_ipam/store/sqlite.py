@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import posix
 
-from ..net.pools import pool_version
+from ..net import pool_version
 from ..oslite import S_IMODE, S_ISREG, abspath, basename, dirname, exists, getenv, join
 from .base import MAX_HINTS_PER_POOL, Allocation, Store, StoreError, merge_unique
 
@@ -489,7 +489,7 @@ def _row(row) -> Allocation:
 
 def _row_problem(row) -> str:
     """Why a row (:data:`COLUMNS`, then the SQLite types of ip and created) cannot be read, or ""."""
-    from ..net.pools import split_pool
+    from ..net import split_pool
 
     pool, ip, space, network, cid, ifname, pod, netns, node, created, ip_type, created_type = row
     if ip_type != "blob" or len(ip) not in (5, 17) or (len(ip), ip[0]) not in ((5, 4), (17, 6)):
