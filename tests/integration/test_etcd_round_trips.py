@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cni_ipam.allocator.core import hint_key
+from cni_ipam.allocator import hint_key
 from cni_ipam.allocator.engine import Owner, assign
 from cni_ipam.config.whereabouts import RangeSpec
 from cni_ipam.net.addr import ip_address

@@ -230,7 +230,7 @@ class MaintenanceStore:
 
     def list_hints(self) -> list:
         """Every hint as ``(key, pool, space, value)``, by key: the keys name the range definitions
-        (``allocator.core.hint_key``), which is how ``cni-ipam pools`` and ``export`` learn them."""
+        (``allocator.hint_key``), which is how ``cni-ipam pools`` and ``export`` learn them."""
         raise NotImplementedError
 
     def unbacked_reservations(self) -> list:
