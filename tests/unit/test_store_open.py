@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from cni_ipam.config.datastore import parse
+from cni_ipam.config.whereabouts import store_settings as parse  # the datastore's settings
 from cni_ipam.store.base import StoreError
 from cni_ipam.store import KeptOpen, OpenPerCall, never_created, open_store
 from cni_ipam.store.sqlite import SQLiteStore

@@ -1,5 +1,5 @@
 """The stores (``base``, ``sqlite``, ``etcd``, ``kubernetes``); here, opening the one a config names
-(:class:`cni_ipam.config.datastore.StoreSettings`), in the package itself since every command does.
+(:class:`cni_ipam.config.whereabouts.StoreSettings`), in the package itself since every command does.
 
 Backends are imported only when opened, so a plugin process loads the one
 it uses and no other (SQLite alone costs 4-5 ms per call).  Who keeps a
