@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cni_ipam.allocator import hint_key
-from cni_ipam.allocator.engine import Owner, assign
+from cni_ipam.allocator.engine import Owner, assign, release_attachment
 from cni_ipam.config.whereabouts import RangeSpec
 from cni_ipam.net.addr import ip_address
 from cni_ipam.net.ranges import parse_range
@@ -78,3 +78,22 @@ def test_an_add_whose_hint_is_stale_reads_what_is_held_in_the_failed_claim_and_s
     assert len(client.calls) == 1 + 1, client.calls
     store.close()
     other.close()
+
+
+def test_a_del_costs_one_find_one_read_one_delete_and_one_hint_update(etcd_cluster, etcd_prefix):
+    """The record, its pool's hints and its space's hint pointers are read together; a pointer to a hint of its
+    own pool needs no read of its own.  Lowering the hint to the freed address is the fourth round trip."""
+    client = CountingClient(etcd_cluster.endpoints)
+    store = EtcdStore(client, etcd_prefix)
+    spec = RangeSpec("ipam.range", parse_range("ipam.range", "10.22.0.0/24"), "del")
+    for n in range(3):
+        assign(store, [spec], Owner("net", f"c{n}", "eth0"))
+    client.calls.clear()
+    assert [a.address for a in release_attachment(store, "net", "c1", "eth0")] == ["10.22.0.2"]
+    assert len(client.calls) == 1 + 1 + 1 + 1, client.calls  # find; record and hints; delete; hint lowered
+    assert assign(store, [spec], Owner("net", "c3", "eth0"))[0].address == "10.22.0.2"  # the hint was lowered
+    client.calls.clear()
+    assert [a.address for a in release_attachment(store, "net", "c2", "eth0")] == ["10.22.0.3"]
+    assert len(client.calls) == 1 + 1 + 1, client.calls  # c3's claim of .2 moved the hint to .3: nothing to lower
+    assert release_attachment(store, "net", "gone", "eth0") == []
+    store.close()

@@ -203,32 +203,56 @@ class EtcdStore(Store):
         return _decode(kv["value"]), kv["mod_revision"]
 
     def release(self, allocation: Allocation) -> bool:
+        """Delete the record, its indexes and its space key if unchanged since read; the read also fetches the
+        hints of its pool and space (for :meth:`_lower_hints`), so a release costs one read and one delete."""
         self._forget_indexes()
         for _ in range(8):
-            held, revision = self._read(allocation)
-            if held is None or held.attachment != allocation.attachment:
+            ranges = [(self._pool_key(allocation), None, 0, False), self._hint_ranges("hints", allocation.pool)]
+            if allocation.space is not None:
+                ranges.append(self._hint_ranges("hint-spaces", allocation.space))
+            kvs, hints, *pointers = self._call(self.client.read, ranges)
+            if not kvs:
+                return False
+            held, revision = _decode(kvs[0]["value"]), kvs[0]["mod_revision"]
+            if held.attachment != allocation.attachment:
                 return False
             ops = [ec.delete(self._pool_key(held))] + [ec.delete(k) for k in self._index_keys(held)]
             if held.space is not None:
                 ops.append(ec.delete(self._space_key(held)))
             if self._call(self.client.txn, [ec.unchanged(self._pool_key(held), revision)], ops)["succeeded"]:
-                self._lower_hints(held)
+                same = held.pool == allocation.pool and held.space == allocation.space
+                self._lower_hints(held, (hints, pointers[0] if pointers else []) if same else None)
                 return True
         raise StoreError(f"allocation {allocation.address} in {allocation.pool} kept changing; release not done",
                          retry=True)
 
-    def _lower_hints(self, held: Allocation) -> None:
+    def _hint_ranges(self, kind: str, name: str) -> tuple:
+        """``EtcdClient.read``'s range of every ``hints/<pool>/`` or ``hint-spaces/<space>/`` key."""
+        base = self._k(kind, seg(name)) + b"/"
+        return base, ec.prefix_end(base), 0, False
+
+    def _lower_hints(self, held: Allocation, read=None) -> None:
         """Make a freed address the first candidate again in every range of its pool and space.
 
-        Only the order of allocation depends on this: a missed update never
-        makes a held address look free.
+        ``read``: ``(hints of the pool, hint-spaces pointers of the space)`` as
+        read with the record; else they are read here.  A pointer to a hint
+        of another pool is followed with one more read.  Only the order of
+        allocation depends on this: a missed update never makes a held
+        address look free (each update is made only if the hint is unchanged).
         """
-        hints = self._call(self.client.prefix, self._k("hints", seg(held.pool)) + b"/")
-        if held.space is not None:
-            for pointer in self._call(self.client.prefix, self._k("hint-spaces", seg(held.space)) + b"/"):
-                kv = self._call(self.client.get, pointer["value"])
-                if kv is not None and all(kv["key"] != h["key"] for h in hints):
-                    hints.append(kv)
+        if read is None:
+            ranges = [self._hint_ranges("hints", held.pool)]
+            if held.space is not None:
+                ranges.append(self._hint_ranges("hint-spaces", held.space))
+            hints, *pointers = self._call(self.client.read, ranges)
+            read = hints, pointers[0] if pointers else []
+        hints, pointers = read
+        hints = list(hints)
+        known = {h["key"] for h in hints}
+        others = [p["value"] for p in pointers if p["value"] not in known]
+        if others:
+            for kvs in self._call(self.client.read, [(key, None, 0, False) for key in dict.fromkeys(others)]):
+                hints += kvs
         for kv in hints:
             hint = json.loads(kv["value"])
             value, version = ip_from_key(hint["value"])
