@@ -83,8 +83,10 @@ def flat_file(directory: str, content: dict) -> str:
 
 
 def sqlite_world(work: str) -> World:
+    # The store gets a directory of its own (the plugin makes it 0700); the flat file lives elsewhere, since a
+    # store directory that holds other files is refused (cni_ipam.store.sqlite, "Private to root").
     db = os.path.join(work, "sqlite", "whereabouts.db")
-    flat = flat_file(os.path.join(work, "sqlite"), {"datastore": "sqlite", "sqlite_path": db})
+    flat = flat_file(os.path.join(work, "sqlite-flat"), {"datastore": "sqlite", "sqlite_path": db})
     return World("sqlite", {"type": "whereabouts", "range": "10.60.0.0/16", "configuration_path": flat,
                             "datastore": "sqlite", "sqlite_path": db})
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
-from cni_ipam.net.pools import pool_version
+from cni_ipam.net import pool_version
 from cni_ipam.store.base import MAX_HINTS_PER_POOL, Allocation, Store
 
 

@@ -22,7 +22,7 @@ LIMIT = 5.0  # seconds for one call, on a loaded machine
 ENV_VARS = ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 GOOD_ENV = {"CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/p", "CNI_IFNAME": "eth0",
             "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p", "CNI_PATH": "/opt/cni/bin"}
-# Env values as cni.environ makes them: bytes decoded with surrogateescape, never a NUL (execve cannot pass one).
+# Env values as cni.environment() makes them: bytes decoded with surrogateescape, never a NUL (execve cannot pass one).
 ENV_VALUE = st.binary(max_size=24).filter(lambda b: b"\0" not in b).map(lambda b: b.decode("utf-8", "surrogateescape"))
 
 

@@ -4,7 +4,7 @@ Started as ``cni-ipam agent``.  It runs the very same command handlers as
 the plugin (:func:`cni_ipam.cni.skel.dispatch` on the forwarded environment
 and stdin), so its answers are the plugin's answers; what it saves is the
 interpreter start-up, the imports and opening the store on every call
-(the server holds a :class:`~cni_ipam.store.open.KeptOpen`: stores stay
+(the server holds a :class:`~cni_ipam.store.KeptOpen`: stores stay
 open between calls, each lent to one call at a time).  Only root reaches
 it: its socket is mode 0600 from the moment it exists (:func:`listen`).
 Plugins fall back to doing the work themselves when the agent is not there
@@ -108,7 +108,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     # connect, with a timeout, gets EAGAIN from a full Unix socket backlog instead of waiting)
 
     def __init__(self, path: str, stores, log_file=None, read_timeout: float = READ_TIMEOUT) -> None:
-        self.stores = stores  # the open stores the plugin commands reuse (cni_ipam.store.open)
+        self.stores = stores  # the open stores the plugin commands reuse (cni_ipam.store)
         self.log_file = log_file
         self.read_timeout = read_timeout
         super().__init__(path, _Handler)
@@ -147,7 +147,7 @@ def serve(path: str = DEFAULT_SOCKET, read_timeout: float = READ_TIMEOUT) -> Non
     """Listen on ``path`` until SIGTERM/SIGINT."""
     import signal
 
-    from .store.open import KeptOpen
+    from .store import KeptOpen
 
     server = None
 

@@ -25,11 +25,11 @@ def _socket_path(env: dict) -> str:
 
 def ask_agent(plugin: str, env: dict, stdin: bytes):
     """The agent's answer ``(stdout, stderr, exit code)``, or None to do the work here."""
-    import _socket
-
     path = _socket_path(env)
     if not path:
         return None
+    import _socket
+
     from .linejson import Closed, Reader, send
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -53,7 +53,7 @@ def _forwarded(name: str):
     """Ask the agent; print its answer and exit if it gave one, else return stdin (None: not read)."""
     import sys
 
-    from .cni.environ import environment
+    from .cni import environment
 
     env = environment()
     if env.get("CNI_COMMAND", "") not in FORWARDED:

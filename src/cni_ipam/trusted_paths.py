@@ -20,11 +20,12 @@ kind of file needs.
 
 from __future__ import annotations
 
-import os
-import stat
+import posix  # not os: 1.5 ms per plugin call (cni_ipam.oslite)
+
+from .oslite import S_ISLNK, S_ISREG, S_ISVTX, S_IWOTH, dirname
 
 MAX_LINKS = 40  # as the kernel's limit on links in one path lookup
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_DIR_FLAGS = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC
 
 
 class UntrustedPath(Exception):
@@ -32,14 +33,14 @@ class UntrustedPath(Exception):
 
 
 def _trusted(uid: int) -> bool:
-    return uid in (0, os.geteuid())
+    return uid in (0, posix.geteuid())
 
 
 def _check_dir(fd: int, where: str, sticky_ok: bool = True) -> None:
-    st = os.fstat(fd)
+    st = posix.fstat(fd)
     if not _trusted(st.st_uid):
         raise UntrustedPath(f"directory {where} is owned by uid {st.st_uid}, not root")
-    if st.st_mode & stat.S_IWOTH and not (sticky_ok and st.st_mode & stat.S_ISVTX):
+    if st.st_mode & S_IWOTH and not (sticky_ok and st.st_mode & S_ISVTX):
         raise UntrustedPath(f"directory {where} is writable by every user")
 
 
@@ -60,7 +61,7 @@ def open_parent(path: str, missing_ok: bool = False) -> tuple:
     The caller closes ``fd``.
     """
     head, name = _split(path)
-    fd = os.open("/" if path.startswith("/") else ".", _DIR_FLAGS)
+    fd = posix.open("/" if path.startswith("/") else ".", _DIR_FLAGS)
     try:
         _check_dir(fd, "/" if path.startswith("/") else "(the working directory)")
         parts = [p for p in head.split("/") if p not in ("", ".")]
@@ -69,31 +70,31 @@ def open_parent(path: str, missing_ok: bool = False) -> tuple:
             part = parts.pop(0)
             where = f"{where}/{part}"
             try:
-                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+                st = posix.stat(part, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 if missing_ok:
-                    os.close(fd)
+                    posix.close(fd)
                     return None, name
                 raise
-            if stat.S_ISLNK(st.st_mode):
+            if S_ISLNK(st.st_mode):
                 if not _trusted(st.st_uid):
                     raise UntrustedPath(f"{where} is a symbolic link owned by uid {st.st_uid}, not root")
                 links += 1
                 if links > MAX_LINKS:
                     raise UntrustedPath(f"more than {MAX_LINKS} symbolic links")
-                target = os.readlink(part, dir_fd=fd)
+                target = posix.readlink(part, dir_fd=fd)
                 if target.startswith("/"):
-                    os.close(fd)
-                    fd = os.open("/", _DIR_FLAGS)
+                    posix.close(fd)
+                    fd = posix.open("/", _DIR_FLAGS)
                 parts[:0] = [p for p in target.split("/") if p not in ("", ".")]
                 continue
-            following = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)  # fails if swapped for a link
-            os.close(fd)
+            following = posix.open(part, _DIR_FLAGS | posix.O_NOFOLLOW, dir_fd=fd)  # fails if swapped for a link
+            posix.close(fd)
             fd = following
             _check_dir(fd, where)
         return fd, name
     except BaseException:
-        os.close(fd)
+        posix.close(fd)
         raise
 
 
@@ -106,20 +107,20 @@ def open_log(path: str) -> int:
     """
     fd, name = open_parent(path)
     try:
-        log = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
-                      | os.O_CLOEXEC, 0o644, dir_fd=fd)
+        log = posix.open(name, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_NONBLOCK
+                         | posix.O_NOCTTY | posix.O_CLOEXEC, 0o644, dir_fd=fd)
     except OSError as exc:
         if exc.errno == 40:  # ELOOP: the file itself is a symbolic link
             raise UntrustedPath(f"{path} is a symbolic link") from None
         raise
     finally:
-        os.close(fd)
-    st = os.fstat(log)
-    why = ("not a regular file" if not stat.S_ISREG(st.st_mode) else
-           f"owned by uid {st.st_uid}" if st.st_uid != os.geteuid() else
+        posix.close(fd)
+    st = posix.fstat(log)
+    why = ("not a regular file" if not S_ISREG(st.st_mode) else
+           f"owned by uid {st.st_uid}" if st.st_uid != posix.geteuid() else
            f"a file with {st.st_nlink} hard links" if st.st_nlink != 1 else "")
     if why:
-        os.close(log)
+        posix.close(log)
         raise UntrustedPath(f"{path} is {why}")
     return log
 
@@ -131,12 +132,12 @@ def check_store_path(path: str) -> None:
     if fd is None:
         return  # the store creates the missing directories, 0700, under checked ones
     try:
-        _check_dir(fd, os.path.dirname(path) or ".", sticky_ok=False)
+        _check_dir(fd, dirname(path) or ".", sticky_ok=False)
         try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            st = posix.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             return
-        if stat.S_ISLNK(st.st_mode):
+        if S_ISLNK(st.st_mode):
             raise UntrustedPath(f"{path} is a symbolic link")
     finally:
-        os.close(fd)
+        posix.close(fd)

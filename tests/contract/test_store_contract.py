@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from cni_ipam.net.pools import pool_name
+from cni_ipam.net import pool_name
 from cni_ipam.store.base import Allocation
 
 SPACE = "blue"  # a whereabouts network_name: one address space

@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from cni_ipam_lab.namespaces import cni_env, run_plugin
-from cni_ipam.net.pools import pool_name
+from cni_ipam.net import pool_name
 from cni_ipam.store.base import Allocation
 from cni_ipam.store.etcd import EtcdStore, ip_key, seg
 from cni_ipam.store.etcd_client import EtcdClient, delete, put

@@ -101,10 +101,10 @@ class Cluster:
 
     def store(self):
         from cni_ipam.config.admin import read_config
-        from cni_ipam.config.datastore import parse
-        from cni_ipam.store.open import open_store
+        from cni_ipam.config.whereabouts import store_settings
+        from cni_ipam.store import open_store
 
-        return open_store(parse(read_config(self.flat)[0]))
+        return open_store(store_settings(read_config(self.flat)[0]))
 
     def held(self) -> dict:
         """address -> pod, as the store holds it now."""

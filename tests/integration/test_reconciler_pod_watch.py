@@ -121,10 +121,10 @@ class Node:
     def held(self) -> dict:
         """address -> the container ID (sandbox) holding it, as the store holds it now."""
         from cni_ipam.config.admin import read_config
-        from cni_ipam.config.datastore import parse
-        from cni_ipam.store.open import open_store
+        from cni_ipam.config.whereabouts import store_settings
+        from cni_ipam.store import open_store
 
-        store = open_store(parse(read_config(self.flat)[0]))
+        store = open_store(store_settings(read_config(self.flat)[0]))
         try:
             return {a.address: a.container_id for a in store.allocations()}
         finally:

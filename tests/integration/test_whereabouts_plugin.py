@@ -343,7 +343,7 @@ def test_status_50_when_the_store_cannot_be_opened(wb, tmp_path):
 
 
 def test_a_store_in_a_shared_directory_is_refused_with_code_5_and_status_50(wb, tmp_path):
-    """Other local users could read or lock a store there (cni_ipam.store.private); nothing is created."""
+    """Other local users could read or lock a store there (cni_ipam.store.sqlite, "Private to root"); nothing is created."""
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
     shared.chmod(0o755)

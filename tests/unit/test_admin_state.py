@@ -9,7 +9,7 @@ import pytest
 from cni_ipam.admin.output import Progress, bar
 from cni_ipam.admin.state import (AdminError, liveness, parse_state, plan_import, pool_stats,
                                   range_from_hint_key)
-from cni_ipam.allocator.core import hint_key
+from cni_ipam.allocator import hint_key
 from cni_ipam.net.ranges import parse_range
 from cni_ipam.store.base import Allocation
 

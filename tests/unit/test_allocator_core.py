@@ -1,4 +1,4 @@
-"""Tests for cni_ipam.allocator.core: the pure allocation decisions, against brute-force models."""
+"""Tests for cni_ipam.allocator (the package itself): the pure allocation decisions, against brute-force models."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cni_ipam.allocator import core
+import cni_ipam.allocator as core  # the decisions live in the package itself
 from cni_ipam.net.ranges import parse_range
 
 V4_BASES = ["198.51.100.0", "10.255.255.0", "0.0.0.0"]

@@ -11,7 +11,7 @@ import ipaddress
 
 import pytest
 
-from cni_ipam.allocator import core
+import cni_ipam.allocator as core  # the decisions live in the package itself
 from cni_ipam.allocator.engine import (
     MAX_LOST_RACES,
     AddressTaken,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cni_ipam.cni.args import parse_bool, parse_cni_args
+from cni_ipam.cni.request import parse_bool, parse_cni_args
 from cni_ipam.cni.errors import INVALID_ENV, CNIError
 
 KNOWN = ("IP", "GATEWAY")

@@ -335,7 +335,7 @@ def test_unpaired_surrogate_in_config_is_code_6():
     assert error.code == DECODE_FAILURE and "surrogate" in error.msg
 
 
-NOT_UTF8 = "e\udcff"  # b"e\xff" as cni.environ decodes it (surrogateescape)
+NOT_UTF8 = "e\udcff"  # b"e\xff" as cni.environment() decodes it (surrogateescape)
 
 
 @pytest.mark.parametrize("command", ["ADD", "CHECK", "GC", "STATUS"])

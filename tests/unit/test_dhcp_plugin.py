@@ -131,7 +131,7 @@ def test_del_passes_the_daemons_note_on_and_needs_no_netns(daemon):
     assert daemon.requests[0]["netns"] == ""
 
 
-# What cni.environ makes of a variable that is not UTF-8 (b"\\xff" read with surrogateescape).
+# What cni.environment() makes of a variable that is not UTF-8 (b"\\xff" read with surrogateescape).
 NOT_UTF8 = {"ifname": "e\udcff", "netns": "/run/netns/p\udcff", "args": "K8S_POD_NAME=\udcff"}
 
 

@@ -1,6 +1,6 @@
 """The lab's own promises: a clean CNI environment never reaches a stray agent, and the demo fails on a leak."""
 
-from cni_ipam.net.pools import pool_name
+from cni_ipam.net import pool_name
 from cni_ipam.store.base import Allocation
 from cni_ipam.store.sqlite import SQLiteStore
 from cni_ipam_lab import demo

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cni_ipam.net.errors import AddressError
+from cni_ipam.net import AddressError
 from cni_ipam.net.ip import parse_cidr, parse_cidr_sloppy, parse_ip, parse_ip_sloppy
 from cni_ipam.net.ranges import AddressRange, parse_range
 

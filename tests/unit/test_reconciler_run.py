@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cni_ipam.net.pools import pool_name
+from cni_ipam.net import pool_name
 from cni_ipam.reconciler.liveness import Source, alive, stale
 from cni_ipam.reconciler.log import JsonLog
 from cni_ipam.reconciler.run import decide, reconcile

@@ -1,4 +1,4 @@
-"""store/open.py: a store from config settings, imported lazily, and who keeps it open."""
+"""store/__init__.py: a store from config settings, imported lazily, and who keeps it open."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from cni_ipam.config.datastore import parse
+from cni_ipam.config.whereabouts import store_settings as parse  # the datastore's settings
 from cni_ipam.store.base import StoreError
-from cni_ipam.store.open import KeptOpen, OpenPerCall, never_created, open_store
+from cni_ipam.store import KeptOpen, OpenPerCall, never_created, open_store
 from cni_ipam.store.sqlite import SQLiteStore
 
 
@@ -33,9 +33,9 @@ def test_sqlite_settings_open_that_file_and_a_missing_file_is_never_created(tmp_
 
 def test_opening_imports_no_backend_until_one_is_opened():
     """A plugin process pays only for the backend it uses (SQLite alone is 4-5 ms)."""
-    code = "import sys, cni_ipam.store.open; print(sorted(m for m in sys.modules if m.startswith('cni_ipam.store')))"
+    code = "import sys, cni_ipam.store; print(sorted(m for m in sys.modules if m.startswith('cni_ipam.store')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "['cni_ipam.store', 'cni_ipam.store.open']"
+    assert done.stdout.strip() == "['cni_ipam.store']"
 
 
 def test_per_call_closes_after_the_call(tmp_path):

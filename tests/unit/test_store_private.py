@@ -1,4 +1,4 @@
-"""The SQLite store's directory and files are private (cni_ipam.store.private): other local users can neither read
+"""The SQLite store's directory and files are private (cni_ipam.store.sqlite): other local users can neither read
 the allocations nor lock the store.
 
 The directory left by a Kubernetes ``hostPath`` of type ``DirectoryOrCreate``

@@ -13,7 +13,7 @@ import pytest
 from cni_ipam.cni.errors import INVALID_CONFIG, INVALID_ENV, CNIError
 from cni_ipam.cni.request import Request
 from cni_ipam.config import whereabouts as wb
-from cni_ipam.config.datastore import DEFAULT_SQLITE_PATH
+from cni_ipam.config.whereabouts import DEFAULT_SQLITE_PATH
 
 CP = "/tmp/flat/whereabouts.conf"  # a configuration_path; only the dict below "has" files
 

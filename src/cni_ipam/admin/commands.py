@@ -116,13 +116,13 @@ def _run(args, body, create: bool = False) -> int:
     """Open the store, run ``body(store, settings)``, turn every known failure into a message and exit code."""
     from ..cni.errors import CNIError
     from ..config.admin import ConfigFileError, read_config
-    from ..config.datastore import parse
+    from ..config.whereabouts import store_settings
     from ..store.base import StoreError
-    from ..store.open import never_created, open_store
+    from ..store import never_created, open_store
 
     try:
         ipam, source = read_config(args.config)
-        settings = parse(ipam)
+        settings = store_settings(ipam)
         if not create and never_created(settings):
             where = f"{source} names" if source else "no --config given and no flat file found; the default is"
             raise AdminError(f"no SQLite store at {settings.sqlite_path} ({where} it): nothing was allocated there; "

@@ -6,7 +6,7 @@ import os
 import time
 
 from ..net.addr import ip_address
-from ..net.pools import in_cidr, split_pool
+from ..net import in_cidr, split_pool
 from ..store.base import Allocation
 
 EXPORT_KIND = "cni-ipam-state"
@@ -157,7 +157,7 @@ def liveness(a: Allocation, node: str | None = None) -> tuple:
 
 def export_state(store, datastore: str = "") -> dict:
     from ..net.addr import Address
-    from ..net.pools import pool_version
+    from ..net import pool_version
 
     hints = []
     for key, pool, space, value in store.list_hints():

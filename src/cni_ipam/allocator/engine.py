@@ -11,7 +11,7 @@ a new container ID keeps the address it held on the same interface.
 from __future__ import annotations
 
 from ..store.base import Allocation
-from . import core
+from . import exhausted_message, first_free, free_candidates, hint_key
 
 MAX_LOST_RACES = 64  # claims lost to other nodes before an ADD gives up (code 11)
 SPREAD = 16  # after a lost race, pick at random among this many free addresses
@@ -91,15 +91,25 @@ def _first_with_room(store, choices: Choices, owner: Owner) -> Allocation:
 
 def _lowest_free(store, spec, owner: Owner) -> Allocation:
     rng = spec.range
-    key = core.hint_key(spec.network_name, spec.overlapping, rng)
+    key = hint_key(spec.network_name, spec.overlapping, rng)
     start = max(rng.start, store.hint(key, spec.pool, spec.space) or rng.start)
+    held = None
+    guess = first_free(rng, start, ())  # the lowest free address from the hint on, if the hint is right
+    if guess is not None:
+        allocation = _new(spec, guess, owner)
+        tried = store.claim_else_held(allocation, (key, guess + 1), start, rng.end)
+        if tried is not None:
+            claimed, held = tried
+            if claimed:
+                return allocation
     for lost in range(MAX_LOST_RACES):
-        ip, first = _pick(store, spec, start, lost)
+        ip, first = _pick(store, spec, start, lost, held)
+        held = None  # read anew after a lost race
         if ip is None and start > rng.start:  # a stale-high hint must not make a range with room look full
             start = rng.start
             ip, first = _pick(store, spec, start, lost)
         if ip is None:
-            raise RangeFull(core.exhausted_message(rng, spec.key))
+            raise RangeFull(exhausted_message(rng, spec.key))
         allocation = _new(spec, ip, owner)
         hint = (key, ip + 1) if ip == first else None  # everything below ip is held: the hint may move past it
         if store.claim(allocation, hint):
@@ -108,18 +118,19 @@ def _lowest_free(store, spec, owner: Owner) -> Allocation:
     raise LostRaces(f"{spec.key}: lost {MAX_LOST_RACES} races for addresses in {rng.cidr}; try again")
 
 
-def _pick(store, spec, start: int, lost: int) -> tuple:
+def _pick(store, spec, start: int, lost: int, held=None) -> tuple:
     """(address to claim, lowest free address), both None when nothing is free from ``start`` on.
 
     Before any lost race: whereabouts' lowest-free order.  After one, a random
     one of the next free addresses, so that contending allocators spread out.
+    ``held``: what the store holds from ``start`` on, if it was just read.
     """
     rng = spec.range
-    held = store.held(spec.pool, spec.space, start, rng.end)
+    held = store.held(spec.pool, spec.space, start, rng.end) if held is None else held
     if lost == 0:
-        ip = core.first_free(rng, start, held)
+        ip = first_free(rng, start, held)
         return ip, ip
-    candidates = core.free_candidates(rng, start, held, SPREAD)
+    candidates = free_candidates(rng, start, held, SPREAD)
     if not candidates:
         return None, None
     import random
@@ -156,7 +167,7 @@ def assign(store, specs: list, owner: Owner, requested: dict | None = None) -> l
     out, claimed, moved = [], [], []
     with store.transaction():
         store.prefetch(owner.network, owner.container_id, owner.ifname, owner.pod,
-                       [(core.hint_key(s.network_name, s.overlapping, s.range), s.pool, s.space)
+                       [(hint_key(s.network_name, s.overlapping, s.range), s.pool, s.space)
                         for group in groups for s in group.specs])
         try:
             existing = [_existing(store, group, owner) for group in groups]  # all reads before any write
@@ -208,7 +219,7 @@ def garbage_collect(store, network: str, valid: set) -> list:
 def has_free(store, spec) -> bool:
     """STATUS: can this range still serve an ADD?"""
     rng = spec.range
-    key = core.hint_key(spec.network_name, spec.overlapping, rng)
+    key = hint_key(spec.network_name, spec.overlapping, rng)
     start = max(rng.start, store.hint(key, spec.pool, spec.space) or rng.start)
     starts = (start, rng.start) if start > rng.start else (start,)  # a stale-high hint must not hide room
-    return any(core.first_free(rng, s, store.held(spec.pool, spec.space, s, rng.end)) is not None for s in starts)
+    return any(first_free(rng, s, store.held(spec.pool, spec.space, s, rng.end)) is not None for s in starts)

@@ -114,7 +114,7 @@ def main(plugin: Plugin, stdin: "bytes | None" = None) -> None:
 
             raise CNIError(IO_FAILURE, f"error reading from stdin: {exc}") from None
 
-    from .environ import environment
+    from . import environment
 
     outcome = dispatch(plugin, environment(), read_stdin)
     if outcome.stdout:

@@ -1,6 +1,6 @@
 """Config pieces shared by the IPAM types: lists, addresses, routes and DNS, as CNI's ``types`` define them.
 
-Also the one place where the address math's :class:`~cni_ipam.net.errors.AddressError`
+Also the one place where the address math's :class:`~cni_ipam.net.AddressError`
 becomes CNI's "invalid config" error: ``net/`` knows nothing of CNI.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..cni.errors import invalid_config
 from ..jsonlite import quote
 from ..cni.result import ROUTE_EXTRAS_1_1, IPConfig, Route
-from ..net.errors import AddressError
+from ..net import AddressError
 from ..net.ip import parse_interface, parse_ip
 
 

@@ -22,7 +22,7 @@ gateway, so a working Go config keeps working).
 from __future__ import annotations
 
 from ..cni import versions
-from ..cni.args import parse_cni_args
+from ..cni.request import parse_cni_args
 from ..cni.errors import invalid_config
 from ..cni.result import IPConfig
 from ..net.ip import parse_interface, parse_ip, strict_ip

@@ -369,9 +369,9 @@ def node_stores(config: dict, flat_file=None) -> list:
 def store_config(ipam: dict) -> dict:
     """The keys of a checked whereabouts ``ipam`` that name its store, ``datastore`` spelt out; only the keys
     of that datastore (a network on etcd keeps the flat file's ``kubernetes`` key, which it ignores)."""
-    from ..config.datastore import ETCD_KEYS, parse
+    from ..config.whereabouts import ETCD_KEYS, store_settings
 
-    datastore = parse(ipam).datastore
+    datastore = store_settings(ipam).datastore
     keys = {"sqlite": ("sqlite_path",), "etcd": ETCD_KEYS, "kubernetes": ("kubernetes",)}[datastore]
     return {"datastore": datastore, **{key: ipam[key] for key in keys if ipam.get(key) not in (None, "", [])}}
 

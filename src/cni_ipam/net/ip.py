@@ -15,7 +15,7 @@ with the reason in the details.
 from __future__ import annotations
 
 from . import addr
-from .errors import AddressError
+from . import AddressError
 
 _DIGITS = frozenset("0123456789")
 _CIDR_HINT = ("expected an address and a decimal prefix length such as "

@@ -27,7 +27,7 @@ from cni_ipam.cni.errors import CNIError
 from cni_ipam.config.whereabouts import range_of
 from cni_ipam.kube.names import subdomain_problem
 from cni_ipam.kube.slices import SliceError, SliceLayout
-from cni_ipam.net.errors import AddressError
+from cni_ipam.net import AddressError
 from cni_ipam.net.ip import parse_ip
 
 

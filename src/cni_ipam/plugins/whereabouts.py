@@ -2,7 +2,7 @@
 
 A drop-in for Go whereabouts' plugin: the same config keys and results, on
 our own stores (SQLite by default).  Each command loads the config, opens
-the store through ``stores`` (:mod:`cni_ipam.store.open`: one per call in a
+the store through ``stores`` (:mod:`cni_ipam.store`: one per call in a
 plugin process, kept open in the node agent), and hands the decision to
 :mod:`cni_ipam.allocator.engine`.
 """
@@ -15,13 +15,12 @@ RANGE_FULL = 102
 
 def _read_json(path):
     """A flat file's JSON object; None if no file is there.  A directory means its whereabouts.conf."""
-    import os
-
     from ..cni.errors import invalid_config
     from ..jsonlite import loads
+    from ..oslite import isdir, join
 
-    if os.path.isdir(path):
-        path = os.path.join(path, "whereabouts.conf")
+    if isdir(path):
+        path = join(path, "whereabouts.conf")
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -68,12 +67,13 @@ def _owner(request, config):
 def _node_name(config) -> str:
     """``NODENAME`` (whereabouts' daemon sets and reads it), else the ``nodename`` file beside the flat file,
     else the host name."""
-    import os
+    import posix
 
     from ..config.whereabouts import nodename_files
+    from ..oslite import getenv
 
-    if os.environ.get("NODENAME"):
-        return os.environ["NODENAME"]
+    if getenv("NODENAME"):
+        return getenv("NODENAME")
     for path in nodename_files(config.ipam, config.flat_file):
         try:
             with open(path, encoding="utf-8") as handle:
@@ -82,7 +82,7 @@ def _node_name(config) -> str:
             continue
         if name:
             return name
-    return os.uname().nodename
+    return posix.uname().nodename
 
 
 def _sliced(store, config, node: str) -> list:
@@ -148,7 +148,7 @@ def delete(request, stores):
     """Free every address of this attachment; succeed when nothing is held or the config no longer parses."""
     from ..allocator.engine import release_attachment
     from ..config.whereabouts import store_settings, with_flat_file
-    from ..store.open import never_created
+    from ..store import never_created
 
     ipam, _ = with_flat_file(request, _read_json)
     settings = store_settings(ipam)
@@ -288,7 +288,7 @@ def _logged(command, function):
 
 
 def _log_call(request, command, result, error) -> None:
-    import os
+    import posix
     import time
 
     from ..config.whereabouts import with_flat_file
@@ -318,9 +318,9 @@ def _log_call(request, command, result, error) -> None:
     try:
         fd = open_log(path)  # never through another user's symbolic link: see trusted_paths
         try:
-            os.write(fd, (dumps(line) + "\n").encode())  # one write of one line: concurrent calls never interleave
+            posix.write(fd, (dumps(line) + "\n").encode())  # one write of one line: calls never interleave
         finally:
-            os.close(fd)
+            posix.close(fd)
     except UntrustedPath as exc:
         request.warnings.append(f"ipam.log_file {path!r} refused, not written: {exc}")
     except OSError as exc:
@@ -329,10 +329,10 @@ def _log_call(request, command, result, error) -> None:
 
 def plugin(stores=None) -> Plugin:
     """The plugin, its commands opening stores through ``stores`` (``open(settings)``, then ``done(store)``);
-    None, in a plugin process: :class:`cni_ipam.store.open.OpenPerCall`.  The node agent passes its own."""
+    None, in a plugin process: :class:`cni_ipam.store.OpenPerCall`.  The node agent passes its own."""
     def with_stores(function):
         def call(request):
-            from ..store.open import OpenPerCall
+            from ..store import OpenPerCall
 
             return function(request, stores or OpenPerCall())
         call.__doc__ = function.__doc__

@@ -192,11 +192,11 @@ def _opener(args, log):
     """Opens the configured store for one run, or returns None when there is none yet: a SQLite store that
     does not exist is not created, since nothing was ever allocated on this node."""
     from ..config.admin import read_config
-    from ..config.datastore import parse
-    from ..store.open import never_created, open_store
+    from ..config.whereabouts import store_settings
+    from ..store import never_created, open_store
 
     def open_configured():
-        settings = parse(read_config(args.config)[0])  # read again each run: the file may have changed
+        settings = store_settings(read_config(args.config)[0])  # read again each run: the file may have changed
         if never_created(settings):
             log("no-store", f"no SQLite store at {settings.sqlite_path} yet: nothing to reconcile",
                 path=settings.sqlite_path)
@@ -232,11 +232,11 @@ def _check_config(args) -> None:
     """Fail at start, not at the first run, when --config cannot be read or names no usable store."""
     from ..cni.errors import CNIError
     from ..config.admin import ConfigFileError, read_config
-    from ..config.datastore import parse
+    from ..config.whereabouts import store_settings
 
     try:
         ipam, source = read_config(args.config)
-        parse(ipam)
+        store_settings(ipam)
     except ConfigFileError as exc:
         raise UsageError(f"--config: {exc}") from None
     except CNIError as exc:

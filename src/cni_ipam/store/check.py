@@ -9,7 +9,7 @@ decide.
 
 from __future__ import annotations
 
-from ..net.pools import in_cidr, split_pool
+from ..net import in_cidr, split_pool
 
 DUPLICATE_HINT = ("decide which attachment keeps the address and free the other with "
                   "cni-ipam release --container-id ID --network NETWORK")

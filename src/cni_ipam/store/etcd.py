@@ -16,10 +16,13 @@ nothing is written for a range until an address in it is used, and no key
 grows with the range.  Segments are escaped so a ``/`` in a name cannot
 move a key into another's prefix.
 
-Round trips are what an ADD costs here, so an uncontended ADD makes three:
+Round trips are what an ADD costs here, so an uncontended ADD makes two:
 one read of everything the attachment may already hold and of the ranges'
-hints (:meth:`EtcdStore.prefetch`), one read of the held addresses from the
-hint on (pool and space together), and the claim, which also moves the hint.
+hints (:meth:`EtcdStore.prefetch`), then per range the claim of the first
+address from the hint on, which also moves the hint
+(:meth:`EtcdStore.claim_else_held`).  Only when that address is taken (a
+stale hint, or another node was faster) does the same transaction read the
+held addresses from the hint on, pool and space together, for the next try.
 Reading a hint also counts its pool's hints (up to the bound), so creating
 one costs a further round trip only when it takes the pool past the bound.
 """
@@ -29,7 +32,7 @@ from __future__ import annotations
 from .. import jsonlite as json  # the json module costs 8 ms per plugin call
 
 from . import etcd_client as ec
-from ..net.pools import pool_version
+from ..net import pool_version
 from .base import MAX_HINTS_PER_POOL, Allocation, Store, StoreError, merge_unique
 
 DEFAULT_PREFIX = "/cni-ipam/"
@@ -117,15 +120,22 @@ class EtcdStore(Store):
                 return
             start = kvs[-1]["key"] + b"\x00"
 
-    def held(self, pool, space, lo, hi):
-        """Pool and space addresses in [lo, hi]: the first page of both in one round trip."""
+    def _held_ranges(self, pool, space, lo, hi) -> tuple:
+        """``(bases, lo key, hi key, ranges)``: the first page of the pool's and the space's keys in [lo, hi]."""
         version = pool_version(pool)
         lo_k, hi_k = ip_key(lo, version).encode(), ip_key(hi, version).encode()
         bases = [self._k("pools", seg(pool)) + b"/"]
         if space is not None:
             bases.append(self._k("spaces", seg(space)) + b"/")
-        pages = self._call(self.client.read, [(b + lo_k, ec.prefix_end(b + hi_k), PAGE, True) for b in bases])
+        return bases, lo_k, hi_k, [(b + lo_k, ec.prefix_end(b + hi_k), PAGE, True) for b in bases]
+
+    def _held_from(self, bases, lo_k, hi_k, pages):
         return merge_unique([self._scan(b, lo_k, hi_k, page) for b, page in zip(bases, pages)])
+
+    def held(self, pool, space, lo, hi):
+        """Pool and space addresses in [lo, hi]: the first page of both in one round trip."""
+        bases, lo_k, hi_k, ranges = self._held_ranges(pool, space, lo, hi)
+        return self._held_from(bases, lo_k, hi_k, self._call(self.client.read, ranges))
 
     def prefetch(self, network, container_id, ifname, pod, hints) -> None:
         """Read what an ADD looks at first, in one round trip: the attachment's and the pod's index
@@ -146,12 +156,26 @@ class EtcdStore(Store):
     def claim(self, allocation: Allocation, hint=None) -> bool:
         """Create the pool (and space) key if absent; with ``hint`` (key, value), move that hint in the same
         round trip if nobody moved it since we read it."""
-        import os
+        return self._claim(allocation, hint)[0]
+
+    def claim_else_held(self, allocation: Allocation, hint, lo: int, hi: int):
+        """:meth:`claim`, whose transaction reads, if the address is taken, the first page of :meth:`held` in
+        [lo, hi] instead (etcd runs a transaction's ``failure`` operations when a compare fails): one round
+        trip either way."""
+        bases, lo_k, hi_k, ranges = self._held_ranges(allocation.pool, allocation.space, lo, hi)
+        claimed, pages = self._claim(allocation, hint, ranges)
+        return (True, None) if claimed else (False, self._held_from(bases, lo_k, hi_k, pages))
+
+    def _claim(self, allocation: Allocation, hint, reads=()) -> tuple:
+        """``(claimed, pages)``: the claim's transaction; when it fails, its failure branch reads the pool key
+        (our own claim, if a retried transaction finds it done, is recognised by its random ``claim``) and
+        ``reads`` (``EtcdClient.read``'s ranges), whose key-value lists are ``pages``."""
+        import posix
         import time
 
         allocation.created = allocation.created or time.time()
         record = allocation.to_dict()
-        record["claim"] = os.urandom(8).hex()  # recognises our own claim if a retried txn finds it done
+        record["claim"] = posix.urandom(8).hex()  # recognises our own claim if a retried txn finds it done
         value = json.dumps(record).encode()
         compare = [ec.absent(self._pool_key(allocation))]
         success = [ec.put(self._pool_key(allocation), value)]
@@ -163,12 +187,14 @@ class EtcdStore(Store):
         if hint is not None:
             success.append(ec.nested(*self._hint_update(hint[0], allocation.pool, allocation.space, hint[1])))
         self._forget_indexes()
-        if self._call(self.client.txn, compare, success)["succeeded"]:
+        failure = [ec.read_op(self._pool_key(allocation), None)] + [ec.read_op(*r) for r in reads]
+        answer = self._call(self.client.txn, compare, success, failure)
+        if answer["succeeded"]:
             if new_hint:
                 self._hint_created(allocation.pool, hint[0])
-            return True
-        current = self._call(self.client.get, self._pool_key(allocation))
-        return current is not None and json.loads(current["value"]).get("claim") == record["claim"]
+            return True, None
+        current, *pages = ec.read_results(answer)
+        return bool(current) and json.loads(current[0]["value"]).get("claim") == record["claim"], pages
 
     def _read(self, allocation: Allocation):
         kv = self._call(self.client.get, self._pool_key(allocation))
@@ -177,32 +203,56 @@ class EtcdStore(Store):
         return _decode(kv["value"]), kv["mod_revision"]
 
     def release(self, allocation: Allocation) -> bool:
+        """Delete the record, its indexes and its space key if unchanged since read; the read also fetches the
+        hints of its pool and space (for :meth:`_lower_hints`), so a release costs one read and one delete."""
         self._forget_indexes()
         for _ in range(8):
-            held, revision = self._read(allocation)
-            if held is None or held.attachment != allocation.attachment:
+            ranges = [(self._pool_key(allocation), None, 0, False), self._hint_ranges("hints", allocation.pool)]
+            if allocation.space is not None:
+                ranges.append(self._hint_ranges("hint-spaces", allocation.space))
+            kvs, hints, *pointers = self._call(self.client.read, ranges)
+            if not kvs:
+                return False
+            held, revision = _decode(kvs[0]["value"]), kvs[0]["mod_revision"]
+            if held.attachment != allocation.attachment:
                 return False
             ops = [ec.delete(self._pool_key(held))] + [ec.delete(k) for k in self._index_keys(held)]
             if held.space is not None:
                 ops.append(ec.delete(self._space_key(held)))
             if self._call(self.client.txn, [ec.unchanged(self._pool_key(held), revision)], ops)["succeeded"]:
-                self._lower_hints(held)
+                same = held.pool == allocation.pool and held.space == allocation.space
+                self._lower_hints(held, (hints, pointers[0] if pointers else []) if same else None)
                 return True
         raise StoreError(f"allocation {allocation.address} in {allocation.pool} kept changing; release not done",
                          retry=True)
 
-    def _lower_hints(self, held: Allocation) -> None:
+    def _hint_ranges(self, kind: str, name: str) -> tuple:
+        """``EtcdClient.read``'s range of every ``hints/<pool>/`` or ``hint-spaces/<space>/`` key."""
+        base = self._k(kind, seg(name)) + b"/"
+        return base, ec.prefix_end(base), 0, False
+
+    def _lower_hints(self, held: Allocation, read=None) -> None:
         """Make a freed address the first candidate again in every range of its pool and space.
 
-        Only the order of allocation depends on this: a missed update never
-        makes a held address look free.
+        ``read``: ``(hints of the pool, hint-spaces pointers of the space)`` as
+        read with the record; else they are read here.  A pointer to a hint
+        of another pool is followed with one more read.  Only the order of
+        allocation depends on this: a missed update never makes a held
+        address look free (each update is made only if the hint is unchanged).
         """
-        hints = self._call(self.client.prefix, self._k("hints", seg(held.pool)) + b"/")
-        if held.space is not None:
-            for pointer in self._call(self.client.prefix, self._k("hint-spaces", seg(held.space)) + b"/"):
-                kv = self._call(self.client.get, pointer["value"])
-                if kv is not None and all(kv["key"] != h["key"] for h in hints):
-                    hints.append(kv)
+        if read is None:
+            ranges = [self._hint_ranges("hints", held.pool)]
+            if held.space is not None:
+                ranges.append(self._hint_ranges("hint-spaces", held.space))
+            hints, *pointers = self._call(self.client.read, ranges)
+            read = hints, pointers[0] if pointers else []
+        hints, pointers = read
+        hints = list(hints)
+        known = {h["key"] for h in hints}
+        others = [p["value"] for p in pointers if p["value"] not in known]
+        if others:
+            for kvs in self._call(self.client.read, [(key, None, 0, False) for key in dict.fromkeys(others)]):
+                hints += kvs
         for kv in hints:
             hint = json.loads(kv["value"])
             value, version = ip_from_key(hint["value"])
@@ -348,7 +398,7 @@ class EtcdStore(Store):
     def _prune_hints(self, pool: str, kept: str) -> None:
         """Past :data:`MAX_HINTS_PER_POOL` in the pool, drop its hints but ``kept`` and their ``hint-spaces/``
         pointers (the space of a pool's hints is its network name, when it has one)."""
-        from ..net.pools import split_pool
+        from ..net import split_pool
 
         base = self._k("hints", seg(pool)) + b"/"
         keys = [kv["key"] for kv in self._call(self.client.range, base, ec.prefix_end(base), 0, True)]

@@ -213,19 +213,7 @@ class EtcdClient:
 
         ``ranges`` holds ``(start, end or None for one key, limit, keys_only)``.
         """
-        ops = []
-        for start, end, limit, keys_only in ranges:
-            request = {"key": b64(start)}
-            if end is not None:
-                request.update(range_end=b64(end), sort_order="ASCEND", sort_target="KEY")
-            if limit:
-                request["limit"] = str(limit)
-            if keys_only:
-                request["keys_only"] = True
-            ops.append({"request_range": request})
-        answer = self.call("kv/txn", {"compare": [], "success": ops})
-        return [[decode_kv(kv) for kv in (r.get("response_range") or {}).get("kvs") or []]
-                for r in answer.get("responses") or []]
+        return read_results(self.call("kv/txn", {"compare": [], "success": [read_op(*r) for r in ranges]}))
 
     def txn(self, compare: list, success: list, failure: list = ()) -> dict:
         request = {"compare": compare, "success": success}
@@ -245,6 +233,24 @@ def decode_kv(kv: dict) -> dict:
         "mod_revision": int(kv.get("mod_revision", 0)),
         "version": int(kv.get("version", 0)),
     }
+
+
+def read_op(start: bytes, end, limit: int = 0, keys_only: bool = False) -> dict:
+    """A transaction operation reading one range (``end`` None: the key ``start`` alone), ascending by key."""
+    request = {"key": b64(start)}
+    if end is not None:
+        request.update(range_end=b64(end), sort_order="ASCEND", sort_target="KEY")
+    if limit:
+        request["limit"] = str(limit)
+    if keys_only:
+        request["keys_only"] = True
+    return {"request_range": request}
+
+
+def read_results(answer: dict) -> list:
+    """The key-value lists of a transaction's answer, one per operation (empty for one that is not a read)."""
+    return [[decode_kv(kv) for kv in (r.get("response_range") or {}).get("kvs") or []]
+            for r in answer.get("responses") or []]
 
 
 def put(key: bytes, value: bytes) -> dict:

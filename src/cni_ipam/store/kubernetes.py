@@ -63,7 +63,7 @@ from __future__ import annotations
 from .. import jsonlite as json
 from ..kube import objects as ko
 from ..kube.client import KubeError, KubeUnavailable
-from ..net.pools import pool_name, pool_version, split_pool
+from ..net import pool_name, pool_version, split_pool
 from .base import Allocation, Store, StoreError, StoreRefused
 
 GV = ko.API_VERSION
