@@ -24,6 +24,9 @@ How the ADDs are made (``--via``):
   DaemonSet sets it), on its own socket in this run's private temp dir; the
   node's plugin processes forward to it (docs/agent.md); an ADD its agent's
   log does not show answered (the plugin fell back to doing it) fails the run;
+* ``forwarder``: the same agents, reached by the native forwarder
+  (native/cni-ipam-forward.c, ``cni-ipam install --native``) instead of the
+  Python launcher: what ``cni-ipam render`` installs with the agent;
 * ``upstream`` (pool layout only): the same load made by
   ``tests/kubeapi/upstream_writer.py``, a Python reimplementation of Go
   whereabouts v0.9.4's algorithm (the Lease around every ADD, GET, a JSON
@@ -86,9 +89,10 @@ SHARED = 22  # the pool layout: one shared /22, 1022 addresses
 SLICE = "/22"  # the slices layout: 1022 addresses per node of a /16, no node fills its slice in a run
 GOAL_FACTOR = 3.0  # issue 16: node slices at the most nodes, at least 3x the single pool
 GOAL_LATENCY, GOAL_WAYS = 0.01, 16  # issue 15: at 10 ms write latency, 16-way ...
-GOAL_RATE = {"plugin": 50.0, "agent": 100.0}  # ... allocations/s cluster-wide ...
+GOAL_RATE = {"plugin": 50.0, "agent": 100.0, "forwarder": 100.0}  # ... allocations/s cluster-wide ...
 GOAL_P99_MS = 1000.0  # ... and p99 under 1 s
-VIAS = ("plugin", "agent", "upstream")
+VIAS = ("plugin", "agent", "forwarder", "upstream")
+THROUGH_AGENTS = ("agent", "forwarder")
 
 
 def ok(answer) -> dict:
@@ -234,7 +238,7 @@ def one_run(ctx, run: int, layout: str, count: int, ways: int, latency: float, v
     slices = give_slices(server, name, ipam, nodes, ctx["work"]) if layout == "slices" else {}
     config = {"cniVersion": "1.0.0", "name": name, "type": "whereabouts", "ipam": ipam}
     items = [(node, f"{name}-{node}-{i:04d}") for i in range(per_node) for node in nodes]  # nodes interleaved
-    used = [agents[node] for node in nodes] if via == "agent" else []
+    used = [agents[node] for node in nodes] if via in THROUGH_AGENTS else []
     server.faults([{"verbs": list(WRITES), "latency": latency}], reset=True)
 
     def cpu():
@@ -246,8 +250,9 @@ def one_run(ctx, run: int, layout: str, count: int, ways: int, latency: float, v
     if via == "upstream":
         wall, done, failures, lease_waits = upstream_adds(server, name, ipam["range"], items, ways)
     else:
-        sockets = {node: agents[node].args[-1] for node in nodes} if via == "agent" else {}
-        wall, done, failures = exec_adds(os.path.join(ctx["bin_dir"], "whereabouts"), config, items, ways, sockets)
+        sockets = {node: agents[node].args[-1] for node in nodes} if via in THROUGH_AGENTS else {}
+        bin_dir = ctx["native_bin_dir"] if via == "forwarder" else ctx["bin_dir"]
+        wall, done, failures = exec_adds(os.path.join(bin_dir, "whereabouts"), config, items, ways, sockets)
     counted = server.faults()["requests"]
     after = cpu()
     stored = held(server)
@@ -261,7 +266,7 @@ def one_run(ctx, run: int, layout: str, count: int, ways: int, latency: float, v
     cpu_ms = {"writers": round(writers, 1), "agents": round(spent[2], 1), "api_server": round(spent[3], 1),
               "etcd": round(spent[4], 1)}
     problems = failures + check(done, stored, slices)
-    if via == "agent":
+    if via in THROUGH_AGENTS:
         answered = set().union(*(agent_answered(os.path.join(ctx["work"], f"agent-{node}.log")) for node in nodes))
         missed = [cid for _, cid, _, _ in done if cid not in answered]
         if missed:
@@ -285,11 +290,12 @@ def _cpu(row) -> str:
 
 
 def _label(row) -> str:
-    return {"plugin": "ours, plugin alone", "agent": "ours, through agents",
+    return {"plugin": "ours, plugin alone", "agent": "ours, Python launcher + agents",
+            "forwarder": "ours, native forwarder + agents",
             "upstream": "upstream's algorithm (Python)"}[row["via"]]
 
 
-TABLE = [("ADDs made by", -29, _label), ("layout", -6, lambda r: r["layout"]), ("nodes", 5, lambda r: r["nodes"]),
+TABLE = [("ADDs made by", -31, _label), ("layout", -6, lambda r: r["layout"]), ("nodes", 5, lambda r: r["nodes"]),
          ("ok", 5, lambda r: r["ok"]), ("alloc/s", 8, lambda r: r["alloc_per_s"]),
          ("vs pool", 7, lambda r: r.get("vs_pool", "-")), ("p50 ms", 7, lambda r: r["p50_ms"]),
          ("p99 ms", 7, lambda r: r["p99_ms"]), ("dups", 4, lambda r: r["duplicates"]),
@@ -336,7 +342,7 @@ def main(argv=None) -> int:
                                                            "(default 0,0.01)")
     parser.add_argument("--layouts", default="pool", help="pool, slices or both (default pool)")
     parser.add_argument("--via", default="plugin,agent,upstream", help="who makes the ADDs: plugin, agent, "
-                                                                      "upstream (default all three)")
+                        "forwarder, upstream (default plugin,agent,upstream)")
     parser.add_argument("--base-port", type=int, default=28790, help="first etcd port to try (default 28790)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
@@ -357,15 +363,19 @@ def main(argv=None) -> int:
     work = tempfile.mkdtemp(prefix="bench-kube-")  # mode 0700: the agents' sockets are private to us
     bin_dir = os.path.join(work, "bin")
     install(bin_dir, names=["whereabouts"])
+    native_bin_dir = os.path.join(work, "native-bin")
+    if "forwarder" in vias:
+        install(native_bin_dir, names=["whereabouts"], native=True)
     cluster = EtcdCluster(os.path.join(work, "etcd"), base_port=free_base_port(args.base_port), token="kube-bench")
-    ctx = {"server": None, "cluster": cluster, "bin_dir": bin_dir, "work": work, "agents": {}}
+    ctx = {"server": None, "cluster": cluster, "bin_dir": bin_dir, "native_bin_dir": native_bin_dir, "work": work,
+           "agents": {}}
     rows, warm_ups = [], []
     load_before = os.getloadavg()
     try:
         cluster.start()
         server = ctx["server"] = KubeAPIServer(cluster.endpoints, "/kube-bench", os.path.join(work, "api")).start()
         server.bench_kubeconfig = write_kubeconfig(server, os.path.join(work, "kubeconfig"), namespace=NS)
-        if "agent" in vias:
+        if any(v in THROUGH_AGENTS for v in vias):
             for i in range(max(counts)):
                 node = f"node-{i}"
                 ctx["agents"][node] = start_agent(os.path.join(work, f"agent-{node}.sock"), {"NODENAME": node},
