@@ -19,7 +19,8 @@ from test_whereabouts_kube import POOLS, pools
 
 from cni_ipam.kube import objects as ko
 from cni_ipam.store.base import Allocation
-from cni_ipam.store.kubernetes import ANNOTATION, KubernetesStore
+from cni_ipam.store.kube_pools import ANNOTATION
+from cni_ipam.store.kubernetes import KubernetesStore
 
 POOL = "/10.50.0.0/24"
 NAME = "10.50.0.0-24"

@@ -1,5 +1,6 @@
-"""The Kubernetes store's patches (pure): one annotation per allocation key, each change guarded by its own
-``test``, applied with the test API server's model of kube-apiserver's JSON Patch (tests/kubeapi/patching.py).
+"""The Kubernetes store's patches (store/kube_pools.py, pure): one annotation per allocation key, each change
+guarded by its own ``test``, applied with the test API server's model of kube-apiserver's JSON Patch
+(tests/kubeapi/patching.py).
 
 Annotation names follow Kubernetes' rules (k8s.io/apimachinery pkg/util/validation/validation.go
 ``IsQualifiedName``: an optional DNS-subdomain prefix and ``/``, then a name of at most 63 characters of
@@ -16,7 +17,7 @@ import pytest
 from kubeapi.patching import PatchFailed, apply_json_patch
 
 from cni_ipam.kube import objects as ko
-from cni_ipam.store import kubernetes as kube
+from cni_ipam.store import kube_pools as kube
 from cni_ipam.store.base import Allocation
 
 POOL = "/10.0.0.0/24"
@@ -49,17 +50,17 @@ def allocation(offset: int, cid: str) -> Allocation:
 
 def claim_ops(obj: dict, *claims) -> list:
     """What ``claim`` (or a batch of claims) sends for ``claims`` ((offset, cid) pairs), read from ``obj``."""
-    pool = kube._Pool(obj)
+    pool = kube.Pool(obj)
     extras = dict(pool.extras)
-    extras.update((str(o), kube._extra(allocation(o, c))) for o, c in claims)
-    add = {str(o): kube._upstream(allocation(o, c)) for o, c in claims}
-    return ko.pool_patch(pool.parsed, add=add) + kube._annotation_ops(pool, extras)
+    extras.update((str(o), kube.note_row(allocation(o, c))) for o, c in claims)
+    add = {str(o): kube.upstream(allocation(o, c)) for o, c in claims}
+    return ko.pool_patch(pool.parsed, add=add) + kube.annotation_ops(pool, extras)
 
 
 def release_ops(obj: dict, offset: int) -> list:
-    pool = kube._Pool(obj)
+    pool = kube.Pool(obj)
     key = str(offset)
-    return ko.pool_patch(pool.parsed, remove=[key]) + kube._annotation_ops(
+    return ko.pool_patch(pool.parsed, remove=[key]) + kube.annotation_ops(
         pool, {k: v for k, v in pool.extras.items() if k != key})
 
 
@@ -76,7 +77,7 @@ def test_a_claim_adds_its_key_and_its_own_annotation_each_tested_absent():
         {"op": "test", "path": "/metadata/annotations/cni-ipam.io~1a.2", "value": None},
         {"op": "add", "path": "/metadata/annotations/cni-ipam.io~1a.2", "value": kube.note_text(row("c2"))},
     ]
-    after = kube._Pool(apply(obj, ops))
+    after = kube.Pool(apply(obj, ops))
     assert {a.container_id: a.network for a in after.allocations} == {"c1": "net", "c2": "net"}
 
 
@@ -122,7 +123,7 @@ def test_a_pool_without_annotations_gets_the_map_tested_absent():
 def test_the_old_single_annotation_is_read_then_replaced_under_a_test_of_its_text():
     blob = {"1": row("c1", "net-one"), "2": row("gone")}  # key 2 was removed by a Go writer: stale
     obj = pool_object({"1": "c1"}, blob=blob, annotations={"example.com/x": "y"})
-    pool = kube._Pool(obj)
+    pool = kube.Pool(obj)
     assert [(a.container_id, a.network) for a in pool.allocations] == [("c1", "net-one")]
     assert sorted(pool.stale) == ["2"]
     ops = claim_ops(obj, (3, "c3"))
@@ -141,7 +142,7 @@ def test_the_old_single_annotation_is_read_then_replaced_under_a_test_of_its_tex
 def test_per_key_annotations_win_over_the_old_one_and_count_only_for_their_holder():
     obj = pool_object({"1": "c1", "2": "c2"}, notes={"1": row("c1", "new"), "2": row("someone-else")},
                       blob={"1": row("c1", "old"), "2": row("c2", "old")})
-    pool = kube._Pool(obj)
+    pool = kube.Pool(obj)
     assert {a.container_id: a.network for a in pool.allocations} == {"c1": "new", "c2": ""}
     assert sorted(pool.stale) == ["2"]
 
@@ -157,12 +158,12 @@ def test_each_write_drops_the_stale_annotations_it_read_under_a_test_of_their_te
 
 def test_update_owner_replaces_the_key_and_its_annotation_under_tests_of_both():
     obj = pool_object({"1": "c1"}, notes={"1": row("c1")})
-    pool = kube._Pool(obj)
+    pool = kube.Pool(obj)
     moved = allocation(1, "c1b")
-    extras = dict(pool.extras, **{"1": kube._extra(moved)})
-    ops = ko.pool_patch(pool.parsed, replace={"1": kube._upstream(moved)}) + kube._annotation_ops(pool, extras)
+    extras = dict(pool.extras, **{"1": kube.note_row(moved)})
+    ops = ko.pool_patch(pool.parsed, replace={"1": kube.upstream(moved)}) + kube.annotation_ops(pool, extras)
     assert not any(op["path"] == "/metadata/resourceVersion" for op in ops)
-    after = kube._Pool(apply(obj, ops))
+    after = kube.Pool(apply(obj, ops))
     assert [(a.container_id, a.network) for a in after.allocations] == [("c1b", "net")]
     with pytest.raises(PatchFailed):  # the annotation changed meanwhile
         apply(pool_object({"1": "c1"}, notes={"1": row("c1", "other")}), ops)
@@ -170,8 +171,8 @@ def test_update_owner_replaces_the_key_and_its_annotation_under_tests_of_both():
 
 def test_an_unchanged_pool_needs_no_annotation_operations():
     obj = pool_object({"1": "c1"}, notes={"1": row("c1")})
-    pool = kube._Pool(obj)
-    assert kube._annotation_ops(pool, pool.extras) == []
+    pool = kube.Pool(obj)
+    assert kube.annotation_ops(pool, pool.extras) == []
 
 
 def test_an_annotation_text_that_cannot_be_tested_exactly_falls_back_to_the_resource_version():
@@ -212,5 +213,5 @@ def test_past_the_budget_a_new_entry_loses_its_details_then_is_left_out():
     ops = claim_ops(fuller, (2, "c2"))
     assert not any("a.2" in op["path"] for op in ops) and {"op": "test", "path": "/spec/allocations/2",
                                                            "value": None} in ops
-    after = kube._Pool(apply(fuller, ops))
+    after = kube.Pool(apply(fuller, ops))
     assert {a.container_id: a.network for a in after.allocations} == {"c1": "net", "c2": ""}  # read as Go-written

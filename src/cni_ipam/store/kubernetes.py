@@ -56,191 +56,26 @@ What upstream's objects have no place for, and where it is:
 
 Reads: each plugin command (``transaction()``) lists the namespace's IPPools
 once, and works from that list, updated by our own writes' answers.
+
+This module does the I/O.  What an IPPool and our annotations say, and the
+patches that change them, are read and built in :mod:`.kube_pools` (pure);
+``cni-ipam verify``'s check and repairs are in :mod:`.kube_verify`.
 """
 
 from __future__ import annotations
 
-from .. import jsonlite as json
 from ..kube import objects as ko
 from ..kube.client import KubeError, KubeUnavailable
-from ..net import pool_name, pool_version, split_pool
+from ..net import pool_version, split_pool
 from .base import Allocation, Store, StoreError, StoreRefused
+from .kube_pools import (Pool, allocation_key, annotation_ops, created_at, keys_of, note_name, note_row, note_text,
+                         reservation_name, reservation_of, reservation_readings, same_attachment, upstream)
 
 GV = ko.API_VERSION
-NOTE = "cni-ipam.io/a."  # + an allocation key: that allocation's annotation
-ANNOTATION = "cni-ipam.io/attachments"  # before notes: one annotation for all keys, still read
-ANNOTATION_BUDGET = 200 * 1024  # kube-apiserver refuses more than 256 KiB of annotations per object
-_NOTE_KEY_DIGITS = 63 - len(NOTE.split("/", 1)[1])  # an annotation's name (after the prefix) has at most 63 characters
 RESERVATION_GRACE = 600.0  # seconds a reservation no allocation backs is left alone: a claim may still be on its way
 ATTEMPTS = 20  # patches of one pool for one claim or release before giving up (code 11)
 PAUSE = 0.01  # first jittered pause after a conflict, doubled each time, at most MAX_PAUSE
 MAX_PAUSE = 0.25
-
-
-class _Pool:
-    """One IPPool as read: the parsed object, our pool name for it, its allocations, and our annotations
-    (``notes``: allocation key -> its annotation's text as read; ``blob``: the old single annotation's text)."""
-
-    __slots__ = ("name", "obj", "parsed", "network_name", "network", "pool", "extras", "stale", "allocations",
-                 "annotations", "notes", "blob")
-
-    def __init__(self, obj: dict, node_pools=None) -> None:
-        self.obj = obj
-        self.parsed = ko.parse_ippool(obj)
-        self.name = self.parsed.name
-        from ..net.addr import Network
-
-        version, base = ko.pool_base(self.parsed.range)
-        prefixlen = int(self.parsed.range.rsplit("/", 1)[1])
-        prefixlen -= 96 if version == 4 and ":" in self.parsed.range else 0  # an IPv4-mapped range read as IPv4
-        self.network = Network(base, prefixlen, version)
-        named = _network_name(self.name, self.network)  # a node's pool: "<network_name>-<node>"
-        self.network_name = (node_pools or {}).get(self.name, named)  # the address space's network name
-        self.pool = pool_name(named, str(self.network))
-        annotations = (obj.get("metadata") or {}).get("annotations")
-        self.annotations = annotations if isinstance(annotations, dict) else None
-        self.notes = {name[len(NOTE):]: text for name, text in (self.annotations or {}).items()
-                      if name.startswith(NOTE) and isinstance(text, str)}
-        blob = (self.annotations or {}).get(ANNOTATION)
-        self.blob = blob if isinstance(blob, str) else None
-        holders = {e.key: [e.allocation.container_id, e.allocation.ifname] for e in self.parsed.entries}
-        self.extras, self.stale = {}, {}  # entries of the keys' current holders; the others (key gone or re-held)
-        for key, row in _read_extras(obj).items():
-            (self.extras if holders.get(key) == row[:2] else self.stale)[key] = row
-        self.allocations = [self._allocation(e) for e in self.parsed.entries if e.address is not None]
-
-    def _allocation(self, entry) -> Allocation:
-        held = entry.allocation
-        extra = self.extras.get(entry.key)
-        row = list(extra) + [None] * (7 - len(extra)) if extra is not None else [None] * 7
-        network, in_space, node, netns, created = row[2:7]
-        return Allocation(self.pool, entry.address, self.parsed.version, _str(network), held.container_id,
-                          held.ifname, space=None if in_space == 0 else self.network_name, pod=held.podref,
-                          netns=_str(netns), node=_str(node),
-                          created=float(created) if isinstance(created, (int, float)) else 0.0)
-
-    def holding(self, address: int) -> list:
-        return [a for a in self.allocations if a.ip == address]
-
-
-def _str(value) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _network_name(name: str, network) -> str:
-    """The ``network_name`` an IPPool's name carries before its normalized range ("" when none)."""
-    suffix = ko.pool_name(ko.range_text(network))
-    if name == suffix:
-        return ""
-    return name[:-len(suffix) - 1] if name.endswith("-" + suffix) else name
-
-
-def _row(text):
-    """An annotation's row, or None when it is not one."""
-    try:
-        row = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
-        return None
-    return row if isinstance(row, list) and len(row) >= 2 else None
-
-
-def _read_extras(obj: dict) -> dict:
-    """Our annotations: offset key -> ``[id, ifname, network, in-space, node, netns, created]``, from each key's
-    own (``cni-ipam.io/a.<key>``), else from the single one objects written before them have."""
-    annotations = (obj.get("metadata") or {}).get("annotations")
-    if not isinstance(annotations, dict):
-        return {}
-    try:
-        blob = json.loads(annotations.get(ANNOTATION) or "{}")
-    except (ValueError, TypeError):
-        blob = {}
-    extras = {k: v for k, v in blob.items() if isinstance(v, list) and len(v) >= 2} if isinstance(blob, dict) else {}
-    for name, text in annotations.items():
-        row = _row(text) if name.startswith(NOTE) else None
-        if row is not None:
-            extras[name[len(NOTE):]] = row
-    return extras
-
-
-def _extra(a: Allocation, full: bool = True) -> list:
-    row = [a.container_id, a.ifname, a.network, 1 if a.space is not None else 0]
-    return row + [a.node, a.netns, a.created] if full else row
-
-
-def note_name(key: str):
-    """The annotation of allocation key ``key`` (``cni-ipam.io/a.<key>``: a qualified name, whose part after
-    the prefix is at most 63 characters of ``[A-Za-z0-9-_.]`` beginning and ending alphanumeric), or None for
-    a key that cannot name one (only decimal keys, as :func:`~cni_ipam.kube.objects.offset_key` writes, get one)."""
-    return NOTE + key if key.isdigit() and key.isascii() and len(key) <= _NOTE_KEY_DIGITS else None
-
-
-def note_text(row: list) -> str:
-    """A row as its annotation's text: JSON in printable ASCII without ``<>&`` (escaped inside its strings), so
-    a later ``test`` of it compares equal on any server (:func:`~cni_ipam.kube.objects.plain`)."""
-    text = json.dumps(row, ascii=True)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("\x7f", "\\u007f")
-
-
-def _size(name: str, text: str) -> int:
-    """What an annotation counts toward the API server's limit (``ValidateAnnotationsSize``: key and value lengths)."""
-    return len(name.encode()) + len(text.encode())
-
-
-def _annotation_ops(pool: _Pool, extras: dict) -> list:
-    """JSON Patch operations that make our annotations say ``extras`` (key -> row), given the pool as read:
-    one annotation per allocation key, added (``test`` absent), replaced or removed (``test`` of its text as
-    read) only where its text changes, so writers of different keys do not conflict.  Built from
-    ``pool.extras``, which holds only the entries of keys the pool still holds for the same attachment, so a
-    write also drops the annotations another writer made stale (Go writers remove keys and leave annotations
-    alone).  The old single annotation, when present, is removed (``test`` of its text) and its current entries
-    are written as notes.  Past :data:`ANNOTATION_BUDGET` bytes of annotations (all of the object's, as read)
-    a new row loses its node, netns and time, then is left out (its allocation then reads as Go-written).  A
-    text that cannot be tested exactly (not :func:`~cni_ipam.kube.objects.plain`) makes the patch test
-    ``resourceVersion`` instead."""
-    annotations = pool.annotations or {}
-    used = sum(_size(k, v) for k, v in annotations.items() if isinstance(k, str) and isinstance(v, str))
-    ops, added, whole = [], {}, False
-
-    def guarded(name: str, text: str) -> list:
-        nonlocal whole
-        whole = whole or not ko.plain(text)
-        return [{"op": "test", "path": ko.pointer("metadata", "annotations", name), "value": text}]
-
-    if pool.blob is not None:
-        ops += guarded(ANNOTATION, pool.blob) + [{"op": "remove", "path": ko.pointer("metadata", "annotations",
-                                                                                      ANNOTATION)}]
-        used -= _size(ANNOTATION, pool.blob)
-    for key, old in sorted(pool.notes.items()):
-        if key not in extras or note_name(key) is None:
-            ops += guarded(NOTE + key, old) + [{"op": "remove", "path": ko.pointer("metadata", "annotations",
-                                                                                    NOTE + key)}]
-            used -= _size(NOTE + key, old)
-    for key, row in extras.items():
-        name, old = note_name(key), pool.notes.get(key)
-        if name is None or old is not None and _row(old) == list(row):
-            continue
-        if old is not None:
-            used -= _size(name, old)
-        text = next((t for t in (note_text(row), note_text(row[:4])) if used + _size(name, t) <= ANNOTATION_BUDGET),
-                    None)
-        path = ko.pointer("metadata", "annotations", name)
-        if text is None:
-            if old is not None:
-                ops += guarded(name, old) + [{"op": "remove", "path": path}]
-            continue
-        used += _size(name, text)
-        if old is not None:
-            ops += guarded(name, old) + [{"op": "replace", "path": path, "value": text}]
-        elif pool.annotations is None:
-            added[name] = text
-        else:
-            ops += [{"op": "test", "path": path, "value": None}, {"op": "add", "path": path, "value": text}]
-    if added:  # no annotations at all: add the map, tested absent (a concurrent creator of it makes us read again)
-        ops += [{"op": "test", "path": "/metadata/annotations", "value": None},
-                {"op": "add", "path": "/metadata/annotations", "value": added}]
-    if whole:
-        ops.insert(0, ko.version_test(pool.parsed))
-    return ops
 
 
 class _Fresh:
@@ -262,7 +97,7 @@ class KubernetesStore(Store):
     def __init__(self, client, batches=None) -> None:
         self.client = client
         self.batches = batches  # the agent's PoolBatches (claims of one pool written together); None: alone
-        self._pools = None  # IPPool name -> _Pool, from the last LIST and our writes since; None: not read
+        self._pools = None  # IPPool name -> Pool, from the last LIST and our writes since; None: not read
         self._taken = set()  # (space, version, ip) this command found reserved by another: held, for held()
         self._node_pools = {}  # IPPool name -> network_name, of node pools named in NodeSlicePools read
 
@@ -287,15 +122,15 @@ class KubernetesStore(Store):
             pools = {}
             for obj in listed.get("items") or []:
                 try:
-                    pool = _Pool(obj, self._node_pools)
+                    pool = Pool(obj, self._node_pools)
                 except (ko.ObjectError, ValueError, IndexError):
                     continue  # verify reports it; nothing here can allocate from it
                 pools[pool.name] = pool
             self._pools = pools
         return self._pools
 
-    def _remember(self, obj: dict) -> "_Pool":
-        pool = _Pool(obj, self._node_pools)
+    def _remember(self, obj: dict) -> "Pool":
+        pool = Pool(obj, self._node_pools)
         if self._pools is not None:
             self._pools[pool.name] = pool
         return pool
@@ -366,11 +201,11 @@ class KubernetesStore(Store):
             for attempt in range(ATTEMPTS):
                 pool = self._pool(name, fresh=attempt > 0)
                 if pool is not None and pool.parsed.held.get(allocation.ip):
-                    if attempt > 0 and any(_same_attachment(a, allocation) for a in pool.holding(allocation.ip)):
+                    if attempt > 0 and any(same_attachment(a, allocation) for a in pool.holding(allocation.ip)):
                         reserved = None  # our own write, committed though its answer was lost (the client retried)
                         return True
                     return False
-                key = _key_from(network, allocation, pool)
+                key = allocation_key(network, allocation, pool)
                 if allocation.space is not None and reserved is None:
                     reserved = self._reserve(allocation)
                     if reserved is None:  # held in its address space: a lost race, whose winner may not have
@@ -389,8 +224,8 @@ class KubernetesStore(Store):
                         return won
                     continue  # the pool is gone: read it again (none: create it)
                 extras = dict(pool.extras)
-                extras[key] = _extra(allocation)
-                ops = ko.pool_patch(pool.parsed, add={key: _upstream(allocation)}) + _annotation_ops(pool, extras)
+                extras[key] = note_row(allocation)
+                ops = ko.pool_patch(pool.parsed, add={key: upstream(allocation)}) + annotation_ops(pool, extras)
                 if self._patch_pool(name, ops, attempt):
                     reserved = None
                     return True
@@ -420,7 +255,7 @@ class KubernetesStore(Store):
         from .kube_batch import COMMITTED, GONE, LOST, plan
 
         cached = self.batches.cached(name)
-        pool = _Pool(cached, self._node_pools) if cached is not None else self._pool(name)
+        pool = Pool(cached, self._node_pools) if cached is not None else self._pool(name)
         fresh = False  # a cached pool, or our own list: a held address is read again before it decides
         for attempt in range(ATTEMPTS):
             if pool is None:
@@ -439,10 +274,10 @@ class KubernetesStore(Store):
             if not wants:
                 return
             extras = dict(pool.extras)
-            extras.update((w.key, _extra(w.allocation)) for w in wants)
-            ops = ko.pool_patch(pool.parsed, add={w.key: _upstream(w.allocation) for w in wants})
+            extras.update((w.key, note_row(w.allocation)) for w in wants)
+            ops = ko.pool_patch(pool.parsed, add={w.key: upstream(w.allocation) for w in wants})
             try:
-                written = self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops + _annotation_ops(pool, extras))
+                written = self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops + annotation_ops(pool, extras))
             except KubeError as exc:  # 404, 409, 422 (_call turned the others into StoreError)
                 tested = pool.parsed.resource_version
                 pool, fresh = self._reread(name), True
@@ -477,10 +312,10 @@ class KubernetesStore(Store):
 
     def _create_pool(self, name: str, network, allocation: Allocation, key: str) -> bool:
         """Create the pool already holding ``allocation``; False when someone else created it first."""
-        obj = ko.ippool_object(name, self.client.namespace, ko.range_text(network), {key: _upstream(allocation)})
+        obj = ko.ippool_object(name, self.client.namespace, ko.range_text(network), {key: upstream(allocation)})
         name = note_name(key)
         if name is not None:
-            obj["metadata"]["annotations"] = {name: note_text(_extra(allocation))}
+            obj["metadata"]["annotations"] = {name: note_text(note_row(allocation))}
         try:
             self._remember(self._call(self.client.create, GV, ko.IPPOOLS, obj))
         except KubeError as exc:
@@ -491,7 +326,7 @@ class KubernetesStore(Store):
 
     def _reserve(self, allocation: Allocation):
         """Create the address's reservation: ``[name, resourceVersion]``, or None when it is held."""
-        name = _reservation_name(allocation)
+        name = reservation_name(allocation)
         obj = ko.reservation_object(name, self.client.namespace, allocation.pod, allocation.ifname,
                                     allocation.container_id)
         try:
@@ -527,14 +362,14 @@ class KubernetesStore(Store):
             pool = self._pool(name, fresh=attempt > 0)
             if pool is None:
                 return False
-            mine = [a for a in pool.holding(allocation.ip) if _same_attachment(a, allocation)]
+            mine = [a for a in pool.holding(allocation.ip) if same_attachment(a, allocation)]
             if not mine:
                 if attempt > 0 and allocation.space is not None:
                     self._drop_own_reservation(allocation)  # our patch may have committed, its answer lost
                 return attempt > 0
-            keys = _keys_of(pool, allocation)
+            keys = keys_of(pool, allocation)
             extras = {k: v for k, v in pool.extras.items() if k not in keys}
-            ops = ko.pool_patch(pool.parsed, remove=keys) + _annotation_ops(pool, extras)
+            ops = ko.pool_patch(pool.parsed, remove=keys) + annotation_ops(pool, extras)
             if not self._patch_pool(name, ops, attempt):
                 continue
             if mine[0].space is not None:
@@ -557,10 +392,10 @@ class KubernetesStore(Store):
 
     def _drop_own_reservation(self, held: Allocation) -> None:
         """Delete the address's reservation if it is this allocation's (not another pool's of the space)."""
-        name = _reservation_name(held)
+        name = reservation_name(held)
         try:
             found = ko.parse_reservation(self._call(self.client.get, GV, ko.RESERVATIONS, name))
-            if _reservation_of(found, held):
+            if reservation_of(found, held):
                 self._call(self.client.delete, GV, ko.RESERVATIONS, name, found.resource_version)
         except KubeError:
             pass  # gone, or changed meanwhile: not ours to delete
@@ -569,14 +404,14 @@ class KubernetesStore(Store):
         name, _ = self._object_name(allocation.pool)
         for attempt in range(ATTEMPTS):
             pool = self._pool(name, fresh=attempt > 0)
-            held = [a for a in pool.holding(allocation.ip) if _same_attachment(a, allocation)] if pool else []
+            held = [a for a in pool.holding(allocation.ip) if same_attachment(a, allocation)] if pool else []
             if not held:
                 return False  # released (and maybe claimed again) since the caller read it
-            key = _keys_of(pool, allocation)[0]
+            key = keys_of(pool, allocation)[0]
             moved = Allocation.from_dict(dict(held[0].to_dict(), container_id=container_id, netns=netns))
             extras = dict(pool.extras)
-            extras[key] = _extra(moved)
-            ops = ko.pool_patch(pool.parsed, replace={key: _upstream(moved)}) + _annotation_ops(pool, extras)
+            extras[key] = note_row(moved)
+            ops = ko.pool_patch(pool.parsed, replace={key: upstream(moved)}) + annotation_ops(pool, extras)
             if not self._patch_pool(name, ops, attempt):
                 continue
             allocation.container_id, allocation.netns = container_id, netns
@@ -608,7 +443,7 @@ class KubernetesStore(Store):
 
     def _reservations(self) -> list:
         """Every reservation, with its creation time (seconds since the epoch; 0 when unreadable)."""
-        return [(ko.parse_reservation(obj), _created(obj))
+        return [(ko.parse_reservation(obj), created_at(obj))
                 for obj in self._call(self.client.list, GV, ko.RESERVATIONS).get("items") or []]
 
     def unbacked_reservations(self):
@@ -639,7 +474,7 @@ class KubernetesStore(Store):
         for r, created in reservations:
             readings = reservation_readings(r.name)
             if not readings or now - created < RESERVATION_GRACE or any(x in backed for x in readings) or any(
-                    _reservation_of(r, a) for _, version, ip in readings for a in holders.get((version, ip), ())):
+                    reservation_of(r, a) for _, version, ip in readings for a in holders.get((version, ip), ())):
                 continue
             space, version, ip = next((x for x in readings if x[0] in spaces), readings[-1])
             holder = next((p.pool for p in pools if p.network_name == space and p.network.version == version
@@ -660,85 +495,16 @@ class KubernetesStore(Store):
             return False  # gone or changed meanwhile
         return True
 
+
     # -- consistency check (cni-ipam verify) ------------------------------------------------------
 
     def check(self, progress=None) -> list:
         """Besides what any store can hold (addresses outside their pool, duplicates in a space): pools and
-        keys that cannot be read, allocations without their reservation, reservations without allocation."""
-        from .check import Problem, duplicates, outside_its_pool, tick
+        keys that cannot be read, allocations without their reservation, reservations without allocation
+        (:mod:`.kube_verify`, loaded here only: no plugin command checks)."""
+        from .kube_verify import check
 
-        reservations = self._reservations()
-        problems = []
-        self._learn_node_pools()
-        self._pools = {}
-        for obj in self._call(self.client.list, GV, ko.IPPOOLS).get("items") or []:
-            try:
-                pool = self._remember(obj)
-            except (ko.ObjectError, ValueError, IndexError) as exc:
-                name = (obj.get("metadata") or {}).get("name")
-                problems.append(Problem("bad-pool", f"IPPool {name}: unreadable ({exc})",
-                                        hint="read it with kubectl get ippool -o yaml; its addresses cannot be "
-                                             "handed out by cni-ipam until it is fixed"))
-                continue
-            for entry in pool.parsed.unknown:
-                problems.append(Problem("bad-key", f"IPPool {pool.name}: allocation key {entry.key!r} names no "
-                                                   f"address of {pool.parsed.range}",
-                                        hint="Go whereabouts cannot read it either; remove it with kubectl edit "
-                                             "ippool once its holder is gone"))
-            if pool.stale:
-                problems.append(Problem("stale-annotation", f"IPPool {pool.name}: annotations ({NOTE}<key>, "
-                                                            f"{ANNOTATION}) have entries for keys "
-                                                            f"{', '.join(sorted(pool.stale))} that another writer "
-                                                            f"removed or gave to another attachment",
-                                        repair=self._drop_stale(pool)))
-        allocations = self.find()
-        for done, _ in enumerate(allocations, 1):
-            tick(progress, done, len(allocations))
-        problems += filter(None, (outside_its_pool(a, self._release_outside(a)) for a in allocations))
-        names = {r.name for r, _ in reservations}
-        for a in allocations:
-            if a.space is not None and _reservation_name(a) not in names:
-                problems.append(Problem("missing-reservation",
-                                        f"{a.address} of {a.pool} has no OverlappingRangeIPReservation: another "
-                                        f"pool of address space {a.space!r} can hand it out again",
-                                        repair=self._restore_reservation(a)))
-        for reservation in self._unbacked(reservations, allocations):
-            problems.append(Problem("unbacked-reservation",
-                                    f"OverlappingRangeIPReservation {reservation.token[0]} holds {reservation.address} "
-                                    f"in address space {reservation.space!r} but no allocation does: the address "
-                                    f"is blocked", repair=self._drop_unbacked(reservation)))
-        return problems + duplicates(allocations)
-
-    def _release_outside(self, a: Allocation):
-        def repair() -> str:
-            if not self.release(a):
-                return f"{a.address} of {a.pool} had changed; left alone (run verify again)"
-            return f"released {a.address} from {a.pool}: no range of that pool can hold it"
-        return repair
-
-    def _restore_reservation(self, a: Allocation):
-        def repair() -> str:
-            if self._reserve(a) is None:
-                return f"the reservation of {a.address} in address space {a.space!r} was made meanwhile; left alone"
-            return f"restored the reservation of {a.address} in address space {a.space!r} for {a.pool}"
-        return repair
-
-    def _drop_stale(self, pool: _Pool):
-        def repair() -> str:
-            ops = _annotation_ops(pool, pool.extras)
-            try:
-                self._remember(self._call(self.client.json_patch, GV, ko.IPPOOLS, pool.name, ops))
-            except KubeError:
-                return f"IPPool {pool.name} changed meanwhile; its annotation was left alone (run verify again)"
-            return f"dropped the stale annotation entries of keys {', '.join(sorted(pool.stale))} from IPPool {pool.name}"
-        return repair
-
-    def _drop_unbacked(self, reservation):
-        def repair() -> str:
-            if self.drop_reservation(reservation):
-                return f"deleted the unbacked reservation {reservation.token[0]}"
-            return f"the reservation {reservation.token[0]} changed meanwhile; left alone"
-        return repair
+        return check(self, progress)
 
     # -- node slices (node_slice_size) ---------------------------------------------------------------
 
@@ -786,83 +552,6 @@ class KubernetesStore(Store):
 
     def close(self) -> None:
         self.client.close()
-
-
-def _upstream(a: Allocation) -> "ko.Allocation":
-    return ko.Allocation(a.container_id, a.pod, a.ifname)
-
-
-def _key_from(network, allocation: Allocation, pool=None) -> str:
-    """The allocation's key in its pool (StoreRefused when Go whereabouts could not read it)."""
-    try:
-        if pool is not None:
-            return pool.parsed.key_for(allocation.ip)
-        return ko.offset_key(int(network.network_address), allocation.version, allocation.ip)
-    except ko.ObjectError as exc:  # OffsetTooLarge included
-        raise StoreRefused(f"{allocation.pool}: {exc}") from None
-
-
-def _reservation_name(a: Allocation) -> str:
-    try:
-        return ko.reservation_name(a.ip, a.version, a.space or "")
-    except ko.ObjectError as exc:
-        raise StoreRefused(str(exc)) from None
-
-
-def _keys_of(pool, allocation: Allocation) -> list:
-    """The allocation keys of ``pool`` that hold ``allocation``'s address for its container and interface."""
-    return [e.key for e in pool.parsed.held[allocation.ip]
-            if (e.allocation.container_id, e.allocation.ifname) == (allocation.container_id, allocation.ifname)]
-
-
-def _same_attachment(held: Allocation, asked: Allocation) -> bool:
-    """``held`` belongs to ``asked``'s attachment; a Go-written one (no network) matches any network."""
-    return (held.container_id, held.ifname) == (asked.container_id, asked.ifname) and held.network in ("",
-                                                                                                        asked.network)
-
-
-def _reservation_of(r, held: Allocation) -> bool:
-    """Whether reservation ``r`` is ``held``'s: the same container (ours record it), else the same pod and
-    interface (Go's record only those; a pod keeps them across a sandbox restart)."""
-    if r.ifname != held.ifname:
-        return False
-    return bool(r.container_id and r.container_id == held.container_id or r.podref and r.podref == held.pod)
-
-
-def reservation_readings(name: str) -> list:
-    """Every ``(space, version, ip)`` a reservation's name can stand for: ``<network_name>-<address>`` or
-    ``<address>``, the address with ``:`` written as ``-`` (``NormalizeIP``).  A name can be read more than one
-    way (``beef-fd00--1``: ``beef:fd00::1``, or ``fd00::1`` of network ``beef``); longest space last."""
-    from ..net.addr import ip_address
-
-    readings = []
-    cuts = [-1] + [i for i, c in enumerate(name) if c == "-"]
-    for cut in cuts:
-        space, text = ("", name) if cut < 0 else (name[:cut], name[cut + 1:])
-        if cut >= 0 and not space:
-            continue
-        try:
-            ip = ip_address(text if "." in text and "-" not in text else text.replace("-", ":"))
-        except ValueError:
-            continue
-        try:
-            if ko.reservation_name(int(ip), ip.version, space) == name:
-                readings.append((space, ip.version, int(ip)))
-        except ko.ObjectError:
-            continue
-    return readings
-
-
-def _created(obj: dict) -> float:
-    """``metadata.creationTimestamp`` (RFC 3339, UTC, as kube-apiserver writes it) in seconds; 0 when absent."""
-    import calendar
-    import time
-
-    text = (obj.get("metadata") or {}).get("creationTimestamp")
-    try:
-        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def _pause(client, attempt: int) -> None:
