@@ -53,6 +53,16 @@ def outside_its_pool(a, repair) -> Problem | None:
                                    f"(held by {a.network}/{a.container_id}/{a.ifname})", repair=repair)
 
 
+def released(store, a):
+    """The repair of an address no range of its pool can hold (:func:`outside_its_pool`), where the backend's
+    own release frees it safely (unless it changed since the check read it)."""
+    def repair() -> str:
+        if not store.release(a):
+            return f"{a.address} of {a.pool} had changed; left alone (run verify again)"
+        return f"released {a.address} from {a.pool}: no range of that pool can hold it"
+    return repair
+
+
 def duplicates(allocations) -> list:
     """One address held twice in one address space: the store's uniqueness rule was broken (left for a decision)."""
     groups = {}

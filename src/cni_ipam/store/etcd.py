@@ -445,7 +445,7 @@ class EtcdStore(Store):
         """An allocation is several keys here, so besides what any store can hold (records outside their
         pool's CIDR, duplicates in a space) there can be unreadable records, a record without its space
         claim, a space claim without its record, and an index entry without its record."""
-        from .check import Problem, duplicates, outside_its_pool, tick
+        from .check import Problem, duplicates, outside_its_pool, released, tick
 
         problems = []
         pools_base = self._k("pools") + b"/"
@@ -466,7 +466,7 @@ class EtcdStore(Store):
                 continue
             records[key] = a
         allocations = list(records.values())
-        problems += filter(None, (outside_its_pool(a, self._release_outside(a)) for a in allocations))
+        problems += filter(None, (outside_its_pool(a, released(self, a)) for a in allocations))
 
         spaces = self._section("spaces")
         claimed = {kv["key"] for kv in spaces}
@@ -493,13 +493,6 @@ class EtcdStore(Store):
 
         problems += duplicates(allocations)
         return problems
-
-    def _release_outside(self, a: Allocation):
-        def repair() -> str:
-            if not self.release(a):
-                return f"{a.address} of {a.pool} had changed; left alone (run verify again)"
-            return f"released {a.address} from {a.pool}: no range of that pool can hold it"
-        return repair
 
     def _restore_claim(self, a: Allocation):
         def repair() -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..kube import objects as ko
 from ..kube.client import KubeError
 from .base import Allocation
-from .check import Problem, duplicates, outside_its_pool, tick
+from .check import Problem, duplicates, outside_its_pool, released, tick
 from .kube_pools import ANNOTATION, NOTE, Pool, annotation_ops, reservation_name
 
 
@@ -47,7 +47,7 @@ def check(store, progress=None) -> list:
     allocations = store.find()
     for done, _ in enumerate(allocations, 1):
         tick(progress, done, len(allocations))
-    problems += filter(None, (outside_its_pool(a, _release_outside(store, a)) for a in allocations))
+    problems += filter(None, (outside_its_pool(a, released(store, a)) for a in allocations))
     names = {r.name for r, _ in reservations}
     for a in allocations:
         if a.space is not None and reservation_name(a) not in names:
@@ -61,14 +61,6 @@ def check(store, progress=None) -> list:
                                 f"in address space {reservation.space!r} but no allocation does: the address "
                                 f"is blocked", repair=_drop_unbacked(store, reservation)))
     return problems + duplicates(allocations)
-
-
-def _release_outside(store, a: Allocation):
-    def repair() -> str:
-        if not store.release(a):
-            return f"{a.address} of {a.pool} had changed; left alone (run verify again)"
-        return f"released {a.address} from {a.pool}: no range of that pool can hold it"
-    return repair
 
 
 def _restore_reservation(store, a: Allocation):
