@@ -502,9 +502,9 @@ class KubernetesStore(Store):
         """Besides what any store can hold (addresses outside their pool, duplicates in a space): pools and
         keys that cannot be read, allocations without their reservation, reservations without allocation
         (:mod:`.kube_verify`, loaded here only: no plugin command checks)."""
-        from .kube_verify import check
+        from . import kube_verify
 
-        return check(self, progress)
+        return kube_verify.check(self, progress)
 
     # -- node slices (node_slice_size) ---------------------------------------------------------------
 
