@@ -37,11 +37,9 @@ How the ADDs are made (``--via``):
 Figures, of the successful ADDs only (any failed ADD, duplicate address, or
 address outside its node's slice fails the run, exit 1): allocations/s (ADDs
 / wall time of the batch), ADD latency p50/p99 (exec to exit), API round trips
-per ADD and conflicts per ADD (from the server's request counters: every
-request, and the writes beyond the one IPPool patch and one reservation
-create an ADD needs, i.e. patches lost to a concurrent writer's, reservations
-and pool creates lost to another ADD; upstream's empty pool create, one a
-run, counts too: ours creates the pool with its first allocation), and
+per ADD and conflicts per ADD (from the server's counters: every request,
+and the writes it refused with 409 or 422: a patch whose ``test`` failed, a
+reservation or pool create that found the object there), and
 CPU per ADD of every process (plugins or upstream writers, agents, the test
 API server, the etcd members).  One table per latency and concurrency.
 
@@ -253,12 +251,13 @@ def one_run(ctx, run: int, layout: str, count: int, ways: int, latency: float, v
         sockets = {node: agents[node].args[-1] for node in nodes} if via in THROUGH_AGENTS else {}
         bin_dir = ctx["native_bin_dir"] if via == "forwarder" else ctx["bin_dir"]
         wall, done, failures = exec_adds(os.path.join(bin_dir, "whereabouts"), config, items, ways, sockets)
-    counted = server.faults()["requests"]
+    answered = server.faults()
+    counted, refused = answered["requests"], answered.get("refused", {})
     after = cpu()
     stored = held(server)
     n = max(len(done), 1)
     requests = sum(counted.values())
-    needed = sum(counted.get(k, 0) for k in ("patch ippools", "create ippools", "create overlappingrangeipreservations"))
+    lost = sum(v for k, v in refused.items() if k.split(" ")[0] in WRITES)
     latencies = [took for _, _, took, _ in done]
     spent = [(b - a) / n * 1000 for a, b in zip(before, after)]
     # Plugin processes are reaped children; upstream writers are threads of this process.
@@ -279,7 +278,7 @@ def one_run(ctx, run: int, layout: str, count: int, ways: int, latency: float, v
             "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
             "round_trips_per_add": round(requests / n, 2),
-            "conflicts_per_add": round((needed - 2 * len(done)) / n, 2),
+            "conflicts_per_add": round(lost / n, 2),
             "lease_waits_per_add": None if lease_waits is None else round(lease_waits / n, 2),
             "cpu_ms_per_add": {**cpu_ms, "total": round(sum(cpu_ms.values()), 1)}, "requests": counted}
 

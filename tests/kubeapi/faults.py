@@ -39,6 +39,7 @@ class Faults:
         self.rules = []
         self.requests = Counter()
         self.faults = Counter()
+        self.refused = Counter()  # "verb resource" -> requests answered 409 or 422 (a lost race, a failed test)
         self.random = random.Random(seed)
 
     def set_rules(self, rules: list) -> None:
@@ -53,11 +54,16 @@ class Faults:
         with self.lock:
             self.requests.clear()
             self.faults.clear()
+            self.refused.clear()
 
     def snapshot(self) -> dict:
         with self.lock:
-            return {"rules": [dict(r) for r in self.rules], "requests": dict(self.requests),
+            return {"rules": [dict(r) for r in self.rules], "requests": dict(self.requests), "refused": dict(self.refused),
                     "faults": {str(k): v for k, v in self.faults.items()}}
+
+    def note_refused(self, verb: str, resource: str) -> None:
+        with self.lock:
+            self.refused[f"{verb} {resource}"] += 1
 
     @staticmethod
     def _matches(rule: dict, verb: str, resource: str) -> bool:

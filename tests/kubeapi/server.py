@@ -134,6 +134,7 @@ class Handler(BaseHTTPRequestHandler):
         # read the body whatever the answer, so that the next request on a kept-alive connection starts clean
         length = int(self.headers.get("Content-Length") or 0)
         self.raw_body = self.rfile.read(length) if length else b""
+        request = None
         try:
             url = urlsplit(self.path)
             parts = [p for p in url.path.split("/") if p]
@@ -152,6 +153,8 @@ class Handler(BaseHTTPRequestHandler):
             self.authorize(user, request)
             self.serve(request)
         except StatusError as error:
+            if error.code in (409, 422) and request is not None:
+                self.server.faults.note_refused(request.verb, request.resource.name)
             self.send_error_status(error)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
