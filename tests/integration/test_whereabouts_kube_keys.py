@@ -156,6 +156,25 @@ def test_a_claim_from_a_stale_read_of_a_taken_key_loses_the_race(kube_api, tmp_p
         "1": "c0", "7": "c1", "8": "c2"}
 
 
+def test_a_reservation_refused_on_its_first_sending_is_another_s_without_reading_it(kube_api, tmp_path):
+    """A 409 AlreadyExists on the first sending of a reservation create cannot be our own create (nothing was
+    sent before), so the claim is lost at once: no GET of the reservation (kube.client.KubeError.retried).  A
+    create whose answer was lost is still recognised as ours (test_whereabouts_kube_faults.py)."""
+    a, b = store(kube_api, tmp_path, 0), store(kube_api, tmp_path, 1)
+    assert claim(a, held(1, "c0", space="net"))
+    b.transaction().__enter__()
+    b.prefetch(None, None, None, None, None)  # b's list predates c1's claim of offset 7
+    assert claim(a, held(7, "c1", space="net"))
+    kube_api.faults([], reset=True)
+    assert b.claim(held(7, "c2", space="net")) is False  # its reservation is c1's
+    requests, refused = kube_api.faults()["requests"], kube_api.faults()["refused"]
+    assert refused == {"create overlappingrangeipreservations": 1}
+    assert requests.get("get overlappingrangeipreservations", 0) == 0
+    assert b.claim(held(8, "c2", space="net")) is True
+    assert {k: v["id"] for k, v in pools(kube_api)[NAME]["spec"]["allocations"].items()} == {
+        "1": "c0", "7": "c1", "8": "c2"}
+
+
 def _old_style_pool(kube_api, stale_key: bool = False) -> None:
     """A pool as this store wrote it before per-key annotations: one annotation with every key's row."""
     rows = {"1": ["c1", "eth0", "net", 1, "node-a", "/var/run/netns/c1", 1700000000.5],

@@ -328,6 +328,19 @@ def test_gc_with_an_empty_list_frees_the_whole_network(wb):
     assert wb.rows() == []
 
 
+@pytest.mark.parametrize("attachments,where", [(True, "cni.dev/valid-attachments: expected a list"),
+                                               ({"containerID": "a"}, "cni.dev/valid-attachments: expected a list"),
+                                               ([{"containerID": ["a"], "ifname": "eth0"}],
+                                                "cni.dev/valid-attachments[0]: expected")])
+def test_gc_refuses_a_malformed_attachment_list_and_frees_nothing(wb, attachments, where):
+    """Found by tests/plugin_fuzz.py: a valid-attachments that is not a list of strings' objects was code 999."""
+    config = wb.net("gcnet", range="10.0.0.0/24")
+    ok(wb.add(config, "a"))
+    error = failed(wb.run("GC", dict(config, cniVersion="1.1.0", **{"cni.dev/valid-attachments": attachments})), 7)
+    assert where in error["msg"]
+    assert [c for _, _, _, c, _, _ in wb.rows()] == ["a"]
+
+
 # --- STATUS ---
 
 def test_status_ready(wb):

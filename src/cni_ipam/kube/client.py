@@ -30,7 +30,12 @@ JSON_PATCH = "application/json-patch+json"
 
 
 class KubeError(Exception):
-    """The API server refused a request; retrying it unchanged will not help."""
+    """The API server refused a request; retrying it unchanged will not help.
+
+    ``retried``: the refusal answered a second or later sending of the request, so an earlier one may have
+    committed (a 409 AlreadyExists may then be our own create); on a first sending it cannot be ours."""
+
+    retried = False
 
     def __init__(self, code: int, reason: str, message: str) -> None:
         super().__init__(message)
@@ -181,6 +186,7 @@ class KubeClient:
                 if answer.status == 429:
                     pause = _retry_after(answer.headers.get("retry-after"))
                 elif answer.status < 500:
+                    error.retried = attempt > 0
                     raise error
                 last = f"{answer.status} {error.reason or ''} {error.message}".replace("  ", " ")
             attempt += 1

@@ -221,9 +221,15 @@ def gc(request, stores):
     from ..config.whereabouts import store_settings, with_flat_file
 
     valid = set()
-    for i, entry in enumerate(request.config.get("cni.dev/valid-attachments") or []):
-        if not isinstance(entry, dict) or "containerID" not in entry or "ifname" not in entry:
-            raise invalid_config(f"cni.dev/valid-attachments[{i}]: expected {{containerID, ifname}}, got {entry!r}")
+    attachments = request.config.get("cni.dev/valid-attachments")
+    if attachments is not None and not isinstance(attachments, list):  # found by tests/plugin_fuzz.py: was 999
+        raise invalid_config(f"cni.dev/valid-attachments: expected a list of {{containerID, ifname}}, "
+                             f"got {attachments!r}")
+    for i, entry in enumerate(attachments or []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("containerID"), str) \
+                or not isinstance(entry.get("ifname"), str):
+            raise invalid_config(f"cni.dev/valid-attachments[{i}]: expected {{containerID, ifname}} strings, "
+                                 f"got {entry!r}")
         valid.add((entry["containerID"], entry["ifname"]))
     ipam, _ = with_flat_file(request, _read_json)
     store = stores.open(store_settings(ipam))

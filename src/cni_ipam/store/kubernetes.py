@@ -334,6 +334,8 @@ class KubernetesStore(Store):
         except KubeError as exc:
             if exc.code != 409:
                 raise StoreError(f"Kubernetes API: {exc.message}") from None
+            if not exc.retried:
+                return None  # refused on its first sending: another attachment's, no need to read it
             return self._own_reservation(name, allocation)
         return [name, made["metadata"]["resourceVersion"]]
 
