@@ -69,20 +69,10 @@ def _node_name(config) -> str:
     else the host name."""
     import posix
 
-    from ..config.whereabouts import nodename_files
+    from ..config.whereabouts import written_nodename
     from ..oslite import getenv
 
-    if getenv("NODENAME"):
-        return getenv("NODENAME")
-    for path in nodename_files(config.ipam, config.flat_file):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                name = handle.read().strip()
-        except (OSError, ValueError):
-            continue
-        if name:
-            return name
-    return posix.uname().nodename
+    return getenv("NODENAME") or written_nodename(config.ipam, config.flat_file) or posix.uname().nodename
 
 
 def _sliced(store, config, node: str) -> list:
