@@ -7,6 +7,20 @@ import signal
 import pytest
 
 
+@pytest.fixture
+def agent(tmp_path):
+    """A running ``cni-ipam agent`` of this test's own; yields (socket path, log file path)."""
+    from agent_process import start_agent
+
+    socket_path, log_path = str(tmp_path / "agent.sock"), tmp_path / "agent.log"
+    process = start_agent(socket_path, log_path)
+    try:
+        yield socket_path, log_path
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 @pytest.fixture(scope="session")
 def bin_dir(plugin_bin_dir) -> str:
     """Our launchers (``plugin_bin_dir`` of tests/conftest.py), under the name these tests use."""

@@ -12,38 +12,12 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
+from agent_process import start_agent
 
 from cni_ipam_lab.namespaces import cni_env, run_plugin
-
-
-def start_agent(socket_path: str, log_path, *args, umask: int = -1) -> subprocess.Popen:
-    """``cni-ipam agent`` on ``socket_path``, logging to ``log_path``, once it says it listens (the socket file
-    exists a moment before)."""
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path, *args],
-                                   stdout=log, stderr=log, umask=umask)
-    for _ in range(200):
-        if '"event": "listening"' in log_path.read_text():
-            return process
-        time.sleep(0.05)
-    process.kill()
-    pytest.fail(f"the agent did not start: {log_path.read_text()}")
-
-
-@pytest.fixture
-def agent(tmp_path):
-    """A running agent; yields (socket path, log file path)."""
-    socket_path = str(tmp_path / "agent.sock")
-    log_path = tmp_path / "agent.log"
-    process = start_agent(socket_path, log_path)
-    yield socket_path, log_path
-    process.terminate()
-    process.wait(10)
 
 
 def config(tmp_path, **ipam) -> dict:

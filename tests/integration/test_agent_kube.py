@@ -8,9 +8,6 @@ the ADDs took; objects are read back over HTTP, not through our store.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,26 +17,6 @@ from kube_nodes import POOLS, Node, ips, ok, pools, reservations
 
 ADDS = 16
 SLOW_PATCH = {"verbs": ["patch"], "resources": ["ippools"], "latency": 0.25}  # a write takes a while: claims queue
-
-
-@pytest.fixture
-def agent(tmp_path):
-    """A running agent; yields (socket path, log file path)."""
-    socket_path, log_path = str(tmp_path / "agent.sock"), tmp_path / "agent.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
-                                   stdout=log, stderr=log)
-    try:
-        for _ in range(200):
-            if '"event": "listening"' in log_path.read_text():
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"the agent did not start: {log_path.read_text()}")
-        yield socket_path, log_path
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture

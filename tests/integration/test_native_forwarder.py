@@ -93,25 +93,6 @@ def config(tmp_path, **top) -> bytes:
 
 # --- a real agent --------------------------------------------------------------------------------
 
-@pytest.fixture
-def agent(tmp_path):
-    """``cni-ipam agent`` on a socket of this test; yields (socket path, log path)."""
-    socket_path, log_path = str(tmp_path / "agent.sock"), tmp_path / "agent.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "cni_ipam.cli", "agent", "--socket", socket_path],
-                                   stdout=log, stderr=log)
-    for _ in range(200):
-        if '"event": "listening"' in log_path.read_text():
-            break
-        time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail(f"the agent did not start: {log_path.read_text()}")
-    yield socket_path, log_path
-    process.terminate()
-    process.wait(10)
-
-
 def agent_calls(log_path) -> int:
     return sum('"event": "call"' in line for line in log_path.read_text().splitlines())
 
