@@ -56,27 +56,34 @@ def counted(kube_api, request: str) -> int:
     return kube_api.faults()["requests"].get(request, 0)
 
 
-def test_sixteen_concurrent_claims_of_one_pool_all_commit_without_a_conflict(kube_api, tmp_path):
-    first = store(kube_api, tmp_path, 99)
-    assert claim(first, held(1, "c0"))  # the pool exists (its create is not what is measured)
-    stores = [store(kube_api, tmp_path, n) for n in range(16)]
-    for s in stores:  # each has read the pool (as a plugin's LIST at its start) before any of them writes
+def at_once(kube_api, tmp_path, work, writers: int = 16) -> list:
+    """``work(n, store)`` by ``writers`` stores at once, each having read the pools first (as a plugin's LIST at
+    its start) and every write slowed by 10 ms so that they overlap, as on a real server; their results."""
+    stores = [store(kube_api, tmp_path, n) for n in range(writers)]
+    for s in stores:
         s.transaction().__enter__()
         s.prefetch(None, None, None, None, None)
-    kube_api.faults([{"verbs": WRITES, "latency": 0.01}], reset=True)  # writes overlap, as on a real server
-    start = threading.Barrier(16)
-    results = [None] * 16
+    kube_api.faults([{"verbs": WRITES, "latency": 0.01}], reset=True)
+    start = threading.Barrier(writers)
+    results = [None] * writers
 
     def one(n: int) -> None:
         start.wait()
-        results[n] = stores[n].claim(held(2 + n, f"c{n + 1}"))  # 16 different addresses, 16 writers at once
+        results[n] = work(n, stores[n])
 
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(16)]
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(writers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == [True] * 16
+    return results
+
+
+def test_sixteen_concurrent_claims_of_one_pool_all_commit_without_a_conflict(kube_api, tmp_path):
+    first = store(kube_api, tmp_path, 99)
+    assert claim(first, held(1, "c0"))  # the pool exists (its create is not what is measured)
+    # 16 different addresses, 16 writers at once
+    assert at_once(kube_api, tmp_path, lambda n, s: s.claim(held(2 + n, f"c{n + 1}"))) == [True] * 16
     requests = kube_api.faults()["requests"]
     assert requests.get("patch ippools") == 16, requests  # one patch each: no 422, no retry
     assert requests.get("create overlappingrangeipreservations") == 16
@@ -95,27 +102,11 @@ def test_concurrent_releases_and_claims_of_one_pool_do_not_conflict(kube_api, tm
     setup = store(kube_api, tmp_path, 99)
     for n in range(8):
         assert claim(setup, held(1 + n, f"old{n}"))
-    stores = [store(kube_api, tmp_path, n) for n in range(16)]
-    for s in stores:
-        s.transaction().__enter__()
-        s.prefetch(None, None, None, None, None)
-    kube_api.faults([{"verbs": WRITES, "latency": 0.01}], reset=True)
-    start = threading.Barrier(16)
-    results = [None] * 16
 
-    def one(n: int) -> None:
-        start.wait()
-        if n < 8:
-            results[n] = stores[n].release(held(1 + n, f"old{n}"))
-        else:
-            results[n] = stores[n].claim(held(1 + n, f"new{n}"))
+    def one(n: int, s: KubernetesStore) -> bool:
+        return s.release(held(1 + n, f"old{n}")) if n < 8 else s.claim(held(1 + n, f"new{n}"))
 
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results == [True] * 16
+    assert at_once(kube_api, tmp_path, one) == [True] * 16
     assert counted(kube_api, "patch ippools") == 16
     pool = pools(kube_api)[NAME]
     assert sorted(pool["spec"]["allocations"], key=int) == [str(n) for n in range(9, 17)]
