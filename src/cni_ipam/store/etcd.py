@@ -207,9 +207,7 @@ class EtcdStore(Store):
         hints of its pool and space (for :meth:`_lower_hints`), so a release costs one read and one delete."""
         self._forget_indexes()
         for _ in range(8):
-            ranges = [(self._pool_key(allocation), None, 0, False), self._hint_ranges("hints", allocation.pool)]
-            if allocation.space is not None:
-                ranges.append(self._hint_ranges("hint-spaces", allocation.space))
+            ranges = [(self._pool_key(allocation), None, 0, False)] + self._hints_ranges(allocation)
             kvs, hints, *pointers = self._call(self.client.read, ranges)
             if not kvs:
                 return False
@@ -226,10 +224,13 @@ class EtcdStore(Store):
         raise StoreError(f"allocation {allocation.address} in {allocation.pool} kept changing; release not done",
                          retry=True)
 
-    def _hint_ranges(self, kind: str, name: str) -> tuple:
-        """``EtcdClient.read``'s range of every ``hints/<pool>/`` or ``hint-spaces/<space>/`` key."""
-        base = self._k(kind, seg(name)) + b"/"
-        return base, ec.prefix_end(base), 0, False
+    def _hints_ranges(self, a: Allocation) -> list:
+        """``EtcdClient.read``'s ranges of every ``hints/<pool>/`` key of ``a``'s pool and, with a space, every
+        ``hint-spaces/<space>/`` pointer."""
+        bases = [self._k("hints", seg(a.pool)) + b"/"]
+        if a.space is not None:
+            bases.append(self._k("hint-spaces", seg(a.space)) + b"/")
+        return [(base, ec.prefix_end(base), 0, False) for base in bases]
 
     def _lower_hints(self, held: Allocation, read=None) -> None:
         """Make a freed address the first candidate again in every range of its pool and space.
@@ -241,10 +242,7 @@ class EtcdStore(Store):
         address look free (each update is made only if the hint is unchanged).
         """
         if read is None:
-            ranges = [self._hint_ranges("hints", held.pool)]
-            if held.space is not None:
-                ranges.append(self._hint_ranges("hint-spaces", held.space))
-            hints, *pointers = self._call(self.client.read, ranges)
+            hints, *pointers = self._call(self.client.read, self._hints_ranges(held))
             read = hints, pointers[0] if pointers else []
         hints, pointers = read
         hints = list(hints)
