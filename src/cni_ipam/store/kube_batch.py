@@ -23,6 +23,8 @@ own caller only.  The plugin process has no batches: it patches alone.
 
 from __future__ import annotations
 
+from .kube_pools import same_attachment
+
 COMMITTED = "committed"  # the pool holds the claim: written by this batch, or found there after a lost answer
 LOST = "lost"  # the address is someone else's: the caller tries another
 GONE = "gone"  # the pool does not exist (deleted meanwhile): the caller creates it
@@ -56,12 +58,6 @@ class Plan:
         self.write, self.lost, self.done, self.recheck = [], [], [], []
 
 
-def _same_attachment(held, asked) -> bool:
-    """As the store reads it: same container and interface; a Go-written allocation (no network) matches any."""
-    return (held.container_id, held.ifname) == (asked.container_id, asked.ifname) and held.network in (
-        "", asked.network)
-
-
 def plan(holding, wants: list, fresh: bool) -> Plan:
     """Sort ``wants`` by what the pool holds: ``holding(ip)`` lists the allocations holding an address.
 
@@ -77,7 +73,7 @@ def plan(holding, wants: list, fresh: bool) -> Plan:
         if holders:
             if not fresh:
                 out.recheck.append(want)
-            elif any(_same_attachment(h, want.allocation) for h in holders):
+            elif any(same_attachment(h, want.allocation) for h in holders):
                 out.done.append(want)
             else:
                 out.lost.append(want)
