@@ -151,14 +151,15 @@ def annotation_ops(pool: Pool, extras: dict) -> list:
         whole = whole or not ko.plain(text)
         return [{"op": "test", "path": ko.pointer("metadata", "annotations", name), "value": text}]
 
+    def removed(name: str, text: str) -> list:
+        return guarded(name, text) + [{"op": "remove", "path": ko.pointer("metadata", "annotations", name)}]
+
     if pool.blob is not None:
-        ops += guarded(ANNOTATION, pool.blob) + [{"op": "remove", "path": ko.pointer("metadata", "annotations",
-                                                                                      ANNOTATION)}]
+        ops += removed(ANNOTATION, pool.blob)
         used -= _size(ANNOTATION, pool.blob)
     for key, old in sorted(pool.notes.items()):
         if key not in extras or note_name(key) is None:
-            ops += guarded(NOTE + key, old) + [{"op": "remove", "path": ko.pointer("metadata", "annotations",
-                                                                                    NOTE + key)}]
+            ops += removed(NOTE + key, old)
             used -= _size(NOTE + key, old)
     for key, row in extras.items():
         name, old = note_name(key), pool.notes.get(key)
@@ -171,7 +172,7 @@ def annotation_ops(pool: Pool, extras: dict) -> list:
         path = ko.pointer("metadata", "annotations", name)
         if text is None:
             if old is not None:
-                ops += guarded(name, old) + [{"op": "remove", "path": path}]
+                ops += removed(name, old)
             continue
         used += _size(name, text)
         if old is not None:
