@@ -10,8 +10,17 @@ busybox image made with ``podman import`` from Debian's ``busybox-static``
 ``/usr/lib/cni`` has its own ``static`` and ``dhcp``.
 
 Everything lives in the session's tmp dir and a runroot under ``/run``;
-:meth:`PodmanEnv.close` removes the containers, the bridges, the libcni
-cache of our networks, the image and the storage.
+:meth:`PodmanEnv.close` removes the containers, the network namespaces they
+left, the bridges, the libcni cache of our networks, the image and the
+storage; :meth:`PodmanEnv.clean_since` does the same for one test's part.
+
+podman 4.3 removes a container's namespace (``/run/netns/netns-<uuid>``)
+even when its CNI DEL fails, but not when the podman client that set the
+namespace up was killed before it recorded it (a ``subprocess`` timeout
+under load, an interrupted run): ``rm`` then leaves it mounted, with the
+container's ``eth0`` and the host's veth peer.  Only namespaces our own
+networks put a container in are ever deleted (other podman users on this
+host keep theirs in the same directory).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import uuid
 IMAGE = "localhost/cni-ipam-bb:latest"
 GO_PLUGIN_DIR = "/usr/lib/cni"
 CNI_STATE = "/var/lib/cni"
+NETNS_DIR = "/run/netns"
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "ip", "sleep", "cat", "ls", "true", "echo", "ping")
 
@@ -157,18 +167,84 @@ class PodmanEnv:
         done = self.podman("run", "--rm", "--network", "none", IMAGE, "true")
         return None if done.returncode == 0 else f"podman cannot run a container here: {done.stderr.strip()}"
 
+    # -- what our containers left ---------------------------------------------
+    def sandboxes(self, networks=None, bridges=None) -> set:
+        """Names (in /run/netns) of the namespaces our ``networks`` (default all) put a container in: the
+        ``sandbox`` of libcni's cached ADD results, and the namespaces of the ports of our ``bridges``
+        (default all; a client killed before libcni wrote its cache still left a veth there)."""
+        networks = self.networks if networks is None else networks
+        found = set()
+        for path in self._cache_files(networks):
+            try:
+                with open(path) as f:
+                    interfaces = (json.load(f).get("result") or {}).get("interfaces") or ()
+            except (OSError, ValueError, AttributeError):
+                continue
+            for iface in interfaces:
+                sandbox = iface.get("sandbox") if isinstance(iface, dict) else None
+                if isinstance(sandbox, str) and os.path.dirname(sandbox) == NETNS_DIR:
+                    found.add(os.path.basename(sandbox))
+        ids = {ns.get("id"): ns.get("name") for ns in _ip_json("netns", "list")}
+        for bridge in self.bridges if bridges is None else bridges:
+            for port in _ip_json("link", "show", "master", bridge):
+                if ids.get(port.get("link_netnsid")):
+                    found.add(ids[port["link_netnsid"]])
+        return found
+
+    def containers(self) -> set:
+        """IDs of this environment's containers, running or not."""
+        return set(self.podman("ps", "-a", "-q", "--no-trunc").stdout.split())
+
+    def remove_leaked_netns(self, networks=None, bridges=None) -> list:
+        """Delete the namespaces of our ``networks``/``bridges`` (:meth:`sandboxes`) that no container of
+        ours is in any more; the names deleted, sorted."""
+        there = {n for n in self.sandboxes(networks, bridges) if os.path.exists(os.path.join(NETNS_DIR, n))}
+        ids = sorted(self.containers()) if there else []
+        if ids:
+            keys = self.podman("inspect", "--format", "{{.NetworkSettings.SandboxKey}}", *ids).stdout.split()
+            there -= {os.path.basename(k) for k in keys}
+        leaked = sorted(there)
+        for name in leaked:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        return leaked
+
+    def mark(self) -> tuple:
+        """Where this environment is now, for :meth:`clean_since`."""
+        return self.containers(), len(self.networks), len(self.bridges)
+
+    def clean_since(self, mark: tuple) -> tuple:
+        """Remove what was made since ``mark``: containers, the namespaces they left, bridges, libcni cache.
+        Returns (namespaces that were left after podman removed the containers, bridges that would not go)."""
+        before, networks, bridges = mark
+        made = sorted(self.containers() - before)
+        if made:
+            self.podman("rm", "-f", "-t", "0", *made, timeout=120)
+        new_networks, new_bridges = self.networks[networks:], self.bridges[bridges:]
+        leaked = self.remove_leaked_netns(new_networks, new_bridges)
+        stuck = self._remove_networks(new_networks, new_bridges)
+        return leaked, stuck
+
+    def _remove_networks(self, networks, bridges) -> list:
+        """Delete ``bridges`` and the libcni state of ``networks``; the bridges still there after."""
+        for bridge in bridges:
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        for name in networks:
+            shutil.rmtree(os.path.join(CNI_STATE, "networks", name), ignore_errors=True)
+        for path in self._cache_files(networks):
+            os.unlink(path)
+        return [b for b in bridges if os.path.exists(f"/sys/class/net/{b}")]
+
+    @staticmethod
+    def _cache_files(networks) -> list:
+        results = os.path.join(CNI_STATE, "results")
+        entries = os.listdir(results) if os.path.isdir(results) else ()
+        return [os.path.join(results, e) for e in entries if any(e.startswith(f"{n}-") for n in networks)]
+
     # -- cleanup --------------------------------------------------------------
     def close(self) -> None:
         self.podman("rm", "-a", "-f", "-t", "0", timeout=120)
-        for bridge in self.bridges:
-            subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-        for name in self.networks:
-            shutil.rmtree(os.path.join(CNI_STATE, "networks", name), ignore_errors=True)
-            results = os.path.join(CNI_STATE, "results")
-            if os.path.isdir(results):
-                for entry in os.listdir(results):
-                    if entry.startswith(f"{name}-"):
-                        os.unlink(os.path.join(results, entry))
+        self.remove_leaked_netns()
+        self._remove_networks(self.networks, self.bridges)
         self._wait_conmon_gone()
         for base in os.listdir("/sys/fs/cgroup") if os.path.isdir("/sys/fs/cgroup") else ():
             parent = os.path.join("/sys/fs/cgroup", base, "libpod_parent")
@@ -200,6 +276,15 @@ class PodmanEnv:
             except OSError:
                 continue
         return found
+
+
+def _ip_json(*args) -> list:
+    """``ip -j <args>`` parsed; [] when it fails or prints nothing (no namespaces, no such bridge)."""
+    done = subprocess.run(["ip", "-j", *args], capture_output=True, text=True)
+    try:
+        return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else []
+    except ValueError:
+        return []
 
 
 _ADDR = re.compile(r"\binet6?\s+(\S+)\s.*?scope\s+(\S+)")

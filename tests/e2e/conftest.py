@@ -2,7 +2,10 @@
 
 Every test that makes namespaces gets its own :class:`~cni_ipam_lab.namespaces.Lab`;
 the ``lab`` fixture deletes all of them at teardown, also when the test
-failed, and then checks with ``ip netns list`` that none is left.
+failed, and then checks with ``ip netns list`` that none is left.  A test
+on ``podman`` has its containers, bridges and libcni cache removed after it
+(``podman_test_cleanup``), and fails when a namespace of its containers
+outlived them or a bridge of its would not go.
 """
 
 from __future__ import annotations
@@ -82,3 +85,21 @@ def podman(plugin_bin_dir, tmp_path_factory):
         yield env
     finally:
         env.close()
+
+
+@pytest.fixture(autouse=True)
+def podman_test_cleanup(request):
+    """After a test on ``podman``: remove what it made (containers, bridges, libcni cache) and fail it when
+    podman left a network namespace of its containers (deleted here) or a bridge of its stayed.
+
+    Set up before the test's other function fixtures, so this runs after their teardown (the DHCP fixtures
+    remove their containers before their master link goes)."""
+    if "podman" not in request.fixturenames:
+        yield
+        return
+    env = request.getfixturevalue("podman")
+    mark = env.mark()
+    yield
+    leaked, stuck = env.clean_since(mark)
+    assert not leaked, f"network namespaces of this test's containers outlived them (deleted now): {leaked}"
+    assert not stuck, f"bridges of this test's networks could not be deleted: {stuck}"

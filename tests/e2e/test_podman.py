@@ -3,6 +3,9 @@
 podman runs Debian's ``bridge`` plugin, which execs our IPAM plugin (found
 first in ``cni_plugin_dirs``); we look at what a container got with
 ``ip addr`` inside it, and at the whereabouts SQLite store after stop/rm.
+The core whereabouts examples (exclude, range_start/range_end, IPv6, dual
+stack, stop/rm and restart) run on etcd too, the session's cluster
+(tests/conftest.py), each test under its own key prefix.
 The environment (config, vfs storage, busybox image) is the session's own:
 see :mod:`cni_ipam_lab.podman`.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ipaddress
+import json
 import sqlite3
 import subprocess
 import time
@@ -51,6 +55,40 @@ def container_id(podman, name: str) -> str:
     return podman.ok("inspect", "--format", "{{.Id}}", name).strip()
 
 
+class Store:
+    """Where a test's whereabouts networks keep their allocations: its ``ipam`` keys, and what it holds."""
+
+    def __init__(self, keys: dict) -> None:
+        self.keys = keys
+
+    def ipam(self, **ipam) -> dict:
+        return dict(ipam, type="whereabouts", **self.keys)
+
+    def held(self) -> dict:
+        """``{address: (container id, ifname)}``, read through our store (the same reading on each backend)."""
+        from cni_ipam.config.whereabouts import store_settings
+        from cni_ipam.store import open_store
+
+        store = open_store(store_settings(self.ipam()))
+        try:
+            return {a.address: (a.container_id, a.ifname) for a in store.allocations()}
+        finally:
+            store.close()
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def store(request, tmp_path) -> Store:
+    """A SQLite file in the test's tmp dir, or the session's etcd cluster under the test's own prefix (with
+    a flat file of the test's own, so no flat file of this machine is read)."""
+    if request.param == "sqlite":
+        return Store({"sqlite_path": str(tmp_path / "wb.db")})
+    cluster = request.getfixturevalue("etcd_cluster")
+    flat = tmp_path / "whereabouts.conf"
+    flat.write_text(json.dumps({"datastore": "etcd"}))
+    return Store({"datastore": "etcd", "etcd_endpoints": cluster.endpoints,
+                  "etcd_prefix": request.getfixturevalue("etcd_prefix"), "configuration_path": str(flat)})
+
+
 # -- static -------------------------------------------------------------------
 
 def test_static_address_from_conflist(podman):
@@ -66,15 +104,32 @@ def test_static_address_from_podman_ip_option(podman):
 
 # -- whereabouts: exclusions, a network_name shared by two networks, dual stack --------
 
-def test_whereabouts_exclude_example(podman, tmp_path):
-    db = tmp_path / "wb.db"
-    net = podman.network("pm-excl", whereabouts(db, range="192.0.2.192/27",
-                                                exclude=["192.0.2.192/30", "192.0.2.196/32"]))
+def test_whereabouts_exclude_example(podman, store):
+    net = podman.network("pm-excl", store.ipam(range="192.0.2.192/27", exclude=["192.0.2.192/30", "192.0.2.196/32"]))
     first = podman.start("excl1", net)
     assert podman.addresses(first) == ["192.0.2.197/27"]
+    assert store.held() == {"192.0.2.197": (container_id(podman, first), "eth0")}
     assert podman.run_addresses(net) == ["192.0.2.198/27"]
     podman.ok("rm", "-f", "-t", "0", first)
-    assert held(db) == []
+    assert store.held() == {}
+
+
+@pytest.mark.parametrize("ipam, addresses", [
+    ({"range": "10.89.41.0/24", "range_start": "10.89.41.10", "range_end": "10.89.41.11"},
+     ["10.89.41.10/24", "10.89.41.11/24"]),
+    ({"range": "fd00:42::/64"}, ["fd00:42::1/64", "fd00:42::2/64"]),
+], ids=["range_start-range_end", "ipv6"])
+def test_whereabouts_range_examples(podman, store, ipam, addresses):
+    """range_start/range_end and an IPv6 range: the first address, then the next; rm frees both."""
+    net = podman.network("pm-range", store.ipam(**ipam))
+    boxes = [podman.start("range1", net), podman.start("range2", net)]
+    assert [podman.addresses(b) for b in boxes] == [[a] for a in addresses]
+    assert sorted(store.held()) == sorted(a.split("/")[0] for a in addresses)
+    if "range_end" in ipam:  # the range is full: a third ADD fails and holds nothing
+        assert podman.podman("run", "--rm", "--network", net, IMAGE, "true").returncode != 0
+        assert len(store.held()) == 2
+    podman.ok("rm", "-f", "-t", "0", *boxes)
+    assert store.held() == {}
 
 
 def test_whereabouts_two_networks_sharing_example_net_common(podman, tmp_path):
@@ -91,27 +146,25 @@ def test_whereabouts_two_networks_sharing_example_net_common(podman, tmp_path):
     assert held(db) == []
 
 
-def test_whereabouts_dual_stack_ip_ranges(podman, tmp_path):
-    db = tmp_path / "wb.db"
-    net = podman.network("pm-dual", whereabouts(db, ipRanges=[{"range": "192.168.10.0/24"}, {"range": "fd00::/64"}]))
+def test_whereabouts_dual_stack_ip_ranges(podman, store):
+    net = podman.network("pm-dual", store.ipam(ipRanges=[{"range": "192.168.10.0/24"}, {"range": "fd00::/64"}]))
     assert sorted(podman.run_addresses(net)) == ["192.168.10.1/24", "fd00::1/64"]
-    assert held(db) == []  # --rm: DEL from conmon released both
+    assert store.held() == {}  # --rm: DEL from conmon released both
 
 
 # -- lifecycle ----------------------------------------------------------------
 
-def test_stop_and_rm_release_the_address(podman, tmp_path):
-    db = tmp_path / "wb.db"
-    net = podman.network("pm-life", whereabouts(db, range="10.89.3.0/29"))
+def test_stop_and_rm_release_the_address(podman, store):
+    net = podman.network("pm-life", store.ipam(range="10.89.3.0/29"))
     one = podman.start("life1", net)
     two = podman.start("life2", net)
     assert podman.addresses(one) == ["10.89.3.1/29"]
     assert podman.addresses(two) == ["10.89.3.2/29"]
     podman.ok("stop", "-t", "0", one)
-    assert len(held(db)) == 1  # stop -> DEL from conmon
+    assert store.held() == {"10.89.3.2": (container_id(podman, two), "eth0")}  # stop -> DEL from conmon
     assert podman.run_addresses(net) == ["10.89.3.1/29"]  # the freed address again
     podman.ok("rm", "-f", "-t", "0", two)
-    assert held(db) == []
+    assert store.held() == {}
     assert podman.run_addresses(net) == ["10.89.3.1/29"]
     podman.ok("rm", one)
 
@@ -141,17 +194,17 @@ def test_failed_add_on_a_full_range_holds_nothing_more(podman, tmp_path):
 
 
 
-def test_restart_keeps_the_address(podman, tmp_path):
+def test_restart_keeps_the_address(podman, store):
     """restart is DEL then ADD: the container comes back with its address, and holds only that one."""
-    db = tmp_path / "wb.db"
-    net = podman.network("pm-restart", whereabouts(db, range="10.89.8.0/29"))
+    net = podman.network("pm-restart", store.ipam(range="10.89.8.0/29"))
     one, two = podman.start("rs1", net), podman.start("rs2", net)
     assert podman.addresses(two) == ["10.89.8.2/29"]
     podman.ok("restart", "-t", "0", two)
     assert podman.addresses(two) == ["10.89.8.2/29"]
-    assert sorted(held_addresses(db)) == ["10.89.8.1", "10.89.8.2"]
+    assert store.held() == {"10.89.8.1": (container_id(podman, one), "eth0"),
+                            "10.89.8.2": (container_id(podman, two), "eth0")}
     podman.ok("rm", "-f", "-t", "0", one, two)
-    assert held(db) == []
+    assert store.held() == {}
 
 
 # -- whereabouts and the addresses podman asks for (issue #111 of Go whereabouts) ----------------

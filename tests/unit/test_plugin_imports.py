@@ -58,6 +58,8 @@ BUDGETS = {
     ("whereabouts sqlite", "DEL"): (25, 31),
     ("whereabouts etcd", "ADD"): (27, 33), ("whereabouts etcd", "CHECK"): (27, 33),
     ("whereabouts etcd", "DEL"): (26, 31),
+    ("whereabouts kube", "ADD"): (33, 39), ("whereabouts kube", "CHECK"): (33, 39),
+    ("whereabouts kube", "DEL"): (32, 37),
     ("dhcp", "ADD"): (18, 21), ("dhcp", "CHECK"): (16, 19), ("dhcp", "DEL"): (15, 18),
 }
 
@@ -107,6 +109,22 @@ def whereabouts_etcd(tmp_path, request):
                   "datastore": "etcd", "etcd_endpoints": cluster.endpoints, "etcd_prefix": prefix})
 
 
+@pytest.fixture
+def whereabouts_kube(tmp_path, request):
+    """The test API server (tests/kubeapi) over TLS, as a cluster serves, and a CNO-style whereabouts.d
+    (flat file, kubeconfig with a tokenFile, nodename) in the test's tmp dir."""
+    from kubeapi.kubeconfig import write_kubeconfig
+
+    server = request.getfixturevalue("kube_api_factory")(tls=True)
+    directory = tmp_path / "whereabouts.d"
+    directory.mkdir()
+    kubeconfig = write_kubeconfig(server, str(directory / "whereabouts.kubeconfig"), token_file=True)
+    (directory / "whereabouts.conf").write_text(json.dumps({"datastore": "kubernetes",
+                                                            "kubernetes": {"kubeconfig": kubeconfig}}))
+    (directory / "nodename").write_text("node-a\n")
+    return World({"type": "whereabouts", "range": "192.168.2.225/28", "configuration_path": str(directory)})
+
+
 @pytest.fixture(scope="module")
 def dhcp_world(tmp_path_factory):
     """Our daemon in a node namespace behind which dnsmasq serves leases; each pod a veth on its bridge
@@ -143,7 +161,7 @@ CASES = [
     ("static", "STATUS", "1.1.0", ""),
     ("whereabouts", "VERSION", None, ""),
     *[(f"whereabouts {store}", command, version, POD_ARGS if command in ("ADD", "CHECK", "DEL") else "")
-      for store in ("sqlite", "etcd")
+      for store in ("sqlite", "etcd", "kube")
       for command, version in (("ADD", "1.0.0"), ("CHECK", "1.0.0"), ("DEL", "1.0.0"), ("GC", "1.1.0"),
                                ("STATUS", "1.1.0"))],
     ("dhcp", "VERSION", None, ""),
@@ -165,7 +183,8 @@ def world_for(backend: str, request, tmp: str) -> World:
         return World(STATIC_IPAM)
     if backend == "whereabouts sqlite":
         return whereabouts_sqlite(tmp)
-    return request.getfixturevalue({"whereabouts etcd": "whereabouts_etcd", "dhcp": "dhcp_world"}[backend])
+    return request.getfixturevalue({"whereabouts etcd": "whereabouts_etcd", "whereabouts kube": "whereabouts_kube",
+                                    "dhcp": "dhcp_world"}[backend])
 
 
 def new_attachment(world: World, command: str) -> tuple:

@@ -30,8 +30,7 @@ reads the token file.
 
 from __future__ import annotations
 
-import os
-
+from .. import oslite
 from . import miniyaml
 from .names import label_problem
 
@@ -104,7 +103,7 @@ def load(path: str) -> KubeSettings:
 def parse(data, path: str) -> KubeSettings:
     """The settings in kubeconfig text ``data`` (str or bytes); ``path`` is where it
     was read from (relative file references are resolved against its directory)."""
-    path = os.path.abspath(path)
+    path = oslite.abspath(path)
     try:
         doc = miniyaml.loads(data)
     except UnicodeDecodeError:
@@ -121,7 +120,7 @@ class _Reader:
         if doc is None:
             raise KubeconfigError(f"{path}: the kubeconfig is empty")
         self.path = path
-        self.base = os.path.dirname(path)
+        self.base = oslite.dirname(path)
         self.doc = self._mapping(doc, "the kubeconfig")
 
     def fail(self, message: str):
@@ -152,7 +151,7 @@ class _Reader:
 
     def file(self, section: dict, key: str, where: str) -> str:
         value = self.string(section, key, where)
-        return os.path.normpath(os.path.join(self.base, value)) if value else ""
+        return oslite.normpath(oslite.join(self.base, value)) if value else ""
 
     def data(self, section: dict, key: str, where: str):
         """A ``*-data`` field: base64 as Go's encoding/json decodes []byte (line breaks ignored)."""
