@@ -161,4 +161,4 @@ def test_agents_of_two_nodes_adding_at_once_spread_out_after_their_first_lost_ra
     refused = kube_api.faults()["refused"].get("create overlappingrangeipreservations", 0)
     assert len(set(got.values())) == len(got) == 2 * per_node
     assert {cid: ip for cid, ip in held(kube_api).items() if not cid.startswith("first")} == got
-    assert refused <= per_node // 2, refused  # measured 2-5; lowest free first on both nodes: ~49 (over one per ADD of a node)
+    assert refused <= per_node // 2, refused  # measured 2-5; lowest free first on both nodes: 49
