@@ -37,7 +37,8 @@ def first_free(rng, start: int, held) -> int | None:
 def free_candidates(rng, start: int, held, count: int) -> list:
     """Up to ``count`` free allocatable addresses from ``start`` on, ascending.
 
-    After a lost race the allocator picks one of these at random, so that
+    After a lost race an allocator whose store keeps nothing between calls
+    (:class:`Contention` otherwise) picks one of these at random, so that
     many allocators in one range spread out instead of all fighting over the
     next address (measured: lowest-free by 16 processes collapsed into
     conflict storms; random free candidates had none).
