@@ -136,3 +136,117 @@ def test_exhausted_message_names_the_range_and_its_size(range_text, exclude, siz
     assert f"range {range_text}" in message
     assert f"all {size} allocatable addresses are held" in message
     assert span in message
+
+
+# --- contention: a kept-open allocator's cursor (Contention) ---
+
+@settings(max_examples=300, deadline=None)
+@given(cases())
+def test_next_free_from_is_the_first_free_at_or_above_the_cursor_else_from_the_start(case):
+    rng, allocatable, lo, hi, held, cursor = case
+    free = [x for x in range(lo, hi + 1) if allocatable(x) and x not in set(held)]
+    want = next((x for x in free if x >= cursor), free[0] if free else None)
+    assert core.next_free_from(rng, cursor, held) == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(), st.integers(0, 2**32))
+def test_random_free_is_a_free_allocatable_address_and_none_only_when_full(case, seed):
+    import random
+
+    rng, allocatable, lo, hi, held, _ = case
+    got = core.random_free(rng, held, random.Random(seed))
+    if any(allocatable(x) and x not in set(held) for x in range(lo, hi + 1)):
+        assert allocatable(got) and got not in set(held)
+    else:
+        assert got is None
+
+
+def test_random_free_draws_over_the_whole_range_not_near_its_start():
+    import random
+
+    rng = parse_range("ipam", "10.0.0.0/22")
+    held = list(range(rng.start, rng.start + 300))  # the lowest 300 held
+    rand = random.Random(7)
+    got = [core.random_free(rng, held, rand) for _ in range(200)]
+    assert all(x >= rng.start + 300 for x in got)
+    assert max(got) - min(got) > 600 and len(set(got)) > 150  # not the next few free ones (SPREAD)
+
+
+def test_contention_starts_quiet_and_lasts_quiet_seconds_after_the_last_lost_race():
+    import random
+
+    rng = parse_range("ipam", "10.0.0.0/24")
+    memory = core.Contention()
+    assert not memory.contended(100.0)  # never lost: lowest free, as whereabouts
+    moved_to = memory.lost(rng, [], 100.0, random.Random(1))
+    assert rng.is_allocatable(moved_to)
+    assert memory.contended(100.0) and memory.contended(100.0 + core.QUIET - 0.01)
+    assert not memory.contended(100.0 + core.QUIET)
+    memory.lost(rng, [], 105.0, random.Random(2))  # each lost race starts the quiet time again
+    assert memory.contended(100.0 + core.QUIET)
+
+
+def test_contention_picks_from_its_cursor_on_past_held_and_wraps_round():
+    rng = parse_range("ipam", "192.0.2.192/27", exclude=["192.0.2.192/30", "192.0.2.196/32"])  # .197-.222
+
+    class At:  # a random source that draws what it is told
+        def __init__(self, value):
+            self.value = value
+
+        def randint(self, lo, hi):
+            return self.value
+
+    memory = core.Contention()
+    held = [ip("192.0.2.198"), ip("192.0.2.200")]
+    assert memory.lost(rng, held, 0.0, At(ip("192.0.2.220"))) == ip("192.0.2.220")
+    assert memory.pick(rng, held) == ip("192.0.2.221")
+    assert memory.pick(rng, held) == ip("192.0.2.222")
+    assert memory.pick(rng, held) == ip("192.0.2.197")  # past the range's end: from its start
+    assert memory.pick(rng, held) == ip("192.0.2.199")
+    assert memory.pick(rng, held) == ip("192.0.2.201")
+    full = [x for x in range(rng.start, rng.end + 1) if rng.is_allocatable(x)]
+    assert memory.pick(rng, full) is None
+    assert memory.lost(rng, full, 1.0, At(ip("192.0.2.210"))) is None and not memory.contended(1.0)
+
+
+def simulated_losses(contended: bool, nodes=4, at_once=4, rounds=16, seed=3) -> list:
+    """Races lost per round by ``nodes`` allocators sharing one /22, each claiming ``at_once`` addresses per
+    round from its view (the pool at the round's start and its own picks); the first claim of an address wins.
+    ``contended``: each node keeps a Contention; else every pick is the lowest free (whereabouts' order)."""
+    import bisect
+    import random
+
+    rand = random.Random(seed)
+    rng = parse_range("ipam", "10.0.0.0/22")
+    held, memories, per_round = [], [core.Contention() for _ in range(nodes)], []
+    for n in range(rounds):
+        now = n * 0.1
+        claims = []
+        for node, memory in enumerate(memories):
+            view = list(held)
+            for _ in range(at_once):
+                if contended and memory.contended(now):
+                    pick = memory.pick(rng, view)
+                else:
+                    pick = core.first_free(rng, rng.start, iter(view))
+                bisect.insort(view, pick)
+                claims.append((node, pick, view))
+        rand.shuffle(claims)
+        lost = 0
+        for node, pick, view in claims:
+            if pick in held:
+                lost += 1
+                memories[node].lost(rng, view, now, rand)
+            else:
+                bisect.insort(held, pick)
+        per_round.append(lost)
+    return per_round
+
+
+def test_contended_nodes_drift_apart_where_lowest_free_nodes_keep_colliding():
+    lowest = simulated_losses(contended=False)
+    spread = simulated_losses(contended=True)
+    assert lowest[0] == spread[0] == 12  # the first round: all four nodes claim the same four addresses
+    assert sum(lowest[1:]) == 15 * 12  # lowest free: every round again
+    assert sum(spread[1:]) <= 6, spread  # with a cursor each: a stretch of its own, once they have drifted apart

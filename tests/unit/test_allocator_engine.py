@@ -472,6 +472,73 @@ def test_too_many_lost_races_ask_for_a_retry_and_hold_nothing():
     assert len(store.stolen) == MAX_LOST_RACES
 
 
+# --- contention: a store kept open remembers lost races (cni_ipam.allocator.Contention) ---
+
+class KeptRacingStore(RacingStore):
+    """A store kept open between calls (the node agent's): the allocator's memory outlives each ADD."""
+
+    def __init__(self, races: int) -> None:
+        super().__init__(races)
+        self.memory = {}
+
+    def kept(self):
+        return self.memory
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The engine's clock, moved by hand."""
+    now = [1000.0]
+    monkeypatch.setattr("cni_ipam.allocator.engine._clock", lambda: now[0])
+    return now
+
+
+def test_a_kept_open_store_without_lost_races_keeps_the_lowest_free_order(clock):
+    store = KeptRacingStore(races=0)
+    s = mission()
+    assert [one(store, [s], owner(n)) for n in range(3)] == ["192.0.2.197", "192.0.2.198", "192.0.2.199"]
+
+
+def test_after_a_lost_race_a_kept_open_store_claims_on_from_a_random_address_until_quiet(monkeypatch, clock):
+    draws = iter([ip("10.0.0.100"), ip("10.0.0.30")])
+    monkeypatch.setattr("random.randint", lambda lo, hi: next(draws))
+    store = KeptRacingStore(races=1)
+    s = spec("10.0.0.0/24")
+    assert one(store, [s], owner(1)) == "10.0.0.100"  # lost .1 to a rival: moved away, not to .2
+    assert store.stolen == ["10.0.0.1"]
+    clock[0] += 1
+    assert one(store, [s], owner(2)) == "10.0.0.101"  # the next ADD goes on from there, not back to .2
+    assert one(store, [s], owner(3)) == "10.0.0.102"
+    store.races = 1  # another lost race: another random address
+    assert one(store, [s], owner(4)) == "10.0.0.30"
+    assert store.stolen == ["10.0.0.1", "10.0.0.103"]
+    clock[0] += core.QUIET  # no lost race for QUIET seconds: the lowest free address again
+    assert one(store, [s], owner(5)) == "10.0.0.2"
+
+
+def test_a_contended_range_still_fills_to_exactly_its_size(clock):
+    store = KeptRacingStore(races=5)
+    s = mission()
+    n = 0
+    while True:
+        try:
+            one(store, [s], owner(n))
+        except RangeFull:
+            break
+        n += 1
+    held = [a.address for a in store.allocations()]
+    assert len(held) == len(set(held)) == s.range.size()
+    assert [k for k, memory in store.memory.items() if memory.lost_at is not None]  # it did spread out
+
+
+def test_a_contended_allocator_that_keeps_losing_asks_for_a_retry_and_holds_nothing(clock):
+    store = KeptRacingStore(races=MAX_LOST_RACES)
+    s = spec("10.0.0.0/24")
+    with pytest.raises(LostRaces, match=r"ipam.range: lost \d+ races for addresses in 10\.0\.0\.0/24"):
+        assign(store, [s], owner(1))
+    assert held_by(store, owner(1)) == [] and len(store.stolen) == MAX_LOST_RACES
+
+
 # --- Choices: one address from the first of several ranges with room (a node's slices) ---
 
 def slices_of(node="n1"):

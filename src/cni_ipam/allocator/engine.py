@@ -11,10 +11,10 @@ a new container ID keeps the address it held on the same interface.
 from __future__ import annotations
 
 from ..store.base import Allocation
-from . import exhausted_message, first_free, free_candidates, hint_key
+from . import Contention, exhausted_message, first_free, free_candidates, hint_key
 
 MAX_LOST_RACES = 64  # claims lost to other nodes before an ADD gives up (code 11)
-SPREAD = 16  # after a lost race, pick at random among this many free addresses
+SPREAD = 16  # after a lost race, pick at random among this many free addresses (a store that keeps nothing)
 
 
 class RangeFull(Exception):
@@ -92,6 +92,9 @@ def _first_with_room(store, choices: Choices, owner: Owner) -> Allocation:
 def _lowest_free(store, spec, owner: Owner) -> Allocation:
     rng = spec.range
     key = hint_key(spec.network_name, spec.overlapping, rng)
+    memory = _contention(store, key, spec.pool)
+    if memory is not None and memory.contended(_clock()):
+        return _spread(store, spec, owner, memory, 0)
     start = max(rng.start, store.hint(key, spec.pool, spec.space) or rng.start)
     held = None
     guess = first_free(rng, start, ())  # the lowest free address from the hint on, if the hint is right
@@ -114,7 +117,39 @@ def _lowest_free(store, spec, owner: Owner) -> Allocation:
         hint = (key, ip + 1) if ip == first else None  # everything below ip is held: the hint may move past it
         if store.claim(allocation, hint):
             return allocation
+        if memory is not None:  # a race lost to another allocator: spread out, and keep spreading for a while
+            return _spread(store, spec, owner, memory, lost + 1)
         start = first  # lower free addresses may remain; the lost one now reads as held
+    raise LostRaces(f"{spec.key}: lost {MAX_LOST_RACES} races for addresses in {rng.cidr}; try again")
+
+
+def _contention(store, key: str, pool: str):
+    """The range's :class:`Contention`, kept where the store keeps the allocator's memory; None: nowhere."""
+    memory = store.kept()
+    return None if memory is None else memory.setdefault((key, pool), Contention())
+
+
+def _clock() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def _spread(store, spec, owner: Owner, memory, lost: int) -> Allocation:
+    """Contended (:class:`Contention`): claim from the cursor on; after ``lost`` races (any), from a free
+    address drawn at random.  No hint moves: what is below the claimed address may be free."""
+    import random
+
+    rng = spec.range
+    while lost < MAX_LOST_RACES:
+        held = list(store.held(spec.pool, spec.space, rng.start, rng.end))
+        ip = memory.lost(rng, held, _clock(), random) if lost else memory.pick(rng, held)
+        if ip is None:
+            raise RangeFull(exhausted_message(rng, spec.key))
+        allocation = _new(spec, ip, owner)
+        if store.claim(allocation):
+            return allocation
+        lost += 1
     raise LostRaces(f"{spec.key}: lost {MAX_LOST_RACES} races for addresses in {rng.cidr}; try again")
 
 

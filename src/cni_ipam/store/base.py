@@ -184,6 +184,12 @@ class AllocatorStore:
         """A hint that an ADD is about to ask for this attachment, this pod and these hints
         (``(key, pool, space)``); a networked store reads them in one round trip."""
 
+    def kept(self) -> dict | None:
+        """Where the allocator keeps what it learns of contention (:class:`cni_ipam.allocator.Contention`): one
+        dict for every call a store kept open serves, so it outlives the call.  None (the default): kept
+        nowhere, every ADD starts from the lowest free address."""
+        return None
+
     def release(self, allocation: Allocation) -> bool:
         """Forget ``allocation`` (same pool, address and attachment); False if it was not there."""
         raise NotImplementedError

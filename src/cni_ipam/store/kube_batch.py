@@ -100,6 +100,7 @@ class PoolBatches:
         self._writing = {}  # pool name -> [Want] of the batch being written
         self._pools = {}  # pool name -> the IPPool object as last written or read
         self._claiming = {}  # pool name -> [address] of the claims under way (one entry per claim)
+        self.kept = {}  # the allocator's memory across the agent's calls (AllocatorStore.kept): a few per range
 
     def submit(self, name: str, want: Want, commit) -> Want:
         with self._changed:
