@@ -340,7 +340,7 @@ def etcd_phase(cluster: EtcdCluster, etcd: str, bin_dirs: dict, work: str, args)
             socket_path, log = os.path.join(work, f"agent-{len(etcd)}.sock"), os.path.join(work, f"agent-{len(etcd)}.log")
             agent = {"process": start_agent(socket_path, log_path=log), "socket": socket_path, "log": log}
         for via in args.via:  # warm-up: page cache, .pyc, etcd connections
-            warm_ups.append(run_ours(cluster, etcd, bin_dirs, 4, 32, via, agent))
+            warm_ups.append(run_ours(cluster, etcd, bin_dirs, 4, min(32, args.adds), via, agent))
         for ways in args.ways:
             for via in args.via:
                 rows.append(run_ours(cluster, etcd, bin_dirs, ways, args.adds, via, agent, args.kill_leader))
