@@ -146,7 +146,7 @@ class EtcdMeter:
 
 class LeaderKill:
     """SIGKILL to the etcd leader once a third of a run's ADDs have completed, and the member started again
-    (its data directory kept) once two thirds have, from a thread of its own; when each happened and when a
+    (its data directory kept) once two thirds have (and one more than at the kill), from a thread of its own; when each happened and when a
     new leader answered, in seconds from the run's start, and when each ADD completed."""
 
     def __init__(self, cluster: EtcdCluster, meter: EtcdMeter, adds: int) -> None:
@@ -180,7 +180,7 @@ class LeaderKill:
         self.at["killed"] = self._now()
         self.cluster.kill(self.victim)
         threading.Thread(target=self._watch, daemon=True).start()
-        self._wait(self.restart_after)
+        self._wait(max(self.restart_after, len(self.finished) + 1))  # at least one ADD answered while it is down
         self.at["restarted"] = self._now()
         self.cluster.start_member(self.victim)
 
