@@ -90,7 +90,7 @@ def _cpu(row) -> str:
     return cpu
 
 
-TABLE = [("ADDs made by", -58, lambda r: r["plugin"]), ("ok", 5, lambda r: r["ok"]),
+TABLE = [("ADDs made by", -64, lambda r: r["plugin"]), ("ok", 5, lambda r: r["ok"]),
          ("alloc/s", 8, lambda r: r["alloc_per_s"]), ("p50 ms", 7, lambda r: r["p50_ms"]),
          ("p99 ms", 7, lambda r: r["p99_ms"]), ("dups", 4, lambda r: r["duplicates"]),
          ("cpu ms/ADD plugin+agent+etcd", 28, _cpu), ("txn/ADD", 7, lambda r: r.get("txn_per_add", "")),
@@ -146,12 +146,13 @@ class EtcdMeter:
 
 class LeaderKill:
     """SIGKILL to the etcd leader once a third of a run's ADDs have completed, and the member started again
-    (its data directory kept) once two thirds have (and one more than at the kill), from a thread of its own; when each happened and when a
-    new leader answered, in seconds from the run's start, and when each ADD completed."""
+    (its data directory kept) once two thirds have and one more than at the kill, from a thread of its own;
+    when each happened and when a new leader answered, in seconds from the run's start, and when each ADD
+    completed."""
 
     def __init__(self, cluster: EtcdCluster, meter: EtcdMeter, adds: int) -> None:
         self.cluster, self.meter = cluster, meter
-        self.kill_after, self.restart_after = max(adds // 3, 1), max(2 * adds // 3, 2)
+        self.adds, self.kill_after, self.restart_after = adds, max(adds // 3, 1), max(2 * adds // 3, 2)
         self.cond = threading.Condition()
         self.finished = []  # seconds from the start at which each ADD completed
         self.at = {}  # "killed", "leader" (a new one answered), "restarted": seconds from the start
@@ -180,7 +181,7 @@ class LeaderKill:
         self.at["killed"] = self._now()
         self.cluster.kill(self.victim)
         threading.Thread(target=self._watch, daemon=True).start()
-        self._wait(max(self.restart_after, len(self.finished) + 1))  # at least one ADD answered while it is down
+        self._wait(min(max(self.restart_after, len(self.finished) + 1), self.adds))  # one answered while it is down
         self.at["restarted"] = self._now()
         self.cluster.start_member(self.victim)
 
@@ -207,9 +208,8 @@ class LeaderKill:
                   "completed_before": sum(t < killed for t in self.finished),
                   "completed_while_down": sum(killed <= t < restarted for t in self.finished),
                   "completed_after_restart": sum(t >= restarted for t in self.finished)}
-        problems = [] if (report["completed_before"] and report["completed_while_down"]
-                          and report["completed_after_restart"]) else [f"the leader kill did not land mid-run: {report}"]
-        return report, problems
+        mid_run = report["completed_before"] and report["completed_while_down"] and report["completed_after_restart"]
+        return report, [] if mid_run else [f"the leader kill did not land mid-run: {report}"]
 
 
 def exec_adds(plugin: str, ways: int, adds: int, config: dict, env_extra: dict, tag: str = "bench",
@@ -322,7 +322,8 @@ def run_host_local(adds: int, ways: int) -> dict:
 
 def kill_line(row: dict) -> str:
     k = row["leader_kill"]
-    leader = f"a new leader answered {k['no_leader_s']} s later" if k["no_leader_s"] is not None else "no new leader seen"
+    leader = (f"a new leader answered {k['no_leader_s']} s later" if k["no_leader_s"] is not None
+              else "no new leader seen before the restart")
     return (f"{row['plugin']}, {row['ways']}-way: {k['member']} (the leader) killed at {k.get('killed')} s of the "
             f"{k['wall_s']} s run, {leader}, restarted at {k.get('restarted')} s; ADDs completed "
             f"{k['completed_before']} before the kill, {k['completed_while_down']} while it was down, "
@@ -337,7 +338,7 @@ def etcd_phase(cluster: EtcdCluster, etcd: str, bin_dirs: dict, work: str, args)
         cluster.start()
         print(f"{etcd}: 3 members at {', '.join(cluster.endpoints)}")
         if any(via != "plugin" for via in args.via):
-            socket_path, log = os.path.join(work, f"agent-{len(etcd)}.sock"), os.path.join(work, f"agent-{len(etcd)}.log")
+            socket_path, log = (os.path.join(work, f"agent-{len(etcd)}.{ext}") for ext in ("sock", "log"))
             agent = {"process": start_agent(socket_path, log_path=log), "socket": socket_path, "log": log}
         for via in args.via:  # warm-up: page cache, .pyc, etcd connections
             warm_ups.append(run_ours(cluster, etcd, bin_dirs, 4, min(32, args.adds), via, agent))
@@ -365,7 +366,8 @@ def goals(rows: list, phases: list) -> list:
         row = next((r for r in ours if r["via"] == "forwarder" and r["ways"] == GOAL_KILLED_WAYS
                     and r["leader_kill"] and r["etcd"] == etcd), None)
         out.append((f"native forwarder + agent, {etcd}: >= {GOAL_KILLED_RATE:g} allocations/s at "
-                    f"{GOAL_KILLED_WAYS}-way with the leader killed mid-run", row and row["alloc_per_s"] >= GOAL_KILLED_RATE,
+                    f"{GOAL_KILLED_WAYS}-way with the leader killed mid-run",
+                    row and row["alloc_per_s"] >= GOAL_KILLED_RATE,
                     f"{row['alloc_per_s']}/s" if row else f"not measured (needs --kill-leader, forwarder in --via, "
                                                           f"{GOAL_KILLED_WAYS} in --ways)"))
     clean = all(r["duplicates"] == 0 and r.get("store_mismatch", 0) == 0 and not r["failures"] for r in rows)
@@ -407,8 +409,9 @@ def main(argv=None) -> int:
     if "forwarder" in args.via:
         install(bin_dirs["forwarder"], names=["whereabouts"], native=True)
     load_before = os.getloadavg()
+    killing = "; the etcd leader killed a third of the way into every run of ours, restarted at two thirds"
     print(f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f}; {args.adds} ADDs per run on {RANGE}"
-          f"{'; the etcd leader killed a third of the way into every run of ours, restarted at two thirds' if args.kill_leader else ''}")
+          f"{killing if args.kill_leader else ''}")
     phases = [(False, NO_FSYNC)] + ([] if args.no_fsync_etcd else [(True, FSYNC)])
     rows, warm_ups = [], []
     for fsync, etcd in phases:
