@@ -261,7 +261,7 @@ def main(argv=None) -> int:
         for (m, name), r in results.items():
             if m == mode:
                 print(f"  {name:<12} {r['ops_per_s']:>8.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.2f} "
-                      f"{r['cpu_ms']:>11.2f} {r['helper_cpu_ms'] if name == 'agent' else '':>11} {r['count']:>5} "
+                      f"{r['cpu_ms']:>11.2f} {format(r['helper_cpu_ms'], '.2f') if name == 'agent' else '':>11} {r['count']:>5} "
                       f"{r['failures']:>7}")
     print(f"(empty/full: {args.fill_n} sequential ADDs each, alternating; full = {fill_count} held before; "
           f"figures count successful ADDs only; agent CPU/ADD = the plugin process + the agent's CPU)")
@@ -291,7 +291,7 @@ def main(argv=None) -> int:
                              f"{ALONE_THROUGHPUT_GOAL_RATIO:g}x host-local's (issue 17): {par:.2f}x  "
                              f"{verdict(par >= ALONE_THROUGHPUT_GOAL_RATIO)}")
                 goals.append(f"{ours_name} ({ALONE_DURABILITY[ours_name]}): ADD p50 at most "
-                             f"{ALONE_P50_GOAL_RATIO:g}x host-local's, sequential (issue 17): {seq:.1f}x  "
+                             f"{ALONE_P50_GOAL_RATIO:g}x host-local's, sequential (issue 17): {seq:.2f}x  "
                              f"{verdict(seq <= ALONE_P50_GOAL_RATIO)}")
     e, f = results[("empty", "ours")], results[("full", "ours")]
     fill_ratio = f["p50_ms"] / e["p50_ms"]
