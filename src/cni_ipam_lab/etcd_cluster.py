@@ -122,10 +122,11 @@ class EtcdCluster:
                 time.sleep(0.1)
 
     def leader(self) -> Member:
-        """The member that is leader now, asked of the members themselves."""
+        """The member that is leader now, asked of the running members themselves (one killed is not asked:
+        its refused connections would cost the client's whole deadline)."""
         from cni_ipam.store.etcd_client import EtcdClient
 
-        for member in self.members:
+        for member in (m for m in self.members if m.pid):
             try:
                 client = EtcdClient([member.client_url], timeout=1, deadline=1, **self.tls)
                 status = client.call("maintenance/status", {})

@@ -233,6 +233,37 @@ def test_leader_killed_during_concurrent_adds(plugin_bin_dir, healthy, etcd_pref
     assert held_by_attachment(cluster, etcd_prefix) == {}
 
 
+def test_a_write_right_after_the_leader_dies_waits_less_than_a_request_timeout(healthy, etcd_prefix):
+    """A client on the leader, the leader killed, a write at once: its connection is refused, and until the members
+    left have elected a new leader (1-2 s) they forward the write to the dead one and hold it for etcd's own request
+    timeout (7 s).  After a failed attempt the client waits at most FAILOVER_TIMEOUT (doubling each round) before it
+    tries the next member, not a whole request timeout: the stall of every ADD in flight when a leader dies."""
+    from cni_ipam.store.etcd_client import DEFAULT_TIMEOUT, EtcdClient, put
+
+    cluster = healthy
+    leader = cluster.leader()
+    key = (etcd_prefix + "written-after-the-kill").encode()
+    client = EtcdClient([leader.client_url] + [m.client_url for m in cluster.members if m is not leader],
+                        timeout=DEFAULT_TIMEOUT, deadline=30)
+    try:
+        assert client.get(key) is None  # connected to the leader
+        cluster.kill(leader)
+        started = time.monotonic()
+        client.txn([], [put(key, b"after")])
+        took = time.monotonic() - started
+    finally:
+        client.close()
+    print(f"the write was answered {took:.2f} s after the leader was killed")
+    assert took < DEFAULT_TIMEOUT, f"the write took {took:.1f} s: one of its attempts waited out a whole timeout"
+    cluster.start_member(leader)
+    cluster.wait_healthy(30)
+    reader = EtcdClient([leader.client_url], deadline=30)
+    try:
+        assert reader.get(key)["value"] == b"after"  # the restarted member has it too
+    finally:
+        reader.close()
+
+
 def test_quorum_lost_adds_fail_with_code_11_and_hold_nothing(plugin_bin_dir, healthy, etcd_prefix):
     """Two of three members down: no write can commit, so ADDs fail with code 11 and leave nothing."""
     cluster = healthy
