@@ -140,6 +140,15 @@ class StoreError(Exception):
         self.retry = retry
 
 
+class StaleRead(StoreError):
+    """A decision made on a cached read (the node agent's copy of the Kubernetes IPPools) was wrong for this
+    call: a claim's answer showed the attachment already held an address the copy had not seen yet.  The
+    claim is given back before this is raised; the caller decides again, on a fresh read."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry=True)
+
+
 class StoreRefused(StoreError):
     """The backend's format cannot hold what was asked (an address or a name it has no way to write):
     the config must change, retrying will not help."""
