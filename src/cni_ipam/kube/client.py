@@ -1,5 +1,6 @@
 """A small Kubernetes API client for plugin processes: get, list, create, JSON Patch and delete of
-namespaced objects, standard library only, on one kept-alive HTTP/1.1 connection (:mod:`cni_ipam.http11`).
+namespaced objects (and a watch, for the node agent), standard library only, on one kept-alive HTTP/1.1
+connection (:mod:`cni_ipam.http11`).
 
 Why not client-go's Python twin: the ``kubernetes`` package takes seconds
 to import, and ``http.client`` plus ``ssl`` cost about 50 ms in every

@@ -47,15 +47,26 @@ What upstream's objects have no place for, and where it is:
   (upstream's default).  Past :data:`ANNOTATION_BUDGET` bytes of
   annotations the node, netns and time are left out, then the whole entry,
   to stay under the API server's 256 KiB limit for all annotations.
-* hints: none.  Every command reads the pools whole anyway (one LIST), so the
-  lowest free address is found in memory; ``hint`` is always None, and
-  ``list_hints`` has nothing (``cni-ipam pools`` learns ranges from allocations).
+* hints: none.  Every command reads the pools whole anyway (one LIST, or the
+  agent's watched copy), so the lowest free address is found in memory;
+  ``hint`` is always None, and ``list_hints`` has nothing (``cni-ipam pools``
+  learns ranges from allocations).
 * addresses whose offset Go cannot read (below the range's first IP, or 2^63
   past it) and names that are not Kubernetes names: refused with
   :class:`~cni_ipam.store.base.StoreRefused`.
 
 Reads: each plugin command (``transaction()``) lists the namespace's IPPools
-once, and works from that list, updated by our own writes' answers.
+once, and works from that list, updated by our own writes' answers; nothing
+read outlives the command.  In the node agent an ADD reads them instead from
+a copy that a LIST+WATCH keeps current (:mod:`.kube_cache`, shared by the
+agent's stores of one settings, fed our writes' answers too), while that
+watch is open: no round trip.  A copy that lags is safe for claims (the
+``test``s); what it could get wrong is checked: an attachment the copy shows
+holding an address has that pool read afresh before the ADD returns it, and
+a claim's answer (the whole pool as committed) that shows the attachment
+already held another address, written where the copy had not seen it yet,
+gives the claim back and raises :class:`~.base.StaleRead`, and the ADD is
+decided again on a LIST.  DEL, CHECK, GC and STATUS still LIST.
 
 This module does the I/O.  What an IPPool and our annotations say, and the
 patches that change them, are read and built in :mod:`.kube_pools` (pure);
