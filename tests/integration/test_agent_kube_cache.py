@@ -207,3 +207,17 @@ def test_a_del_through_the_agent_frees_what_the_plugin_alone_just_gave(node, kub
     ok(node.run("DEL", config, cid="c1", args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=c1"))
     assert held(kube_api) == {"first": ["10.40.0.1"]}
     assert sorted(reservations(kube_api)) == ["10.40.0.1"]
+
+
+def test_a_check_through_the_agent_reads_the_pools_afresh_not_what_its_store_read_for_an_earlier_call(
+        node, kube_api, agent):
+    """The agent lends the store of the last ADD to the CHECK; a DEL without the agent freed the address
+    meanwhile.  Before, the CHECK read the ADD's pools and passed."""
+    config = node.net()
+    warm(node, kube_api, config)
+    result = ok(node.run("ADD", config, cid="c1", args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=c1"))
+    checked = dict(config, prevResult=result)
+    ok(node.run("CHECK", checked, cid="c1", args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=c1"))
+    ok(_Alone(node).run("DEL", config, cid="c1", args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=c1"))
+    refused = node.run("CHECK", checked, cid="c1", args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=c1")
+    assert not refused.ok and "holds no address" in refused.output["msg"], refused

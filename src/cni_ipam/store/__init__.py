@@ -138,7 +138,9 @@ class KeptOpen:
             return self._batches[key]
 
     def done(self, store) -> None:
-        """Back to wait for the next call with the same settings; the least recently used beyond ``idle`` closes."""
+        """Back to wait for the next call with the same settings (without what it read for this one: a CHECK
+        reads outside any transaction); the least recently used beyond ``idle`` closes."""
+        store.forget_reads()
         with self._lock:
             self._waiting.append((self._keys[id(store)], store))
             evicted = self._waiting.pop(0)[1] if len(self._waiting) > self.idle else None

@@ -220,6 +220,10 @@ class AllocatorStore:
         hints drops the pool's other hints."""
         raise NotImplementedError
 
+    def forget_reads(self) -> None:
+        """Drop whatever this store read for its last call (a store kept open between calls,
+        :class:`cni_ipam.store.KeptOpen`, must not answer the next call from it)."""
+
     def stale(self) -> bool:
         """True when this open store must not serve another call: it no longer reaches what opening it again
         would, or a failed call left it in a state of its own (a store kept open between calls,

@@ -91,18 +91,16 @@ MAX_PAUSE = 0.25
 
 class _Fresh:
     """A plugin command: read the API again at its start (an ADD in the agent: its watched copy); each claim
-    and release is atomic on its own.  Nothing read outlives the command: a store the agent keeps open
-    serves a later call (a CHECK reads outside any transaction) with a read of its own."""
+    and release is atomic on its own."""
 
     def __init__(self, store) -> None:
         self.store = store
 
     def __enter__(self):
-        self.store._forget_reads()
+        self.store.forget_reads()
         return self.store
 
     def __exit__(self, *exc):
-        self.store._forget_reads()
         return False
 
 
@@ -118,7 +116,8 @@ class KubernetesStore(Store):
         self._distrust = False  # a decision on the copy was stale (StaleRead): the next ADD LISTs
         self._parsed = {}  # IPPool name -> (object, node pool's network_name, Pool): parsed copies, kept in the agent
 
-    def _forget_reads(self) -> None:
+    def forget_reads(self) -> None:
+        """Read again on the next use (a new command; the agent lends this store to another call)."""
         self._pools = None
         self._taken.clear()
         self._cached = False
