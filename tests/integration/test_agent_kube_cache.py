@@ -221,3 +221,24 @@ def test_a_check_through_the_agent_reads_the_pools_afresh_not_what_its_store_rea
     ok(_Alone(node).run("DEL", config, cid="c1", args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=c1"))
     refused = node.run("CHECK", checked, cid="c1", args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=c1")
     assert not refused.ok and "holds no address" in refused.output["msg"], refused
+
+
+def test_a_race_lost_on_the_reservation_takes_another_address_without_reading_the_pool(node, kube_api, agent):
+    """Another node holds 10.40.0.2's reservation and has not patched the pool yet: the agent's claim of it
+    is refused (409), and its next candidate comes from the watched copy, not a GET of the pool."""
+    from kube_nodes import RESERVATIONS
+
+    from cni_ipam.kube import objects as ko
+
+    config = node.net()
+    warm(node, kube_api, config)
+    name = ko.reservation_name(0x0A280002, 4, "")
+    code, _, body = kube_api.request("POST", RESERVATIONS, ko.reservation_object(name, "kube-system", "ns/other",
+                                                                                 "eth0", "other"))
+    assert code == 201, body
+    kube_api.faults([], reset=True)
+    got = add(node, config, "c1")
+    answered = kube_api.faults()
+    assert got != "10.40.0.2" and held(kube_api)["c1"] == [got]
+    assert answered["refused"] == {"create overlappingrangeipreservations": 1}, answered
+    assert set(answered["requests"]) == {"create overlappingrangeipreservations", "patch ippools"}, answered

@@ -194,23 +194,37 @@ class PoolWatch:
     def run(self) -> None:
         from ..kube.client import KubeError, KubeUnavailable
 
+        import time
+
         failures = 0
         while not self.stop.is_set():
+            listed = False
             try:
                 if self.cache.version is None:
                     self.relist()
+                    listed = True
+                began = time.monotonic()
                 self.follow()
-                failures = 0
+                if time.monotonic() - began < 1.0:  # ended at once: never spin on a server that does that
+                    failures = self._backoff(failures, ValueError("the watch ended as soon as it began"))
+                else:
+                    failures = 0
             except KubeError as exc:
                 self.cache.unsynced(relist=exc.code == EXPIRED)
                 if self.stop.is_set():
                     break
                 if exc.code == EXPIRED:
                     self.note("pool-watch-expired", why=exc.message)
-                    continue
+                    if not listed:  # list again at once; a 410 right after a LIST backs off first
+                        continue
                 failures = self._backoff(failures, exc)
             except (KubeUnavailable, OSError, ValueError) as exc:  # broken stream, garbled event, server down
                 self.cache.unsynced()
+                if self.stop.is_set():
+                    break
+                failures = self._backoff(failures, exc)
+            except Exception as exc:  # noqa: BLE001 -- the watch outlives any error; ADDs list meanwhile
+                self.cache.unsynced(relist=True)
                 if self.stop.is_set():
                     break
                 failures = self._backoff(failures, exc)

@@ -204,6 +204,19 @@ class KubernetesStore(Store):
                 return None
             raise StoreError(f"Kubernetes API: {exc.message}") from None
 
+    def _refresh(self, name: str) -> None:
+        """Read the pool again before the allocator's next candidate: in the agent, while this command reads the
+        watched copy, that copy as it is now (the watch has brought what others committed since; no round
+        trip: a claim decided on it is still guarded by its ``test``s), else a GET."""
+        obj = self.batches.cached(name) if self._cached else None
+        if obj is not None:
+            try:
+                self._pools[name] = Pool(obj, self._node_pools)
+                return
+            except (ko.ObjectError, ValueError, IndexError):
+                pass
+        self._fetch(name)
+
     def _pool(self, name: str, fresh: bool = False):
         pools = self._all()
         if not fresh and name in pools:
@@ -289,7 +302,7 @@ class KubernetesStore(Store):
                     reserved = self._reserve(allocation)
                     if reserved is None:  # held in its address space: a lost race, whose winner may not have
                         self._taken.add((allocation.space, allocation.version, allocation.ip))  # patched yet,
-                        self._fetch(name)  # and our list is stale: read the pool again for the next candidate
+                        self._refresh(name)  # and our list is stale: read the pool again for the next candidate
                         return False
                 if pool is None:
                     if self._create_pool(name, network, allocation, key):
