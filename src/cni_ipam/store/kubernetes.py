@@ -56,8 +56,8 @@ What upstream's objects have no place for, and where it is:
   :class:`~cni_ipam.store.base.StoreRefused`.
 
 Reads: each plugin command (``transaction()``) lists the namespace's IPPools
-once, and works from that list, updated by our own writes' answers; nothing
-read outlives the command.  In the node agent an ADD reads them instead from
+once, and works from that list, updated by our own writes' answers (a store
+the agent keeps open forgets it before its next call).  In the node agent an ADD reads them instead from
 a copy that a LIST+WATCH keeps current (:mod:`.kube_cache`, shared by the
 agent's stores of one settings, fed our writes' answers too), while that
 watch is open: no round trip.  A copy that lags is safe for claims (the
