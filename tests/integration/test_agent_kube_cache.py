@@ -52,8 +52,8 @@ def warm(node, kube_api, config) -> str:
     return first
 
 
-def add(node, config, cid: str, **env) -> str:
-    return ips(ok(node.run("ADD", config, cid=cid, args=f"K8S_POD_NAMESPACE=ns;K8S_POD_NAME={cid}", **env)))[0]
+def add(node, config, cid: str) -> str:
+    return ips(ok(node.run("ADD", config, cid=cid, args=f"K8S_POD_NAMESPACE=ns;K8S_POD_NAME={cid}")))[0]
 
 
 class _Alone:
