@@ -155,7 +155,7 @@ def serve(path: str = DEFAULT_SOCKET, read_timeout: float = READ_TIMEOUT) -> Non
         where = settings.sqlite_path if settings.datastore == "sqlite" else settings.endpoints
         server.note("store-opened", datastore=settings.datastore, where=where)
 
-    stores = KeptOpen(opened=opened)
+    stores = KeptOpen(opened=opened, note=lambda event, **fields: server.note(event, **fields))
     server = listen(path, stores, read_timeout)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     server.note("listening", socket=path)

@@ -254,9 +254,16 @@ class Connection:
 
     def stream(self, method: str, target: str, headers: list = (), timeout: float = 10.0):
         """Send a request and yield ``(status, headers)`` and then each body chunk as it arrives (for a
-        chunked answer such as a Kubernetes watch); the connection is closed at the end."""
+        chunked answer such as a Kubernetes watch; any other body comes whole); the connection is closed at
+        the end."""
         try:
-            yield self._begin(method, target, headers, b"", timeout)
-            yield from self._chunks()
+            status, head = self._begin(method, target, headers, b"", timeout)
+            yield status, head
+            if head.get("transfer-encoding", "").lower() == "chunked":
+                yield from self._chunks()
+            elif "content-length" in head:  # an error answer, whole
+                yield self._read_exact(int(head["content-length"]))
+            else:
+                yield self._until_close()
         finally:
             self.close()

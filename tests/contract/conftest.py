@@ -60,10 +60,13 @@ def kubernetes_store(tmp_path, request, batches=None):
 
 
 def kubernetes_agent_store(tmp_path, request):
-    """As the node agent opens it: claims go through the agent's group commit and its cached pools."""
+    """As the node agent opens it: claims go through the agent's group commit and its cached pools, and an ADD's
+    prefetch reads the IPPools from the copy its watch keeps (store/kube_cache.py)."""
     from cni_ipam.store.kube_batch import PoolBatches
 
-    return kubernetes_store(tmp_path, request, PoolBatches())
+    batches = PoolBatches(watch=True)
+    request.addfinalizer(batches.close)
+    return kubernetes_store(tmp_path, request, batches)
 
 
 BACKENDS = {

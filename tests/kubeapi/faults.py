@@ -16,6 +16,10 @@ Tests set rules at run time through the server's control endpoint
 ``after``
     true: serve the request first (the write is committed), then answer
     the failure, as a kube-apiserver timeout after etcd committed would.
+``delay_events``
+    watch rules only: seconds each batch of events waits before it is sent,
+    read as events come, so it slows watches that were open before the rule
+    (a watch that lags behind the writes).
 ``retry_after``
     seconds for 429's Retry-After (default 1).
 ``text``
@@ -68,6 +72,11 @@ class Faults:
     @staticmethod
     def _matches(rule: dict, verb: str, resource: str) -> bool:
         return verb in rule.get("verbs", (verb,)) and resource in rule.get("resources", (resource,))
+
+    def event_delay(self, resource: str) -> float:
+        """Seconds a watch of ``resource`` waits before sending the events it just read."""
+        with self.lock:
+            return sum(float(r.get("delay_events", 0)) for r in self.rules if self._matches(r, "watch", resource))
 
     def decide(self, verb: str, resource: str) -> tuple:
         """Count the request; return (added latency in seconds, the fault rule that fires or None)."""

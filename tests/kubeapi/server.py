@@ -447,7 +447,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             for obj in initial:
                 self.send_event("ADDED", obj)
-            self.pump(stream, keep, time.monotonic() + timeout)
+            self.pump(stream, keep, time.monotonic() + timeout, resource.name)
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass
@@ -460,8 +460,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
-    def pump(self, stream, keep, deadline: float) -> None:
-        """Forward etcd's events until the deadline, the client leaving, or etcd ending the watch."""
+    def pump(self, stream, keep, deadline: float, resource: str = "") -> None:
+        """Forward etcd's events until the deadline, the client leaving, or etcd ending the watch; each read of
+        events waits the ``delay_events`` of the watch rules first (rules set after the watch began count)."""
         registry = self.server.registry
         while True:
             left = deadline - time.monotonic()
@@ -476,6 +477,9 @@ class Handler(BaseHTTPRequestHandler):
                 events = stream.read()
             except ConnectionError:
                 return
+            delay = self.server.faults.event_delay(resource)
+            if delay:
+                time.sleep(delay)
             for kind, kv, prev in events:
                 new = registry.decode(kv) if kind != "DELETE" else None
                 old = registry.decode(prev, kv["mod_revision"]) if prev else None  # a deleted object's last state

@@ -1,5 +1,6 @@
 """A small Kubernetes API client for plugin processes: get, list, create, JSON Patch and delete of
-namespaced objects, standard library only, on one kept-alive HTTP/1.1 connection (:mod:`cni_ipam.http11`).
+namespaced objects (and a watch, for the node agent), standard library only, on one kept-alive HTTP/1.1
+connection (:mod:`cni_ipam.http11`).
 
 Why not client-go's Python twin: the ``kubernetes`` package takes seconds
 to import, and ``http.client`` plus ``ssl`` cost about 50 ms in every
@@ -242,10 +243,53 @@ class KubeClient:
         return self.request("DELETE", self.path(group_version, resource, name), body,
                             what=f"delete {resource}/{name}")
 
-    def watch_path(self, group_version: str, resource: str, resource_version: str) -> str:
-        """Where a watch from ``resource_version`` reads its events (``Connection.stream`` of
-        :mod:`cni_ipam.http11` reads the chunked answer); no caller uses watches yet."""
-        return self.path(group_version, resource, query=f"watch=1&resourceVersion={resource_version}")
+    def watch_path(self, group_version: str, resource: str, resource_version: str, seconds: int = 0) -> str:
+        """Where a watch from ``resource_version`` reads its events (``timeoutSeconds``: when the server ends it)."""
+        query = f"watch=1&resourceVersion={resource_version}" + (f"&timeoutSeconds={seconds}" if seconds else "")
+        return self.path(group_version, resource, query=query)
+
+    def watch(self, group_version: str, resource: str, resource_version: str, seconds: int = 300):
+        """The events after ``resource_version``, as ``(type, object)``, until the server ends the watch after
+        about ``seconds``; first ``(None, None)`` once the server has taken the watch.  Raises KubeError for a
+        refusal, and for an ``ERROR`` event (its Status: 410 Expired, the version was compacted away: list
+        again), OSError or ValueError for a broken stream.  One request, on this client's connection (a
+        client of its own: the watch holds it), not retried: the caller resumes from the last version."""
+        from ..http11 import tls_refused
+
+        path = self.watch_path(group_version, resource, resource_version, seconds)
+        connection = self.connection or self._connect()
+        self.round_trips += 1
+        chunks = connection.stream("GET", path, self._headers(""), timeout=seconds + 30.0)
+        try:
+            try:
+                code, _ = next(chunks)
+            except OSError as exc:
+                if tls_refused(exc):
+                    raise KubeError(0, "TLSRefused", f"TLS handshake with {self.settings.server} failed: {exc}")
+                raise
+            if code != 200:
+                error = status_error(code, b"".join(chunks))
+                if code == 401:
+                    self._token = None  # a rotated token file: read it again for the next watch
+                raise error
+            yield None, None
+            pending = b""
+            for chunk in chunks:
+                pending += chunk
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    kind, obj = event.get("type"), event.get("object")
+                    if not isinstance(obj, dict) or not isinstance(kind, str):
+                        raise ValueError(f"watch {resource}: an event without type or object: {line[:200]!r}")
+                    if kind == "ERROR":
+                        raise KubeError(int(obj.get("code") or 0), str(obj.get("reason") or ""),
+                                        str(obj.get("message") or "watch error"))
+                    yield kind, obj
+        finally:
+            chunks.close()
 
 
 def _retry_after(value) -> float:

@@ -113,6 +113,7 @@ def add(request, stores):
     from ..allocator.engine import assign
     from ..cni.result import IPConfig, Result
     from ..config.whereabouts import load
+    from ..store.base import StaleRead
 
     config = load(request, _read_json)
     store = stores.open(config.store)
@@ -120,7 +121,10 @@ def add(request, stores):
         owner = _owner(request, config)
         specs = _sliced(store, config, owner.node)
         _requested_in_slices(config, specs, owner.node)
-        held = assign(store, specs, owner, config.requested)
+        try:
+            held = assign(store, specs, owner, config.requested)
+        except StaleRead:  # the node agent's cached IPPools missed what this attachment holds: decide again, on a
+            held = assign(store, specs, owner, config.requested)  # fresh read (store/kube_cache.py)
     finally:
         stores.done(store)
     from ..net.addr import Interface

@@ -93,14 +93,17 @@ class KeptOpen:
 
     Kubernetes stores opened with equal settings share one
     :class:`~cni_ipam.store.kube_batch.PoolBatches`: claims that calls make
-    at once on one IPPool are written in one patch, on the pool as cached.
+    at once on one IPPool are written in one patch, on the pool as cached,
+    and ADDs read the IPPools from a copy a LIST+WATCH keeps current
+    (:mod:`~cni_ipam.store.kube_cache`) instead of listing them each time.
     """
 
-    def __init__(self, idle: int = 16, opened=None) -> None:
+    def __init__(self, idle: int = 16, opened=None, note=None) -> None:
         import threading
 
         self.idle = idle
         self.opened = opened or (lambda settings: None)
+        self.note = note  # note(event, **fields): the agent's log, for the IPPool watches
         self._lock = threading.Lock()
         self._waiting = []  # (settings key, store), least recently used first
         self._keys = {}  # id(store) -> settings key, for every store lent out or waiting
@@ -130,10 +133,14 @@ class KeptOpen:
         from .kube_batch import PoolBatches
 
         with self._lock:
-            return self._batches.setdefault(key, PoolBatches())
+            if key not in self._batches:
+                self._batches[key] = PoolBatches(watch=True, note=self.note)
+            return self._batches[key]
 
     def done(self, store) -> None:
-        """Back to wait for the next call with the same settings; the least recently used beyond ``idle`` closes."""
+        """Back to wait for the next call with the same settings (without what it read for this one: a CHECK
+        reads outside any transaction); the least recently used beyond ``idle`` closes."""
+        store.forget_reads()
         with self._lock:
             self._waiting.append((self._keys[id(store)], store))
             evicted = self._waiting.pop(0)[1] if len(self._waiting) > self.idle else None
@@ -141,11 +148,14 @@ class KeptOpen:
             self._forget(evicted)
 
     def close(self) -> None:
-        """Close every waiting store (the agent stops)."""
+        """Close every waiting store and stop the IPPool watches (the agent stops)."""
         with self._lock:
             waiting, self._waiting = self._waiting, []
+            batches, self._batches = list(self._batches.values()), {}
         for _, store in waiting:
             self._forget(store)
+        for shared in batches:
+            shared.close()
 
     def _forget(self, store) -> None:
         with self._lock:

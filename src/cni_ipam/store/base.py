@@ -140,6 +140,15 @@ class StoreError(Exception):
         self.retry = retry
 
 
+class StaleRead(StoreError):
+    """A decision made on a cached read (the node agent's copy of the Kubernetes IPPools) was wrong for this
+    call: a claim's answer showed the attachment already held an address the copy had not seen yet.  The
+    claim is given back before this is raised; the caller decides again, on a fresh read."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry=True)
+
+
 class StoreRefused(StoreError):
     """The backend's format cannot hold what was asked (an address or a name it has no way to write):
     the config must change, retrying will not help."""
@@ -216,6 +225,10 @@ class AllocatorStore:
         """Set the hint ``key``; creating it in a pool that then holds more than :data:`MAX_HINTS_PER_POOL`
         hints drops the pool's other hints."""
         raise NotImplementedError
+
+    def forget_reads(self) -> None:
+        """Drop whatever this store read for its last call (a store kept open between calls,
+        :class:`cni_ipam.store.KeptOpen`, must not answer the next call from it)."""
 
     def stale(self) -> bool:
         """True when this open store must not serve another call: it no longer reaches what opening it again

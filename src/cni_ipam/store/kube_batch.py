@@ -92,15 +92,20 @@ class PoolBatches:
     leader: it takes everything queued for the pool and calls ``commit(name, wants)`` (its own store's), then
     wakes the others; claims queued meanwhile go in the next batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch: bool = False, note=None) -> None:
         import threading
+
+        from .kube_cache import PoolCache
 
         self._changed = threading.Condition()
         self._queues = {}  # pool name -> [Want] waiting for the next batch
         self._writing = {}  # pool name -> [Want] of the batch being written
-        self._pools = {}  # pool name -> the IPPool object as last written or read
+        self.cache = PoolCache()  # the IPPools as last written, read or watched (:mod:`.kube_cache`)
         self._claiming = {}  # pool name -> [address] of the claims under way (one entry per claim)
         self.kept = {}  # the allocator's memory across the agent's calls (AllocatorStore.kept): a few per range
+        self._watch = watch  # keep the cache current with a LIST+WATCH (the agent), started by the first ADD
+        self._watcher = None
+        self._note = note
 
     def submit(self, name: str, want: Want, commit) -> Want:
         with self._changed:
@@ -154,13 +159,29 @@ class PoolBatches:
             return set(self._claiming.get(name, ()))
 
     def cached(self, name: str):
-        with self._changed:
-            return self._pools.get(name)
+        return self.cache.get(name)
 
     def seen(self, name: str, obj) -> None:
-        """The pool as just written or read (None: it does not exist); the next batch patches it."""
+        """The pool as just written or read (None: it does not exist); the next batch patches it.  Never
+        replaces a newer one (resourceVersion)."""
+        self.cache.seen(name, obj)
+
+    def watched(self, client):
+        """Every IPPool object by name, from the watched cache; None while the watch is not synced (or not
+        started: the first call starts it, with ``client()``, a KubeClient of its own), and always None
+        without ``watch``."""
+        if not self._watch:
+            return None
         with self._changed:
-            if obj is None:
-                self._pools.pop(name, None)
-            else:
-                self._pools[name] = obj
+            if self._watcher is None:
+                from .kube_cache import PoolWatch
+
+                self._watcher = PoolWatch(self.cache, client(), self._note).start()
+        return self.cache.pools()
+
+    def close(self) -> None:
+        """Stop the watch (the agent stops)."""
+        with self._changed:
+            watcher, self._watcher, self._watch = self._watcher, None, False
+        if watcher is not None:
+            watcher.close()

@@ -47,15 +47,26 @@ What upstream's objects have no place for, and where it is:
   (upstream's default).  Past :data:`ANNOTATION_BUDGET` bytes of
   annotations the node, netns and time are left out, then the whole entry,
   to stay under the API server's 256 KiB limit for all annotations.
-* hints: none.  Every command reads the pools whole anyway (one LIST), so the
-  lowest free address is found in memory; ``hint`` is always None, and
-  ``list_hints`` has nothing (``cni-ipam pools`` learns ranges from allocations).
+* hints: none.  Every command reads the pools whole anyway (one LIST, or the
+  agent's watched copy), so the lowest free address is found in memory;
+  ``hint`` is always None, and ``list_hints`` has nothing (``cni-ipam pools``
+  learns ranges from allocations).
 * addresses whose offset Go cannot read (below the range's first IP, or 2^63
   past it) and names that are not Kubernetes names: refused with
   :class:`~cni_ipam.store.base.StoreRefused`.
 
 Reads: each plugin command (``transaction()``) lists the namespace's IPPools
-once, and works from that list, updated by our own writes' answers.
+once, and works from that list, updated by our own writes' answers (a store
+the agent keeps open forgets it before its next call).  In the node agent an ADD reads them instead from
+a copy that a LIST+WATCH keeps current (:mod:`.kube_cache`, shared by the
+agent's stores of one settings, fed our writes' answers too), while that
+watch is open: no round trip.  A copy that lags is safe for claims (the
+``test``s); what it could get wrong is checked: an attachment the copy shows
+holding an address has that pool read afresh before the ADD returns it, and
+a claim's answer (the whole pool as committed) that shows the attachment
+already held another address, written where the copy had not seen it yet,
+gives the claim back and raises :class:`~.base.StaleRead`, and the ADD is
+decided again on a LIST.  DEL, CHECK, GC and STATUS still LIST.
 
 This module does the I/O.  What an IPPool and our annotations say, and the
 patches that change them, are read and built in :mod:`.kube_pools` (pure);
@@ -79,14 +90,14 @@ MAX_PAUSE = 0.25
 
 
 class _Fresh:
-    """A plugin command: read the API again at its start; each claim and release is atomic on its own."""
+    """A plugin command: read the API again at its start (an ADD in the agent: its watched copy); each claim
+    and release is atomic on its own."""
 
     def __init__(self, store) -> None:
         self.store = store
 
     def __enter__(self):
-        self.store._pools = None
-        self.store._taken.clear()
+        self.store.forget_reads()
         return self.store
 
     def __exit__(self, *exc):
@@ -101,6 +112,17 @@ class KubernetesStore(Store):
         self._taken = set()  # (space, version, ip) this command found reserved by another: held, for held()
         self._node_pools = {}  # IPPool name -> network_name, of node pools named in NodeSlicePools read
         self._kept = batches.kept if batches is not None else {}  # the allocator's memory: the agent's, or this call's
+        self._cached = False  # this command's pools came from the agent's watched copy, not a LIST
+        self._verified = set()  # IPPool names this command read afresh after the copy said they hold its attachment
+        self._distrust = False  # a decision on the copy was stale (StaleRead): the next ADD LISTs
+        self._parsed = {}  # IPPool name -> (object, node pool's network_name, Pool): parsed copies, kept in the agent
+
+    def forget_reads(self) -> None:
+        """Read again on the next use (a new command; the agent lends this store to another call)."""
+        self._pools = None
+        self._taken.clear()
+        self._cached = False
+        self._verified.clear()
 
     def _call(self, method, *args):
         try:
@@ -134,7 +156,31 @@ class KubernetesStore(Store):
         pool = Pool(obj, self._node_pools)
         if self._pools is not None:
             self._pools[pool.name] = pool
+        if self.batches is not None:
+            self.batches.seen(pool.name, obj)  # the agent's copy: never replaces a newer one
         return pool
+
+    def _parse(self, objects: dict) -> dict:
+        """IPPool name -> Pool of the agent's copy, reusing what an earlier call parsed of unchanged objects."""
+        pools = {}
+        for name, obj in objects.items():
+            named = self._node_pools.get(name)
+            kept = self._parsed.get(name)
+            if kept is None or kept[0] is not obj or kept[1] != named:
+                try:
+                    kept = self._parsed[name] = (obj, named, Pool(obj, self._node_pools))
+                except (ko.ObjectError, ValueError, IndexError):
+                    continue  # verify reports it; nothing here can allocate from it
+            pools[name] = kept[2]
+        for name in [n for n in self._parsed if n not in objects]:
+            del self._parsed[name]
+        return pools
+
+    def _watch_client(self):
+        """A client of its own for the agent's IPPool watch (a watch holds its connection)."""
+        from ..kube.client import KubeClient
+
+        return KubeClient(self.client.settings, timeout=self.client.timeout, deadline=self.client.deadline)
 
     def _object_name(self, pool: str) -> tuple:
         """(IPPool name, Network) of our pool name; StoreRefused when it is not a Kubernetes name."""
@@ -154,8 +200,23 @@ class KubernetesStore(Store):
             if exc.code == 404:
                 if self._pools is not None:
                     self._pools.pop(name, None)
+                if self.batches is not None:
+                    self.batches.seen(name, None)
                 return None
             raise StoreError(f"Kubernetes API: {exc.message}") from None
+
+    def _refresh(self, name: str) -> None:
+        """Read the pool again before the allocator's next candidate: in the agent, while this command reads the
+        watched copy, that copy as it is now (the watch has brought what others committed since; no round
+        trip: a claim decided on it is still guarded by its ``test``s), else a GET."""
+        obj = self.batches.cached(name) if self._cached else None
+        if obj is not None:
+            try:
+                self._pools[name] = Pool(obj, self._node_pools)
+                return
+            except (ko.ObjectError, ValueError, IndexError):
+                pass
+        self._fetch(name)
 
     def _pool(self, name: str, fresh: bool = False):
         pools = self._all()
@@ -166,7 +227,15 @@ class KubernetesStore(Store):
     # -- Store verbs ------------------------------------------------------------------------------
 
     def prefetch(self, network, container_id, ifname, pod, hints) -> None:
-        """Everything an ADD reads comes from one LIST of the pools."""
+        """Everything an ADD reads comes from one LIST of the pools; in the agent, from its copy that a watch
+        keeps current (:mod:`.kube_cache`), while the watch is synced: no round trip."""
+        if self._pools is None and self.batches is not None and not self._distrust:
+            objects = self.batches.watched(self._watch_client)
+            if objects is not None:
+                self._pools = self._parse(objects)
+                self._cached = True
+                return
+        self._distrust = False
         self._all()
 
     def held(self, pool, space, lo, hi):
@@ -190,7 +259,30 @@ class KubernetesStore(Store):
             return self._claim(allocation)
         name, _ = self._object_name(allocation.pool)
         with self.batches.claiming(name, allocation.ip):  # the agent's other calls pass it by meanwhile
-            return self._claim(allocation)
+            won = self._claim(allocation)
+            if won and self._cached:
+                self._check_cached_decision(name, allocation)
+            return won
+
+    def _check_cached_decision(self, name: str, allocation: Allocation) -> None:
+        """An ADD decided on the agent's copy found nothing held for its attachment; the claim's answer is the
+        pool as committed, after anything written before this call.  If it shows the attachment (or its pod's
+        interface) already held another address there (written by a plugin without the agent, or by Go
+        whereabouts, that the watch had not delivered yet), give this claim back and raise StaleRead: the
+        ADD is decided again on a fresh LIST, so it returns (or moves) what is held, as without the agent.
+        Addresses the agent's other calls are claiming are left out: of two calls of one attachment at once,
+        only one can see the other as done (each holds its ``claiming`` mark until it has looked)."""
+        from .base import StaleRead
+        from .kube_cache import held_elsewhere
+
+        pool = (self._pools or {}).get(name)
+        found = held_elsewhere(pool, allocation, self.batches.pending(name)) if pool is not None else []
+        if not found:
+            return
+        self.release(allocation)
+        self._distrust = True
+        raise StaleRead(f"{allocation.container_id[:12]}/{allocation.ifname} already holds {found[0].address} in "
+                        f"IPPool {name}, written after the agent's copy was read; deciding again on a fresh read")
 
     def _claim(self, allocation: Allocation) -> bool:
         import time
@@ -211,7 +303,7 @@ class KubernetesStore(Store):
                     reserved = self._reserve(allocation)
                     if reserved is None:  # held in its address space: a lost race, whose winner may not have
                         self._taken.add((allocation.space, allocation.version, allocation.ip))  # patched yet,
-                        self._fetch(name)  # and our list is stale: read the pool again for the next candidate
+                        self._refresh(name)  # and our list is stale: read the pool again for the next candidate
                         return False
                 if pool is None:
                     if self._create_pool(name, network, allocation, key):
@@ -422,6 +514,18 @@ class KubernetesStore(Store):
         raise StoreError(f"IPPool {name} kept changing; the new container ID was not recorded", retry=True)
 
     def find(self, network=None, container_id=None, ifname=None, pod=None):
+        found = self._found(network, container_id, ifname, pod)
+        if self._cached and found:  # the agent's copy may lag a release: what an ADD would return as held, or move
+            names = {p.pool: p.name for p in self._pools.values()}  # to a new sandbox, is read afresh first
+            stale = {names[a.pool] for a in found if a.pool in names} - self._verified
+            for name in sorted(stale):
+                self._verified.add(name)
+                self._fetch(name)
+            if stale:
+                found = self._found(network, container_id, ifname, pod)
+        return found
+
+    def _found(self, network, container_id, ifname, pod) -> list:
         found = [a for p in self._all().values() for a in p.allocations
                  if (network is None or a.network in ("", network))
                  and (container_id is None or a.container_id == container_id)
