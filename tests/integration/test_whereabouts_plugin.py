@@ -245,6 +245,22 @@ def test_same_pod_and_ifname_under_a_new_container_keeps_its_address(wb):
     assert addresses(ok(wb.add(config, "sandbox-3", args=other))) == ["10.0.0.3/24"]
 
 
+def test_the_wal_stays_between_calls_and_stays_short(wb):
+    """Each call leaves the WAL to the next (cni_ipam.store.sqlite, "The WAL between processes") instead of a
+    checkpoint and a new WAL per call; the WAL is emptied once it passes WAL_CHECKPOINT_BYTES, its files stay
+    0600, and every commit is there for a new reader."""
+    from cni_ipam.store.sqlite import WAL_CHECKPOINT_BYTES
+
+    config = wb.net(range="10.0.0.0/24")
+    sizes = []
+    for n in range(1, 21):
+        ok(wb.add(config, f"c{n}"))
+        sizes.append(os.path.getsize(wb.db + "-wal"))
+        assert {os.stat(wb.db + suffix).st_mode & 0o777 for suffix in ("", "-wal", "-shm")} == {0o600}
+    assert 0 in sizes and max(sizes) <= WAL_CHECKPOINT_BYTES + (64 << 10), sizes
+    assert sorted(c for _, _, _, c, _, _ in wb.rows()) == sorted(f"c{n}" for n in range(1, 21))
+
+
 # --- DEL ---
 
 def test_del_releases_every_range_and_is_idempotent(wb):
