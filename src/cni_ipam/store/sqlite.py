@@ -124,13 +124,14 @@ COLUMNS = "pool, ip, space, network, container_id, ifname, pod, netns, node, cre
 # whole WAL to rebuild its index in ``-shm`` (about 2 us of CPU a page), and
 # that rebuilt index counts no page as checkpointed yet, so SQLite's own
 # automatic checkpoint would copy the whole WAL again at every commit and
-# never start it anew.  Instead the transaction whose commit leaves the WAL
-# longer than WAL_CHECKPOINT_BYTES checkpoints it and truncates it to
-# nothing (``wal_checkpoint(TRUNCATE)``), still under our flock: with an ADD
+# never start it anew.  Instead a plugin process that finds the WAL longer
+# than WAL_CHECKPOINT_BYTES when it is done checkpoints it and truncates it
+# to nothing (``wal_checkpoint(TRUNCATE)``), under our flock: with an ADD
 # writing about five pages, that is one call in six or so, with three more
 # fsyncs (the WAL, the database, the next WAL's header).  Processes that go
 # on after a command (the node agent, the reconciler, tests) close their
-# stores as before.
+# stores as before; while one holds the store open, SQLite's own automatic
+# checkpoint keeps the WAL short, as the index in ``-shm`` stays valid.
 WAL_CHECKPOINT_BYTES = 128 << 10  # about 32 pages of 4 KiB: at most 0.1 ms to read back at an open
 _LEFT_OPEN = []  # the stores a plugin process leaves open: referenced, so no garbage collection closes them
 SYNCHRONOUS_ENV = "CNI_IPAM_SQLITE_SYNCHRONOUS"
@@ -302,8 +303,6 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         try:
             self.store._run("COMMIT" if exc_type is None else "ROLLBACK")
-            if exc_type is None:
-                self.store._keep_wal_short()
         finally:
             posix.close(self.store._lock_fd)  # closing drops the flock
             self.store._lock_fd = None
@@ -355,16 +354,6 @@ class SQLiteStore(Store):
                                       f"('schema', '{SCHEMA_VERSION}'); PRAGMA user_version=1; COMMIT;")
         finally:
             posix.close(lock_fd)  # closing drops the flock
-
-    def _keep_wal_short(self) -> None:
-        """After a commit, under the flock: a WAL longer than WAL_CHECKPOINT_BYTES is checkpointed and emptied
-        (see "The WAL between processes").  The commit is done whatever happens here: a checkpoint that
-        fails or finds readers in the way is tried again after a later commit."""
-        try:
-            if posix.stat(self.path + "-wal").st_size > WAL_CHECKPOINT_BYTES:
-                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except (OSError, sqlite3.Error):
-            return
 
     def _run(self, sql: str, params=()):
         try:
@@ -523,8 +512,23 @@ class SQLiteStore(Store):
 
     def leave_open(self) -> None:
         """The process ends now (``_exit``): keep the connection, so that its WAL is neither checkpointed nor
-        deleted (see "The WAL between processes" above)."""
+        deleted; a WAL longer than WAL_CHECKPOINT_BYTES is first checkpointed and emptied, under the flock
+        (see "The WAL between processes" above).  The call's work is done: a checkpoint that fails or finds
+        readers in the way is left to a later call."""
         _LEFT_OPEN.append(self)
+        try:
+            if posix.stat(self.path + "-wal").st_size <= WAL_CHECKPOINT_BYTES:
+                return
+            import fcntl
+
+            lock_fd = _open_lock(self.path)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                posix.close(lock_fd)  # closing drops the flock
+        except (OSError, StoreError, sqlite3.Error):
+            return
 
 
 def _identity(path: str) -> tuple:
