@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITH
 """
 
 COLUMNS = "pool, ip, space, network, container_id, ifname, pod, netns, node, created"
+SYNCHRONOUS_ENV = "CNI_IPAM_SQLITE_SYNCHRONOUS"
 
 # -- The WAL between processes (issue 17) -----------------------------------------------------------------------------
 #
@@ -134,7 +135,6 @@ COLUMNS = "pool, ip, space, network, container_id, ifname, pod, netns, node, cre
 # checkpoint keeps the WAL short, as the index in ``-shm`` stays valid.
 WAL_CHECKPOINT_BYTES = 128 << 10  # about 32 pages of 4 KiB: at most 0.1 ms to read back at an open
 _LEFT_OPEN = []  # the stores a plugin process leaves open: referenced, so no garbage collection closes them
-SYNCHRONOUS_ENV = "CNI_IPAM_SQLITE_SYNCHRONOUS"
 
 
 def synchronous_mode() -> str:
