@@ -245,6 +245,39 @@ def test_same_pod_and_ifname_under_a_new_container_keeps_its_address(wb):
     assert addresses(ok(wb.add(config, "sandbox-3", args=other))) == ["10.0.0.3/24"]
 
 
+def test_the_wal_stays_between_calls_and_stays_short(wb):
+    """Each call leaves the WAL to the next (cni_ipam.store.sqlite, "The WAL between processes") instead of a
+    checkpoint and a new WAL per call; the WAL is emptied once it passes WAL_CHECKPOINT_BYTES, its files stay
+    0600, and every commit is there for a new reader."""
+    from cni_ipam.store.sqlite import WAL_CHECKPOINT_BYTES
+
+    config = wb.net(range="10.0.0.0/24")
+    sizes = []
+    for n in range(1, 21):
+        ok(wb.add(config, f"c{n}"))
+        sizes.append(os.path.getsize(wb.db + "-wal"))
+        assert {os.stat(wb.db + suffix).st_mode & 0o777 for suffix in ("", "-wal", "-shm")} == {0o600}
+    assert 0 in sizes and max(sizes) <= WAL_CHECKPOINT_BYTES + (64 << 10), sizes
+    assert sorted(c for _, _, _, c, _, _ in wb.rows()) == sorted(f"c{n}" for n in range(1, 21))
+
+
+def test_a_database_removed_without_its_wal_is_a_new_empty_store(wb):
+    """The WAL a call leaves must not come back into a store created anew in place of a removed database:
+    SQLite drops a WAL beside an empty database file (src/pager.c, pagerOpenWalIfPresent)."""
+    config = wb.net(range="10.0.0.0/24")
+    for n in range(1, 4):
+        ok(wb.add(config, f"c{n}"))
+    assert os.path.getsize(wb.db + "-wal") > 0
+    os.unlink(wb.db)
+    assert addresses(ok(wb.add(config, "c9"))) == ["10.0.0.1/24"]
+    assert [c for _, _, _, c, _, _ in wb.rows()] == ["c9"]
+    db = sqlite3.connect(wb.db)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        db.close()
+
+
 # --- DEL ---
 
 def test_del_releases_every_range_and_is_idempotent(wb):

@@ -20,6 +20,18 @@ def test_every_plugin_the_agent_serves_is_installed_and_its_module_holds_that_pl
         assert importlib.import_module(module).PLUGIN.name == name
 
 
+def test_each_entry_point_of_a_plugin_the_agent_serves_runs_the_module_of_the_table(monkeypatch):
+    """agent_client names the module itself (one import fewer per call): it must be the table's."""
+    from cni_ipam import agent_client
+
+    ran = []
+    monkeypatch.setattr(agent_client, "main_via_agent", lambda name, module: ran.append((name, module)))
+    for name, module in table.SERVED_BY_AGENT.items():
+        entry_module, function = table.PLUGINS[name].split(":")
+        getattr(importlib.import_module(entry_module), function)()
+        assert ran.pop() == (name, module)
+
+
 def test_the_table_imports_nothing():
     """Plugin processes read it at every call, and every part that names plugins imports it: no cycle."""
     tree = ast.parse(inspect.getsource(table))

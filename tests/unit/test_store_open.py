@@ -115,3 +115,56 @@ def test_kept_open_opens_anew_when_a_failed_call_left_a_transaction_open(tmp_pat
         again.allocations()
     kept.done(again)
     kept.close()
+
+
+# --- the WAL between plugin processes (cni_ipam.store.sqlite, "The WAL between processes") ---
+
+def test_calls_that_leave_the_store_open_keep_the_wal_short_and_every_commit(tmp_path):
+    """A call done with the store past WAL_CHECKPOINT_BYTES of WAL empties it into the database; none is lost."""
+    from cni_ipam.store import sqlite
+    from cni_ipam.store.base import Allocation
+
+    sizes = []
+    try:
+        for n in range(1, 81):
+            store = open_store(sqlite_settings(tmp_path))
+            with store.transaction():
+                assert store.claim(Allocation("net1/10.0.0.0/16", 0x0A000000 + n, 4, "net1", f"c{n}", "eth0"))
+            store.leave_open()
+            sizes.append(os.path.getsize(store.path + "-wal"))
+    finally:
+        while sqlite._LEFT_OPEN:  # what the end of each plugin process does
+            sqlite._LEFT_OPEN.pop().close()
+    assert 0 in sizes and max(sizes) <= sqlite.WAL_CHECKPOINT_BYTES + (64 << 10), sizes  # one call: a few pages
+    again = open_store(sqlite_settings(tmp_path))
+    try:
+        assert [a.container_id for a in again.allocations()] == [f"c{n}" for n in range(1, 81)]
+    finally:
+        again.close()
+
+
+def test_a_process_that_ends_with_exit_leaves_the_wal_for_the_next(tmp_path):
+    """OpenPerCall(exits=True), as in an installed plugin: no checkpoint, no deleted -wal at the end; the next
+    process reads the commit from the WAL."""
+    settings = sqlite_settings(tmp_path)
+    code = ("import posix, sys\n"
+            "from cni_ipam.config.whereabouts import store_settings\n"
+            "from cni_ipam.store import OpenPerCall\n"
+            "from cni_ipam.store.base import Allocation\n"
+            "stores = OpenPerCall(exits=True)\n"
+            "store = stores.open(store_settings({'datastore': 'sqlite', 'sqlite_path': sys.argv[1]}))\n"
+            "with store.transaction():\n"
+            "    store.claim(Allocation('net1/10.0.0.0/24', 0x0A000001, 4, 'net1', 'c1', 'eth0'))\n"
+            "stores.done(store)\n"
+            "del store, stores\n"
+            "posix._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, settings.sqlite_path], check=True)
+    for suffix in ("-wal", "-shm"):
+        assert os.stat(settings.sqlite_path + suffix).st_mode & 0o777 == 0o600
+    assert os.path.getsize(settings.sqlite_path + "-wal") > 0
+    store = open_store(settings)
+    try:
+        assert [a.address for a in store.allocations()] == ["10.0.0.1"]
+    finally:
+        store.close()
+    assert not os.path.exists(settings.sqlite_path + "-wal")  # a process that goes on closes, as before

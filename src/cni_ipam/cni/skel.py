@@ -137,7 +137,9 @@ def in_launcher() -> bool:
     :func:`main` then ends the process with ``_exit`` once the answer is
     written: the interpreter's teardown frees every object one by one (1-2
     ms of CPU) for a process the kernel is about to reclaim.  Stores are
-    closed by the commands themselves, before the answer is written.
+    done with by the commands themselves, before the answer is written (a
+    SQLite store's connection is left open then, for its WAL:
+    cni_ipam.store.sqlite, "The WAL between processes").
     """
     import sys
 

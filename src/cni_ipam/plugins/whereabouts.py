@@ -332,9 +332,10 @@ def plugin(stores=None) -> Plugin:
     None, in a plugin process: :class:`cni_ipam.store.OpenPerCall`.  The node agent passes its own."""
     def with_stores(function):
         def call(request):
+            from ..cni.skel import in_launcher
             from ..store import OpenPerCall
 
-            return function(request, stores or OpenPerCall())
+            return function(request, stores or OpenPerCall(exits=in_launcher()))
         call.__doc__ = function.__doc__
         return call
 

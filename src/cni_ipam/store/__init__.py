@@ -69,13 +69,21 @@ def never_created(settings) -> bool:
 
 
 class OpenPerCall:
-    """A plugin process: open the store for one command, close it after."""
+    """A plugin process: open the store for one command, close it after; with ``exits``, a process that ends
+    with ``_exit`` after this command (an installed plugin): then the store is left as such a process leaves
+    it (:meth:`~cni_ipam.store.base.Store.leave_open`)."""
+
+    def __init__(self, exits: bool = False) -> None:
+        self.exits = exits
 
     def open(self, settings):
         return open_store(settings)
 
     def done(self, store) -> None:
-        store.close()
+        if self.exits:
+            store.leave_open()
+        else:
+            store.close()
 
 
 class KeptOpen:

@@ -239,6 +239,11 @@ class AllocatorStore:
     def close(self) -> None:
         pass
 
+    def leave_open(self) -> None:
+        """Done with the store in a process that ends at once with ``_exit``: what :meth:`close` must still
+        do (the SQLite store leaves its connection open, for its WAL)."""
+        self.close()
+
 
 class MaintenanceStore:
     """What the reconciler and the admin commands need besides: the whole store, and its repair."""
