@@ -166,6 +166,27 @@ def test_a_reservation_refused_on_its_first_sending_is_another_s_without_reading
         "1": "c0", "7": "c1", "8": "c2"}
 
 
+def test_a_plugin_s_first_lost_reservation_races_pick_on_from_its_list_and_later_ones_read_the_pool(kube_api,
+                                                                                                    tmp_path):
+    """A lost reservation race costs no GET of the pool for a plugin command's first REREAD_AFTER - 1 losses:
+    the next candidate comes from the list it has (the lost address reads as held); from then on its list is
+    evidently stale, and each loss reads the pool again."""
+    from cni_ipam.store.kubernetes import REREAD_AFTER
+
+    a, b = store(kube_api, tmp_path, 0), store(kube_api, tmp_path, 1)
+    assert claim(a, held(1, "c0", space="net"))
+    b.transaction().__enter__()
+    b.prefetch(None, None, None, None, None)  # b's list predates the claims below
+    for offset in range(2, 2 + REREAD_AFTER):
+        assert claim(a, held(offset, f"c{offset}", space="net"))
+    kube_api.faults([], reset=True)
+    for n, offset in enumerate(range(2, 2 + REREAD_AFTER), start=1):
+        assert b.claim(held(offset, "late", space="net")) is False
+        assert counted(kube_api, "get ippools") == (1 if n >= REREAD_AFTER else 0), n
+        assert BASE + offset in set(b.held(POOL, "net", BASE, BASE + 255))  # passed by from now on
+    assert kube_api.faults()["refused"] == {"create overlappingrangeipreservations": REREAD_AFTER}
+
+
 def _old_style_pool(kube_api, stale_key: bool = False) -> None:
     """A pool as this store wrote it before per-key annotations: one annotation with every key's row."""
     rows = {"1": ["c1", "eth0", "net", 1, "node-a", "/var/run/netns/c1", 1700000000.5],

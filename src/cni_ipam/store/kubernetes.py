@@ -87,6 +87,9 @@ RESERVATION_GRACE = 600.0  # seconds a reservation no allocation backs is left a
 ATTEMPTS = 20  # patches of one pool for one claim or release before giving up (code 11)
 PAUSE = 0.01  # first jittered pause after a conflict, doubled each time, at most MAX_PAUSE
 MAX_PAUSE = 0.25
+REREAD_AFTER = 3  # a plugin command's lost reservation races before each one reads the pool again: the first
+# ones pick the next candidate from the list already read (the lost address passed by; a lost race spreads at
+# random over the range, where that list is almost always right), instead of a GET per lost race
 
 
 class _Fresh:
@@ -302,8 +305,9 @@ class KubernetesStore(Store):
                 if allocation.space is not None and reserved is None:
                     reserved = self._reserve(allocation)
                     if reserved is None:  # held in its address space: a lost race, whose winner may not have
-                        self._taken.add((allocation.space, allocation.version, allocation.ip))  # patched yet,
-                        self._refresh(name)  # and our list is stale: read the pool again for the next candidate
+                        self._taken.add((allocation.space, allocation.version, allocation.ip))  # patched yet
+                        if self._cached or len(self._taken) >= REREAD_AFTER:
+                            self._refresh(name)  # our list is stale: read the pool again for the next candidate
                         return False
                 if pool is None:
                     if self._create_pool(name, network, allocation, key):
