@@ -36,12 +36,15 @@ For scale it also execs the same count of ADDs, at each concurrency, with
 Debian's Go ``host-local`` (``/usr/lib/cni/host-local``).  host-local is node-local: it
 keeps one file per address on the node's disk and knows nothing of other
 nodes, so it answers a different, easier question; it is the floor of what
-an exec'd Go IPAM plugin costs here.
+an exec'd Go IPAM plugin costs here.  And the same count of bare starts of
+the interpreter our launchers run (``-IS -c 'import _socket'``), the
+ceiling of any Python plugin exec'd on this machine at that concurrency.
 
 Goals, printed PASS/MISS: (issue 4) at least 100 allocations/s cluster-wide
 at 16-way, p99 under 500 ms at 16-way, zero duplicates in every run;
 (issue 17) at least 100 allocations/s at 64-way through the native forwarder
-with the leader killed mid-run.  Any failed ADD or address given twice fails
+with the leader killed mid-run; the plugin alone at 64-way at least 0.6x the
+rate of bare interpreter starts (no leader kill, etcd without fsync).  Any failed ADD or address given twice fails
 the benchmark (exit code 1, each failed ADD printed with its output).
 
     .venv/bin/python bench/cluster_alloc.py [--adds 640] [--ways 1,16,64] [--via plugin,agent,forwarder]
@@ -75,6 +78,8 @@ HOST_LOCAL = "/usr/lib/cni/host-local"
 RANGE = "10.128.0.0/16"  # never fills: 65534 addresses
 GOAL_RATE, GOAL_P99_MS = 100.0, 500.0  # issue 4, at 16-way
 GOAL_KILLED_RATE, GOAL_KILLED_WAYS = 100.0, 64  # issue 17: through the forwarder, the leader killed mid-run
+GOAL_BARE_SHARE, GOAL_BARE_WAYS = 0.6, 64  # issue 17: the plugin alone against bare interpreter starts
+BARE = [sys.executable, "-IS", "-c", "import _socket"]  # the interpreter our launchers run, starting, nothing more
 VIAS = {"plugin": "plugin alone", "agent": "Python launcher + agent", "forwarder": "native forwarder + agent"}
 NO_FSYNC, FSYNC = "etcd --unsafe-no-fsync", "etcd fsync"
 DURABILITY_ETCD = {NO_FSYNC: "etcd --unsafe-no-fsync: a commit is acknowledged before its raft log reaches the disk "
@@ -320,6 +325,27 @@ def run_host_local(adds: int, ways: int) -> dict:
             "plugin_cpu_ms_per_add": round(cpu / max(len(results), 1) * 1000, 1)}
 
 
+def run_bare(adds: int, ways: int) -> dict:
+    """``adds`` starts of the bare interpreter (:data:`BARE`) at ``ways`` at once: what a Python plugin could
+    reach here if it did nothing after start-up (issue 17 compares the plugin alone with it)."""
+    lock = threading.Lock()
+    latencies, failures = [], []
+
+    def start(i):
+        took, answer = exec_timed(BARE, {}, b"")
+        with lock:
+            (latencies.append(took) if answer.returncode == 0 else failures.append(f"bare start {i}: {answer}"))
+
+    cpu_before = children_cpu_s()
+    wall = run_concurrently(ways, range(adds), start)
+    cpu = children_cpu_s() - cpu_before
+    return {"plugin": f"bare {os.path.basename(sys.executable)} -IS -c 'import _socket' (starts, for reference)",
+            "via": "bare", "ways": ways, "adds": adds, "ok": len(latencies), "failed": len(failures),
+            "failures": failures, "wall_s": round(wall, 2), "alloc_per_s": round(len(latencies) / wall, 1),
+            "p50_ms": round(percentile(latencies, 0.5) * 1000, 1), "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+            "duplicates": 0, "plugin_cpu_ms_per_add": round(cpu / max(len(latencies), 1) * 1000, 1)}
+
+
 def kill_line(row: dict) -> str:
     k = row["leader_kill"]
     leader = (f"a new leader answered {k['no_leader_s']} s later" if k["no_leader_s"] is not None
@@ -370,6 +396,14 @@ def goals(rows: list, phases: list) -> list:
                     row and row["alloc_per_s"] >= GOAL_KILLED_RATE,
                     f"{row['alloc_per_s']}/s" if row else f"not measured (needs --kill-leader, forwarder in --via, "
                                                           f"{GOAL_KILLED_WAYS} in --ways)"))
+    bare = next((r for r in rows if r["via"] == "bare" and r["ways"] == GOAL_BARE_WAYS), None)
+    alone = next((r for r in ours if r["via"] == "plugin" and r["ways"] == GOAL_BARE_WAYS and r["etcd"] == NO_FSYNC
+                  and not r["leader_kill"]), None)
+    share = alone["alloc_per_s"] / bare["alloc_per_s"] if alone and bare and bare["alloc_per_s"] else None
+    out.append((f"plugin alone, {NO_FSYNC}: {GOAL_BARE_WAYS}-way ADDs/s >= {GOAL_BARE_SHARE:g}x the same-run rate "
+                f"of bare interpreter starts", None if share is None else share >= GOAL_BARE_SHARE,
+                f"{alone['alloc_per_s']}/s against {bare['alloc_per_s']}/s = {share:.2f}x" if share is not None
+                else f"not measured (needs plugin in --via, {GOAL_BARE_WAYS} in --ways, no --kill-leader)"))
     clean = all(r["duplicates"] == 0 and r.get("store_mismatch", 0) == 0 and not r["failures"] for r in rows)
     out.append(("zero duplicates, every ADD answered, store == answers", clean,
                 ", ".join(f"{r['via']} {r['ways']}-way: {r['duplicates']} dups, {r['failed']} failed" for r in ours)))
@@ -428,6 +462,9 @@ def main(argv=None) -> int:
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "failures"}))
     else:
         print(f"{HOST_LOCAL} not found (apt-get install containernetworking-plugins): no host-local comparison")
+    for ways in args.ways:
+        rows.append(run_bare(args.adds, ways))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "failures"}))
     shutil.rmtree(work, ignore_errors=True)
 
     for ways in args.ways:  # one table per concurrency
