@@ -576,20 +576,20 @@ def mountinfo(tmp_path):
 def test_filesystem_type_reads_mountinfo(mountinfo, where, fstype):
     import os
 
-    from cni_ipam.store.sqlite import filesystem_type
+    from cni_ipam.store.sqlite_setup import filesystem_type
 
     root, path = mountinfo
     assert filesystem_type(os.path.join(root, where), mountinfo=path) == fstype
 
 
 def test_filesystem_type_without_mountinfo_is_unknown(tmp_path):
-    from cni_ipam.store.sqlite import filesystem_type
+    from cni_ipam.store.sqlite_setup import filesystem_type
 
     assert filesystem_type(str(tmp_path), mountinfo=str(tmp_path / "missing")) == ""
 
 
 def test_filesystem_type_reads_this_machine(tmp_path):
-    from cni_ipam.store.sqlite import filesystem_type
+    from cni_ipam.store.sqlite_setup import filesystem_type
 
     assert filesystem_type("/proc") == "proc"
 
@@ -599,11 +599,12 @@ def test_sqlite_refuses_a_network_filesystem(monkeypatch, mountinfo, sub, fstype
     import functools
     import os
 
-    from cni_ipam.store import sqlite
+    from cni_ipam.store import sqlite, sqlite_setup
     from cni_ipam.store.base import StoreError
 
     root, path = mountinfo
-    monkeypatch.setattr(sqlite, "filesystem_type", functools.partial(sqlite.filesystem_type, mountinfo=path))
+    monkeypatch.setattr(sqlite_setup, "filesystem_type",
+                        functools.partial(sqlite_setup.filesystem_type, mountinfo=path))
     db = os.path.join(root, sub, "ipam.db")
     with pytest.raises(StoreError) as info:
         sqlite.SQLiteStore(db)
@@ -619,13 +620,14 @@ def test_sqlite_refuses_nfs_but_opens_on_a_local_filesystem(monkeypatch, tmp_pat
     import functools
     import os
 
-    from cni_ipam.store import sqlite
+    from cni_ipam.store import sqlite, sqlite_setup
     from cni_ipam.store.base import StoreError
 
     root = os.path.realpath(tmp_path)
     info_path = tmp_path / "mountinfo"
     info_path.write_text(f"22 1 8:1 / / rw - ext4 /dev/sda1 rw\n30 22 0:40 / {root}/shared rw - nfs4 srv:/x rw\n")
-    monkeypatch.setattr(sqlite, "filesystem_type", functools.partial(sqlite.filesystem_type, mountinfo=str(info_path)))
+    monkeypatch.setattr(sqlite_setup, "filesystem_type",
+                        functools.partial(sqlite_setup.filesystem_type, mountinfo=str(info_path)))
     with pytest.raises(StoreError, match="on a nfs4 filesystem"):
         sqlite.SQLiteStore(os.path.join(root, "shared", "ipam.db"))
     local = sqlite.SQLiteStore(os.path.join(root, "local", "ipam.db"))

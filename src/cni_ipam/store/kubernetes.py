@@ -68,9 +68,13 @@ already held another address, written where the copy had not seen it yet,
 gives the claim back and raises :class:`~.base.StaleRead`, and the ADD is
 decided again on a LIST.  DEL, CHECK, GC and STATUS still LIST.
 
-This module does the I/O.  What an IPPool and our annotations say, and the
-patches that change them, are read and built in :mod:`.kube_pools` (pure);
-``cni-ipam verify``'s check and repairs are in :mod:`.kube_verify`.
+This module does the I/O of every command.  What an IPPool and our
+annotations say, and the patches that change them, are read and built in
+:mod:`.kube_pools` (pure).  Loaded only where needed: ``cni-ipam verify``'s
+check and repairs, and the reservations no allocation backs, in
+:mod:`.kube_verify`; NodeSlicePools' node IPPools in :mod:`.kube_node_pools`;
+what only the node agent does (its watched copy, batched claims) in
+:mod:`.kube_agent`.
 """
 
 from __future__ import annotations
@@ -79,11 +83,10 @@ from ..kube import objects as ko
 from ..kube.client import KubeError, KubeUnavailable
 from ..net import pool_version, split_pool
 from .base import Allocation, Store, StoreError, StoreRefused
-from .kube_pools import (Pool, allocation_key, annotation_ops, created_at, keys_of, note_name, note_row, note_text,
-                         reservation_name, reservation_of, reservation_readings, same_attachment, upstream)
+from .kube_pools import (Pool, allocation_key, annotation_ops, keys_of, note_name, note_row, note_text,
+                         reservation_name, reservation_of, same_attachment, upstream)
 
 GV = ko.API_VERSION
-RESERVATION_GRACE = 600.0  # seconds a reservation no allocation backs is left alone: a claim may still be on its way
 ATTEMPTS = 20  # patches of one pool for one claim or release before giving up (code 11)
 PAUSE = 0.01  # first jittered pause after a conflict, doubled each time, at most MAX_PAUSE
 MAX_PAUSE = 0.25
@@ -163,28 +166,6 @@ class KubernetesStore(Store):
             self.batches.seen(pool.name, obj)  # the agent's copy: never replaces a newer one
         return pool
 
-    def _parse(self, objects: dict) -> dict:
-        """IPPool name -> Pool of the agent's copy, reusing what an earlier call parsed of unchanged objects."""
-        pools = {}
-        for name, obj in objects.items():
-            named = self._node_pools.get(name)
-            kept = self._parsed.get(name)
-            if kept is None or kept[0] is not obj or kept[1] != named:
-                try:
-                    kept = self._parsed[name] = (obj, named, Pool(obj, self._node_pools))
-                except (ko.ObjectError, ValueError, IndexError):
-                    continue  # verify reports it; nothing here can allocate from it
-            pools[name] = kept[2]
-        for name in [n for n in self._parsed if n not in objects]:
-            del self._parsed[name]
-        return pools
-
-    def _watch_client(self):
-        """A client of its own for the agent's IPPool watch (a watch holds its connection)."""
-        from ..kube.client import KubeClient
-
-        return KubeClient(self.client.settings, timeout=self.client.timeout, deadline=self.client.deadline)
-
     def _object_name(self, pool: str) -> tuple:
         """(IPPool name, Network) of our pool name; StoreRefused when it is not a Kubernetes name."""
         network_name, network = split_pool(pool)
@@ -233,9 +214,11 @@ class KubernetesStore(Store):
         """Everything an ADD reads comes from one LIST of the pools; in the agent, from its copy that a watch
         keeps current (:mod:`.kube_cache`), while the watch is synced: no round trip."""
         if self._pools is None and self.batches is not None and not self._distrust:
-            objects = self.batches.watched(self._watch_client)
+            from .kube_agent import parse, watch_client
+
+            objects = self.batches.watched(lambda: watch_client(self.client))
             if objects is not None:
-                self._pools = self._parse(objects)
+                self._pools = parse(self, objects)
                 self._cached = True
                 return
         self._distrust = False
@@ -268,24 +251,11 @@ class KubernetesStore(Store):
             return won
 
     def _check_cached_decision(self, name: str, allocation: Allocation) -> None:
-        """An ADD decided on the agent's copy found nothing held for its attachment; the claim's answer is the
-        pool as committed, after anything written before this call.  If it shows the attachment (or its pod's
-        interface) already held another address there (written by a plugin without the agent, or by Go
-        whereabouts, that the watch had not delivered yet), give this claim back and raise StaleRead: the
-        ADD is decided again on a fresh LIST, so it returns (or moves) what is held, as without the agent.
-        Addresses the agent's other calls are claiming are left out: of two calls of one attachment at once,
-        only one can see the other as done (each holds its ``claiming`` mark until it has looked)."""
-        from .base import StaleRead
-        from .kube_cache import held_elsewhere
+        """In the agent: give the claim back and raise StaleRead if its answer shows the attachment already
+        held another address there (:func:`.kube_agent.check_cached_decision`)."""
+        from .kube_agent import check_cached_decision
 
-        pool = (self._pools or {}).get(name)
-        found = held_elsewhere(pool, allocation, self.batches.pending(name)) if pool is not None else []
-        if not found:
-            return
-        self.release(allocation)
-        self._distrust = True
-        raise StaleRead(f"{allocation.container_id[:12]}/{allocation.ifname} already holds {found[0].address} in "
-                        f"IPPool {name}, written after the agent's copy was read; deciding again on a fresh read")
+        check_cached_decision(self, name, allocation)
 
     def _claim(self, allocation: Allocation) -> bool:
         import time
@@ -345,67 +315,10 @@ class KubernetesStore(Store):
         return True if want.outcome == COMMITTED else False if want.outcome == LOST else None
 
     def _commit_batch(self, name: str, wants: list) -> None:
-        """The leader's write of one batch of claims (:mod:`.kube_batch`): one patch of the pool as cached,
-        every claim :func:`~.kube_batch.plan` lets through in it.  A conflict reads the pool again and, after
-        a jittered pause, writes what is left; a refusal that is not a conflict (the pool unchanged) is
-        retried claim by claim, so it reaches only the claim it is about."""
-        from .kube_batch import COMMITTED, GONE, LOST, plan
+        """The leader's write of one batch of claims (:func:`.kube_agent.commit_batch`)."""
+        from .kube_agent import commit_batch
 
-        cached = self.batches.cached(name)
-        pool = Pool(cached, self._node_pools) if cached is not None else self._pool(name)
-        fresh = False  # a cached pool, or our own list: a held address is read again before it decides
-        for attempt in range(ATTEMPTS):
-            if pool is None:
-                for want in wants:
-                    want.outcome = GONE
-                return
-            decided = plan(pool.holding, wants, fresh)
-            if decided.recheck:  # held in the pool as cached: read it before losing or keeping a claim
-                pool, fresh = self._reread(name), True
-                continue
-            for want in decided.lost:
-                want.outcome, want.pool = LOST, pool.obj
-            for want in decided.done:
-                want.outcome, want.pool = COMMITTED, pool.obj
-            wants = decided.write
-            if not wants:
-                return
-            extras = dict(pool.extras)
-            extras.update((w.key, note_row(w.allocation)) for w in wants)
-            ops = ko.pool_patch(pool.parsed, add={w.key: upstream(w.allocation) for w in wants})
-            try:
-                written = self._call(self.client.json_patch, GV, ko.IPPOOLS, name, ops + annotation_ops(pool, extras))
-            except KubeError as exc:  # 404, 409, 422 (_call turned the others into StoreError)
-                tested = pool.parsed.resource_version
-                pool, fresh = self._reread(name), True
-                if exc.code != 404 and pool is not None and pool.parsed.resource_version == tested and len(wants) > 1:
-                    return self._one_by_one(name, wants)  # not a conflict: refused for one claim's sake
-                if exc.code != 404:
-                    _pause(self.client, attempt)
-                continue
-            except StoreError as exc:
-                if not exc.retry and len(wants) > 1:
-                    return self._one_by_one(name, wants)
-                for want in wants:
-                    want.error = StoreError(str(exc), retry=exc.retry)
-                return
-            self.batches.seen(name, written)
-            for want in wants:
-                want.outcome, want.pool = COMMITTED, written
-            return
-        for want in wants:
-            want.error = StoreError(f"IPPool {name} kept changing under {ATTEMPTS} attempts to claim "
-                                    f"{want.allocation.address}; try again", retry=True)
-
-    def _one_by_one(self, name: str, wants: list) -> None:
-        for want in wants:
-            self._commit_batch(name, [want])
-
-    def _reread(self, name: str):
-        """The pool read afresh (None: gone), remembered here and in the agent's cache."""
-        pool = self._fetch(name)
-        self.batches.seen(name, pool.obj if pool is not None else None)
-        return pool
+        commit_batch(self, name, wants)
 
     def _create_pool(self, name: str, network, allocation: Allocation, key: str) -> bool:
         """Create the pool already holding ``allocation``; False when someone else created it first."""
@@ -537,8 +450,10 @@ class KubernetesStore(Store):
         return sorted(found, key=lambda a: (a.pool, a.version, a.ip))
 
     def allocations(self):
+        from .kube_node_pools import learn_node_pools
+
         self._pools = None
-        self._learn_node_pools()
+        learn_node_pools(self)
         return self.find()
 
     def kept(self) -> dict:
@@ -557,64 +472,17 @@ class KubernetesStore(Store):
     def list_hints(self):
         return []
 
-    # -- reservations no allocation backs ------------------------------------------------------
-
-    def _reservations(self) -> list:
-        """Every reservation, with its creation time (seconds since the epoch; 0 when unreadable)."""
-        return [(ko.parse_reservation(obj), created_at(obj))
-                for obj in self._call(self.client.list, GV, ko.RESERVATIONS).get("items") or []]
+    # -- maintenance (reconciler, cni-ipam verify): in .kube_verify, loaded only by these -------------------
 
     def unbacked_reservations(self):
-        """Reservations whose address no allocation of their address space holds (read before the pools:
-        a claim or release after this read changes the reservation, and ``drop_reservation`` leaves it)."""
-        reservations = self._reservations()
-        return self._unbacked(reservations, self.allocations())
+        from . import kube_verify
 
-    def _unbacked(self, reservations, allocations) -> list:
-        """The reservations of ``reservations`` that nothing backs, as :class:`Reservation` (``token``: name and
-        resourceVersion, the reservation as read).  Left out, so never deleted: a name we cannot read; one younger than
-        :data:`RESERVATION_GRACE` (a claim creates it before it patches the pool, and upstream's Go writer
-        reuses one of its own pod before patching); one whose address an allocation of its space holds
-        (under any reading of the name); and one whose address an allocation of the same pod and interface
-        holds in any space (a name written by another rule than upstream's v0.9 ``NormalizeIP``)."""
-        import time
-
-        from .base import Reservation
-
-        backed = {(a.space, a.version, a.ip) for a in allocations if a.space is not None}
-        holders = {}
-        for a in allocations:
-            holders.setdefault((a.version, a.ip), []).append(a)
-        pools = self._all().values()
-        spaces = {a.space for a in allocations if a.space is not None} | {p.network_name for p in pools}
-        now = time.time()
-        found = []
-        for r, created in reservations:
-            readings = reservation_readings(r.name)
-            if not readings or now - created < RESERVATION_GRACE or any(x in backed for x in readings) or any(
-                    reservation_of(r, a) for _, version, ip in readings for a in holders.get((version, ip), ())):
-                continue
-            space, version, ip = next((x for x in readings if x[0] in spaces), readings[-1])
-            holder = next((p.pool for p in pools if p.network_name == space and p.network.version == version
-                           and int(p.network.network_address) <= ip <= int(p.network.broadcast_address)), "")
-            found.append(Reservation(space, ip, version, holder, (r.name, r.resource_version, r)))
-        return found
+        return kube_verify.unbacked_reservations(self)
 
     def drop_reservation(self, reservation) -> bool:
-        """Delete it unless it changed since it was listed, or the pools, read again just before, now back it
-        (a Go writer may have reused it for its pod meanwhile)."""
-        name, resource_version, listed = reservation.token
-        self._pools = None
-        if not self._unbacked([(listed, 0.0)], self.find()):
-            return False
-        try:
-            self._call(self.client.delete, GV, ko.RESERVATIONS, name, resource_version)
-        except KubeError:
-            return False  # gone or changed meanwhile
-        return True
+        from . import kube_verify
 
-
-    # -- consistency check (cni-ipam verify) ------------------------------------------------------
+        return kube_verify.drop_reservation(self, reservation)
 
     def check(self, progress=None) -> list:
         """Besides what any store can hold (addresses outside their pool, duplicates in a space): pools and
@@ -624,49 +492,14 @@ class KubernetesStore(Store):
 
         return kube_verify.check(self, progress)
 
-    # -- node slices (node_slice_size) ---------------------------------------------------------------
+    # -- node slices (node_slice_size): in .kube_node_pools, loaded only by the commands that use them --------
 
     def node_slices(self, slice_pool: str, network_name: str):
-        """``(where, allocations)``: NodeSlicePool ``slice_pool`` as ``namespace/name``, and its
-        ``status.allocations`` as ``(nodeName, sliceRange)`` pairs (None when there is no such NodeSlicePool),
-        read as upstream's ``GetNodeSlicePoolRange`` reads it (pkg/storage/kubernetes/ipam.go @ v0.9.4).
-        Its node IPPools are then read as of ``network_name``'s address space."""
-        where = f"{self.client.namespace}/{slice_pool}"
-        try:
-            found = ko.parse_node_slice_pool(self._call(self.client.get, GV, ko.NODE_SLICE_POOLS, slice_pool))
-        except KubeError as exc:
-            if exc.code == 404:
-                return where, None
-            raise StoreError(f"Kubernetes API: {exc.message}") from None
-        except ko.ObjectError as exc:
-            raise StoreError(f"NodeSlicePool {where}: {exc}") from None
-        self._name_node_pools(found, network_name)
-        return where, list(found.allocations)
+        """``(where, allocations)`` of NodeSlicePool ``slice_pool``; its node IPPools are then read as of
+        ``network_name``'s address space (:func:`.kube_node_pools.node_slices`)."""
+        from .kube_node_pools import node_slices
 
-    def _name_node_pools(self, found, network_name: str) -> None:
-        """Remember the node IPPools a NodeSlicePool names (``IPPoolName`` with a node) as ``network_name``'s:
-        ``<network_name>-<node>-<slice>`` would otherwise read as network ``<network_name>-<node>``."""
-        for node, text in found.allocations:
-            try:
-                self._node_pools[ko.pool_name(text, network_name, node)] = network_name
-            except ko.ObjectError:
-                continue  # not a name an IPPool can have: no pool to name
-
-    def _learn_node_pools(self) -> None:
-        """For the whole store (reconciler, admin commands): every NodeSlicePool's node IPPools, with or
-        without ``network_name`` (the NodeSlicePool is named after it, else after the configuration).
-        Without the CRD or the right to list them, node pools read as before."""
-        try:
-            listed = self._call(self.client.list, GV, ko.NODE_SLICE_POOLS).get("items") or []
-        except (KubeError, StoreError):
-            return
-        for obj in listed:
-            try:
-                found = ko.parse_node_slice_pool(obj)
-            except ko.ObjectError:
-                continue
-            self._name_node_pools(found, "")
-            self._name_node_pools(found, found.name)
+        return node_slices(self, slice_pool, network_name)
 
     def close(self) -> None:
         self.client.close()

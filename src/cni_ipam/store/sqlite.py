@@ -22,6 +22,10 @@ WAL needs shared memory on a local filesystem, so this store refuses a
 network filesystem: for a cluster use the etcd store.  The directory and
 the files are private to the user the plugins run as (the section
 "Private to root" below says why and how).
+
+What no plugin call needs on a node where the store exists is kept out of
+this module, which every plugin call loads: a new store's directory in
+:mod:`.sqlite_setup`, ``cni-ipam verify``'s check in :mod:`.sqlite_verify`.
 """
 
 from __future__ import annotations
@@ -72,7 +76,6 @@ except ImportError:  # pragma: no cover - an interpreter without the private mod
 
 SCHEMA_VERSION = "1"
 PAGE = 256
-NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs")
 
 SPACE_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS allocations_space ON allocations (space, ip) WHERE space IS NOT NULL"
 SCHEMA = """
@@ -174,6 +177,10 @@ def synchronous_mode() -> str:
 # database file drops the POSIX locks SQLite's connections in this process hold
 # on it.  Paths are safe to use once the directory is private, because nobody
 # else can then swap what they name.
+#
+# Every open checks (one stat of the directory, one lstat per file); what runs
+# only while the directory is not private yet, or the store is new, is in
+# cni_ipam.store.sqlite_setup, imported then alone.
 
 SUFFIXES = ("", "-wal", "-shm", "-journal", ".lock")  # the store's files, after the database's own name
 
@@ -194,42 +201,14 @@ def make_private(path: str) -> None:
         narrow(join(directory, name))
 
 
-def strangers(directory: str, names: set) -> list:
-    """What in ``directory`` keeps us from making it private: entries that are not the store's files, and store
-    files someone else owns (they could hold them open)."""
-    me = posix.geteuid()
-    found = []
-    with posix.scandir(directory) as entries:
-        for entry in entries:
-            try:
-                owner = entry.stat(follow_symlinks=False).st_uid
-            except FileNotFoundError:  # SQLite removes -wal and -shm when its last connection closes
-                continue
-            if entry.name not in names:
-                found.append(entry.name)
-            elif owner != me:
-                found.append(f"{entry.name} (owned by uid {owner})")
-    return sorted(found)
-
-
 def _private_directory(path: str, directory: str, names: set) -> None:
     info = posix.stat(directory)
     mode, owner = S_IMODE(info.st_mode), info.st_uid
     if owner == posix.geteuid() and not mode & 0o077:
         return
-    others = strangers(directory, names)
-    if owner == posix.geteuid() and not others:
-        posix.chmod(directory, 0o700)
-        return
-    why = f"owned by uid {owner}" if owner != posix.geteuid() else f"mode {mode:04o}"
-    if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        why += f", and it holds {shown}"
-    raise StoreError(
-        f"sqlite_path {path!r}: its directory {directory} is {why}, so other local users could read every "
-        f"allocation or lock the store. Give the store a directory of its own (cni-ipam makes a new or empty one "
-        f"private), or make this one private to uid {posix.geteuid()}: chown {posix.geteuid()} {directory} && "
-        f"chmod 0700 {directory}")
+    from .sqlite_setup import private_directory  # not private yet: once, on a node's first calls
+
+    private_directory(path, directory, names, mode, owner)
 
 
 def narrow(file: str) -> None:
@@ -249,26 +228,6 @@ def encode_ip(ip: int, version: int) -> bytes:
 
 def decode_ip(blob: bytes) -> tuple:
     return int.from_bytes(blob[1:], "big"), blob[0]
-
-
-def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
-    """The type of the filesystem holding ``path``, or "" (``mountinfo`` is a parameter so tests can fake it)."""
-    import os
-
-    path = os.path.realpath(path)
-    best, fstype = "", ""
-    try:
-        with open(mountinfo) as info:
-            for line in info:
-                fields = line.split()
-                mount_point = fields[4].replace("\\040", " ")
-                fs = fields[fields.index("-") + 1]
-                inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) >= len(best):
-                    best, fstype = mount_point, fs
-    except OSError:
-        return ""
-    return fstype
 
 
 def _open_lock(path: str) -> int:
@@ -315,15 +274,9 @@ class SQLiteStore(Store):
         self._lock_fd = None
         try:
             if not exists(path):
-                import os
+                from .sqlite_setup import new_directory  # once per node: the store is created
 
-                directory = os.path.dirname(os.path.abspath(path)) or "."
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-                fstype = filesystem_type(directory)
-                if fstype in NETWORK_FILESYSTEMS or fstype.startswith("fuse."):
-                    raise StoreError(
-                        f"sqlite_path {path!r} is on a {fstype} filesystem; the SQLite store works on one node's "
-                        f"local disk only. For a cluster use \"datastore\": \"etcd\"")
+                new_directory(path)
             make_private(path)  # before SQLite creates a file in the directory
             # check_same_thread=False: the node agent hands an open store to one thread after another
             # (cni_ipam.store.KeptOpen), never to two at once.
@@ -452,52 +405,13 @@ class SQLiteStore(Store):
         rows = self._run("SELECT key, pool, space, value FROM hints ORDER BY key").fetchall()
         return [(key, pool, space, decode_ip(value)[0]) for key, pool, space, value in rows]
 
-    # -- consistency check (cni-ipam verify) -------------------------------------------------------
-
     def check(self, progress=None) -> list:
         """An allocation and its address-space claim are one row, so what can go wrong is a row outside its
-        pool's CIDR, one that breaks the schema, and, once the unique index is gone, duplicates in a space."""
-        from .check import Problem, duplicates, outside_its_pool, tick
+        pool's CIDR, one that breaks the schema, and, once the unique index is gone, duplicates in a space
+        (:mod:`.sqlite_verify`, loaded here only: no plugin command checks)."""
+        from . import sqlite_verify
 
-        problems, good = [], []
-        rows = self._run(f"SELECT {COLUMNS}, typeof(ip), typeof(created) FROM allocations").fetchall()
-        for done, row in enumerate(rows, 1):
-            tick(progress, done, len(rows))
-            pool, ip, cid = row[0], row[1], row[4]
-            wrong = _row_problem(row)
-            if wrong:
-                problems.append(Problem("bad-row", f"row pool={pool!r} ip={ip!r} container={cid!r}: {wrong}",
-                                        repair=self._delete_row(pool, ip, f"deleted the unreadable row of pool "
-                                                                          f"{pool!r} ({wrong})")))
-                continue
-            a = _row(row[:-2])
-            outside = outside_its_pool(a, self._delete_row(pool, ip, f"deleted {a.address} from {pool}: no range "
-                                                                     f"of that pool can hold it"))
-            if outside:
-                problems.append(outside)
-            else:
-                good.append(a)
-        problems += duplicates(good)
-        indexes = {name for (name,) in self._run("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        if "allocations_space" not in indexes:
-            dup = any(p.kind == "duplicate" for p in problems)
-            problems.append(Problem(
-                "missing-index", "the unique index allocations_space is gone: two pools of one address space can "
-                                 "hold one address", repair=None if dup else self._reindex,
-                hint="free the duplicates first; verify --repair then recreates it" if dup else ""))
-        return problems
-
-    def _delete_row(self, pool, ip, done: str):
-        def repair() -> str:
-            with self.transaction():
-                self._run("DELETE FROM allocations WHERE pool IS ? AND ip IS ?", (pool, ip))
-            return done
-        return repair
-
-    def _reindex(self) -> str:
-        with self.transaction():
-            self._run(SPACE_INDEX)
-        return "recreated the unique index allocations_space"
+        return sqlite_verify.check(self, progress)
 
     def stale(self) -> bool:
         """True when ``path`` no longer names the file this store has open (deleted, or replaced by another), or
@@ -541,26 +455,6 @@ def _row(row) -> Allocation:
     address, version = decode_ip(ip)
     return Allocation(pool, address, version, network, container_id, ifname, space=space, pod=pod,
                       netns=netns, node=node, created=created)
-
-
-def _row_problem(row) -> str:
-    """Why a row (:data:`COLUMNS`, then the SQLite types of ip and created) cannot be read, or ""."""
-    from ..net import split_pool
-
-    pool, ip, space, network, cid, ifname, pod, netns, node, created, ip_type, created_type = row
-    if ip_type != "blob" or len(ip) not in (5, 17) or (len(ip), ip[0]) not in ((5, 4), (17, 6)):
-        return "ip is not a family byte and a 4- or 16-byte address"
-    if created_type not in ("real", "integer"):
-        return f"created is a {created_type}, not a time"
-    for name, value in (("pool", pool), ("network", network), ("container_id", cid), ("ifname", ifname),
-                        ("pod", pod), ("netns", netns), ("node", node)):
-        if not isinstance(value, str):
-            return f"{name} is not text"
-    if space is not None and not isinstance(space, str):
-        return "space is neither text nor NULL"
-    if split_pool(pool)[1] is None:
-        return "pool is not <network_name>/<cidr>"
-    return ""
 
 
 def _is_busy(exc) -> bool:
