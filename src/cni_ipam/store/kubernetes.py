@@ -189,7 +189,7 @@ class KubernetesStore(Store):
         if self.batches is None:
             return self._claim(allocation)
         name, _ = self._object_name(allocation.pool)
-        with self.batches.claiming(name, allocation.ip):  # the agent's other calls pass it by meanwhile
+        with self.batches.claiming((name,), allocation.ip):  # the agent's other calls pass it by meanwhile
             return self._claim(allocation)
 
     def _claim(self, allocation: Allocation) -> bool:
