@@ -176,8 +176,9 @@ class EtcdStore(Store):
         return self.claims.claiming(names, allocation.ip, exclusive=True), names
 
     def kept(self):
-        """In the agent, the allocator's memory shared by its calls (with the claims); alone, none: the plugin
-        keeps its round trips (a contended allocator reads held addresses from its cursor)."""
+        """In the agent, the allocator's memory shared by its calls (with the claims), so a node that lost a race
+        lately claims from a cursor of its own.  Alone, none: a lost race picks among the next free addresses,
+        as the plugin always did."""
         return None if self.claims is None else self.claims.kept
 
     def prefetch(self, network, container_id, ifname, pod, hints) -> None:
