@@ -97,3 +97,31 @@ def test_a_del_costs_one_find_one_read_one_delete_and_one_hint_update(etcd_clust
     assert len(client.calls) == 1 + 1 + 1, client.calls  # c3's claim of .2 moved the hint to .3: nothing to lower
     assert release_attachment(store, "net", "gone", "eth0") == []
     store.close()
+
+
+def test_in_the_agent_an_add_passes_by_what_its_other_calls_claim_and_still_costs_two_round_trips(
+        etcd_cluster, etcd_prefix):
+    """Stores sharing the agent's Claims: while one call claims the hint's address, another claims the next
+    one without reading (the uncontended price), and an address just claimed reads as held; one released is
+    the first candidate again."""
+    from cni_ipam.store.claims import Claims
+
+    claims = Claims()
+    client = CountingClient(etcd_cluster.endpoints)
+    store = EtcdStore(client, etcd_prefix, claims)
+    other = EtcdStore(EtcdClient(etcd_cluster.endpoints), etcd_prefix, claims)
+    spec = RangeSpec("ipam.range", parse_range("ipam.range", "10.23.0.0/24"), "agent")
+    assert assign(store, [spec], Owner("net", "c0", "eth0"))[0].address == "10.23.0.1"
+    in_flight = claims.claiming(other._names(spec.pool, spec.space, 4), int(ip_address("10.23.0.2")),
+                                exclusive=True)  # another call of the agent is claiming .2 (its hint's address)
+    with in_flight:
+        client.calls.clear()
+        assert assign(store, [spec], Owner("net", "c1", "eth0"))[0].address == "10.23.0.3"
+        assert len(client.calls) == 1 + 1, client.calls  # prefetch; the claim of .3, not first of .2
+        assert list(store.held(spec.pool, spec.space, spec.range.start, spec.range.end)) == [
+            int(ip_address(f"10.23.0.{n}")) for n in (1, 2, 3)]
+    assert store.kept() is claims.kept and EtcdStore(client, etcd_prefix).kept() is None
+    assert [a.address for a in release_attachment(store, "net", "c1", "eth0")] == ["10.23.0.3"]
+    assert claims.pending(("pool", spec.pool)) == {int(ip_address("10.23.0.1"))}  # .3 released: free at once
+    store.close()
+    other.close()

@@ -250,3 +250,40 @@ def test_contended_nodes_drift_apart_where_lowest_free_nodes_keep_colliding():
     assert lowest[0] == spread[0] == 12  # the first round: all four nodes claim the same four addresses
     assert sum(lowest[1:]) == 15 * 12  # lowest free: every round again
     assert sum(spread[1:]) <= 6, spread  # with a cursor each: a stretch of its own, once they have drifted apart
+
+
+def test_pick_from_reads_lazily_and_picks_as_pick_does():
+    """A store that pages (etcd) reads from the cursor on, and below it only when nothing above is free."""
+    rng = parse_range("ipam", "192.0.2.192/27", exclude=["192.0.2.192/30", "192.0.2.196/32"])  # .197-.222
+    every = [x for x in range(rng.start, rng.end + 1) if rng.is_allocatable(x)]
+    for held in ([], [ip("192.0.2.198"), ip("192.0.2.200")], every[5:], every[:-1], every):
+        for cursor in [None] + list(range(rng.start, rng.end + 1)):
+            whole, lazy, reads = core.Contention(), core.Contention(), []
+            whole.cursor = lazy.cursor = cursor
+
+            def held_in(lo, hi):
+                reads.append((lo, hi))
+                return iter([x for x in held if lo <= x <= hi])
+
+            for _ in range(3):
+                assert lazy.pick_from(rng, held_in) == whole.pick(rng, held)
+                assert lazy.cursor == whole.cursor
+            assert reads[0][0] == (rng.start if cursor is None else cursor)
+
+
+def test_jump_moves_the_cursor_to_a_drawn_allocatable_address_and_starts_the_quiet_time():
+    rng = parse_range("ipam", "192.0.2.192/27", exclude=["192.0.2.192/30", "192.0.2.196/32"])
+
+    class At:
+        def __init__(self, value):
+            self.value = value
+
+        def randint(self, lo, hi):
+            assert (lo, hi) == (rng.first_allocatable(), rng.last_allocatable())
+            return self.value
+
+    memory = core.Contention()
+    memory.jump(rng, 50.0, At(ip("192.0.2.210")))
+    assert memory.cursor == ip("192.0.2.210") and memory.contended(50.0)
+    assert memory.pick_from(rng, lambda lo, hi: iter([ip("192.0.2.210")])) == ip("192.0.2.211")
+    assert not memory.contended(50.0 + core.QUIET)

@@ -568,3 +568,47 @@ def test_choices_serve_a_requested_address_from_the_slice_holding_it(store):
 
     [allocation] = assign(store, [Choices(slices_of())], owner(1), {0: ip("10.9.0.20")})
     assert (allocation.pool, allocation.address) == ("blue-n1/10.9.0.16/29", "10.9.0.20")
+
+
+class AgentStore(KeptRacingStore):
+    """A store of the node agent on etcd, as the engine sees it: addresses its other calls are claiming read as
+    ``pending`` (and as held), ``claim_else_held`` claims without reading, and ``held`` pages (read lazily)."""
+
+    reads_whole = False
+
+    def __init__(self, races: int = 0, pending=()) -> None:
+        super().__init__(races)
+        self.others = list(pending)
+        self.reads = []  # (lo, hi) of every held() read
+        self.first_claims = []
+
+    def pending(self, pool, space, lo, hi):
+        return [x for x in self.others if lo <= x <= hi]
+
+    def held(self, pool, space, lo, hi):
+        self.reads.append((lo, hi))
+        return iter(sorted(set(super().held(pool, space, lo, hi)) | set(self.pending(pool, space, lo, hi))))
+
+    def claim_else_held(self, allocation, hint, lo, hi):
+        self.first_claims.append((allocation.address, hint[1]))
+        if self.claim(allocation, hint):
+            return True, None
+        return False, self.held(allocation.pool, allocation.space, lo, hi)
+
+
+def test_the_first_guess_passes_by_what_the_agents_other_calls_are_claiming_without_reading(clock):
+    s = mission()
+    store = AgentStore(pending=[ip("192.0.2.197"), ip("192.0.2.198"), ip("192.0.2.200")])
+    assert one(store, [s], owner(1)) == "192.0.2.199"
+    assert store.first_claims == [("192.0.2.199", ip("192.0.2.200"))] and store.reads == []  # one claim, no read
+    assert one(store, [s], owner(2)) == "192.0.2.201"  # the hint (.200) is pending too: passed by
+
+
+def test_a_contended_store_that_pages_is_read_from_the_cursor_on(monkeypatch, clock):
+    monkeypatch.setattr("random.randint", lambda lo, hi: ip("10.0.0.100"))
+    store = AgentStore(races=2)
+    s = spec("10.0.0.0/24")
+    assert one(store, [s], owner(1)) == "10.0.0.100"  # lost .1 (claimed without reading), then .2: jumped
+    store.reads.clear()
+    assert one(store, [s], owner(2)) == "10.0.0.101"
+    assert store.reads == [(ip("10.0.0.101"), s.range.end)]  # not the whole range

@@ -159,11 +159,11 @@ def test_submit_returns_the_callers_own_claim_decided(outcome):
 
 def test_an_address_reads_as_pending_for_the_whole_of_its_claim_and_once_per_claim():
     batches = PoolBatches()
-    with batches.claiming(POOL, 5):
-        with batches.claiming(POOL, 5):  # a second call claiming it too (one of them will lose)
+    with batches.claiming((POOL,), 5):
+        with batches.claiming((POOL,), 5):  # a second call claiming it too (one of them will lose)
             assert batches.pending(POOL) == {5} and batches.pending("other") == set()
         assert batches.pending(POOL) == {5}
     assert batches.pending(POOL) == set()
-    with pytest.raises(RuntimeError), batches.claiming(POOL, 6):
+    with pytest.raises(RuntimeError), batches.claiming((POOL,), 6):
         raise RuntimeError("a failed claim")
     assert batches.pending(POOL) == set()

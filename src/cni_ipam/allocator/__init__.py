@@ -129,6 +129,30 @@ class Contention:
             self.cursor = ip + 1
         return ip
 
+    def pick_from(self, rng, held_in) -> int | None:
+        """:meth:`pick`, reading what is held lazily: ``held_in(lo, hi)`` yields the held addresses in
+        ``[lo, hi]`` ascending (a store that pages reads from the cursor on, and from the start only when
+        nothing above is free)."""
+        cursor = self.cursor if self.cursor is not None else rng.start
+        ip = first_free(rng, cursor, held_in(cursor, rng.end))
+        if ip is None and cursor > rng.start:
+            ip = first_free(rng, rng.start, held_in(rng.start, cursor - 1))
+            ip = ip if ip is not None and ip < cursor else None  # at or past the cursor: read as full above
+        if ip is not None:
+            self.cursor = ip + 1
+        return ip
+
+    def jump(self, rng, now: float, rand) -> None:
+        """A race was just lost, and reading the whole range is dear: the cursor jumps to an allocatable
+        address drawn at random (the next pick takes the first free one from there)."""
+        self.lost_at = now
+        first, last = rng.first_allocatable(), rng.last_allocatable()
+        if first is None:
+            self.cursor = None
+            return
+        ip = rng.next_allocatable(rand.randint(first, last))
+        self.cursor = ip if ip is not None else first
+
     def lost(self, rng, held: list, now: float, rand) -> int | None:
         """A race was just lost: the cursor jumps to a free address drawn at random; that address, picked."""
         self.lost_at = now

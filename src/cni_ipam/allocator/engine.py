@@ -97,7 +97,8 @@ def _lowest_free(store, spec, owner: Owner) -> Allocation:
         return _spread(store, spec, owner, memory, 0)
     start = max(rng.start, store.hint(key, spec.pool, spec.space) or rng.start)
     held = None
-    guess = first_free(rng, start, ())  # the lowest free address from the hint on, if the hint is right
+    # the lowest free address from the hint on, if the hint is right, past what the agent's other calls claim
+    guess = first_free(rng, start, store.pending(spec.pool, spec.space, start, rng.end))
     if guess is not None:
         allocation = _new(spec, guess, owner)
         tried = store.claim_else_held(allocation, (key, guess + 1), start, rng.end)
@@ -137,13 +138,20 @@ def _clock() -> float:
 
 def _spread(store, spec, owner: Owner, memory, lost: int) -> Allocation:
     """Contended (:class:`Contention`): claim from the cursor on; after ``lost`` races (any), from a free
-    address drawn at random.  No hint moves: what is below the claimed address may be free."""
+    address drawn at random.  No hint moves: what is below the claimed address may be free.  A store whose
+    :meth:`held` pages through the network (``reads_whole`` False: etcd) is read from the cursor on only,
+    and the cursor jumps to a random address rather than a random free one."""
     import random
 
     rng = spec.range
     while lost < MAX_LOST_RACES:
-        held = list(store.held(spec.pool, spec.space, rng.start, rng.end))
-        ip = memory.lost(rng, held, _clock(), random) if lost else memory.pick(rng, held)
+        if store.reads_whole:
+            held = list(store.held(spec.pool, spec.space, rng.start, rng.end))
+            ip = memory.lost(rng, held, _clock(), random) if lost else memory.pick(rng, held)
+        else:
+            if lost:
+                memory.jump(rng, _clock(), random)
+            ip = memory.pick_from(rng, lambda lo, hi: store.held(spec.pool, spec.space, lo, hi))
         if ip is None:
             raise RangeFull(exhausted_message(rng, spec.key))
         allocation = _new(spec, ip, owner)

@@ -11,9 +11,10 @@ open between calls (:class:`KeptOpen`).
 from __future__ import annotations
 
 
-def open_store(settings, batches=None):
-    """The store the settings name (raises StoreError when it cannot be opened or reached).  ``batches``: the
-    node agent's :class:`~cni_ipam.store.kube_batch.PoolBatches` for these settings (Kubernetes only)."""
+def open_store(settings, shared=None):
+    """The store the settings name (raises StoreError when it cannot be opened or reached).  ``shared``: what
+    the node agent's stores of these settings share, :class:`~cni_ipam.store.kube_batch.PoolBatches`
+    (Kubernetes) or :class:`~cni_ipam.store.claims.Claims` (etcd); None: a store alone (the plugin)."""
     if settings.datastore == "etcd":
         from .etcd import EtcdStore
         from .etcd_client import EtcdClient
@@ -21,9 +22,9 @@ def open_store(settings, batches=None):
         client = EtcdClient(settings.endpoints, timeout=settings.timeout, deadline=max(3 * settings.timeout, 10.0),
                             username=settings.username, password=settings.password, ca_file=settings.ca_file,
                             cert_file=settings.cert_file, key_file=settings.key_file)
-        return EtcdStore(client, settings.prefix)
+        return EtcdStore(client, settings.prefix, shared)
     if settings.datastore == "kubernetes":
-        return _kubernetes(settings, batches)
+        return _kubernetes(settings, shared)
     from ..trusted_paths import UntrustedPath, check_store_path
     from .base import StoreError
 
@@ -99,11 +100,14 @@ class KeptOpen:
     file replaced meanwhile, :meth:`~cni_ipam.store.base.Store.stale`) is
     closed and opened anew.  ``opened(settings)`` is called after each open.
 
-    Kubernetes stores opened with equal settings share one
+    Stores opened with equal settings share what their calls claim
+    (:class:`~cni_ipam.store.claims.Claims`: an address one call claims, the
+    others pass by) and the allocator's memory; Kubernetes ones share it as
     :class:`~cni_ipam.store.kube_batch.PoolBatches`: claims that calls make
     at once on one IPPool are written in one patch, on the pool as cached,
     and ADDs read the IPPools from a copy a LIST+WATCH keeps current
     (:mod:`~cni_ipam.store.kube_cache`) instead of listing them each time.
+    SQLite stores share nothing (their calls are serialized anyway).
     """
 
     def __init__(self, idle: int = 16, opened=None, note=None) -> None:
@@ -115,7 +119,7 @@ class KeptOpen:
         self._lock = threading.Lock()
         self._waiting = []  # (settings key, store), least recently used first
         self._keys = {}  # id(store) -> settings key, for every store lent out or waiting
-        self._batches = {}  # settings key -> PoolBatches, for Kubernetes stores
+        self._shared = {}  # settings key -> Claims (etcd) or PoolBatches (Kubernetes)
 
     def open(self, settings):
         key = tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(settings, n) for n in settings.__slots__))
@@ -129,21 +133,25 @@ class KeptOpen:
             self._forget(store)
             store = None
         if store is None:
-            store = open_store(settings, self._batches_for(key) if settings.datastore == "kubernetes" else None)
+            store = open_store(settings, self._shared_for(key, settings.datastore))
             self.opened(settings)
             with self._lock:
                 self._keys[id(store)] = key
         return store
 
-    def _batches_for(self, key):
-        """The claim queues and pool cache shared by the Kubernetes stores of these settings (kept while the
-        agent runs: a few pool objects per network)."""
-        from .kube_batch import PoolBatches
-
+    def _shared_for(self, key, datastore: str):
+        """What the stores of these settings share (kept while the agent runs): the claims under way and just
+        made, and for Kubernetes the claim queues and the pool cache (a few pool objects per network)."""
+        if datastore == "kubernetes":
+            from .kube_batch import PoolBatches as shared
+        elif datastore == "etcd":
+            from .claims import Claims as shared
+        else:
+            return None
         with self._lock:
-            if key not in self._batches:
-                self._batches[key] = PoolBatches(watch=True, note=self.note)
-            return self._batches[key]
+            if key not in self._shared:
+                self._shared[key] = shared(watch=True, note=self.note) if datastore == "kubernetes" else shared()
+            return self._shared[key]
 
     def done(self, store) -> None:
         """Back to wait for the next call with the same settings (without what it read for this one: a CHECK
@@ -159,11 +167,11 @@ class KeptOpen:
         """Close every waiting store and stop the IPPool watches (the agent stops)."""
         with self._lock:
             waiting, self._waiting = self._waiting, []
-            batches, self._batches = list(self._batches.values()), {}
+            shared, self._shared = list(self._shared.values()), {}
         for _, store in waiting:
             self._forget(store)
-        for shared in batches:
-            shared.close()
+        for each in shared:
+            each.close()
 
     def _forget(self, store) -> None:
         with self._lock:

@@ -163,8 +163,16 @@ class AllocatorStore:
     on its own.
     """
 
+    reads_whole = True  # held() over a whole range is cheap (read in memory, or local): see Contention
+
     def transaction(self):
         raise NotImplementedError
+
+    def pending(self, pool: str, space: str | None, lo: int, hi: int):
+        """Addresses in ``[lo, hi]`` that calls sharing this store's memory (the node agent's) are claiming or
+        just claimed, ascending, known without a round trip: the allocator's first guess passes them by.
+        :meth:`held` includes them.  None by default (a store alone)."""
+        return ()
 
     def held(self, pool: str, space: str | None, lo: int, hi: int):
         """Held addresses in ``[lo, hi]`` of ``pool`` (and of ``space`` if given), ascending."""

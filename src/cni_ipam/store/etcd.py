@@ -25,6 +25,16 @@ stale hint, or another node was faster) does the same transaction read the
 held addresses from the hint on, pool and space together, for the next try.
 Reading a hint also counts its pool's hints (up to the bound), so creating
 one costs a further round trip only when it takes the pool past the bound.
+
+In the node agent (``claims``, :class:`~cni_ipam.store.claims.Claims`,
+shared by the agent's stores of these settings), an address another call of
+the agent is claiming, or claimed in the last few seconds, reads as held
+(:meth:`EtcdStore.held`, :meth:`EtcdStore.pending`): concurrent ADDs that
+read one hint claim the next addresses from it, one each, instead of all
+the same one; and a call never sends a claim of an address another call of
+the agent is claiming.  The transaction's guard is still what makes a
+duplicate impossible.  The allocator's memory of lost races
+(:meth:`EtcdStore.kept`) lives there too.
 """
 
 from __future__ import annotations
@@ -69,8 +79,11 @@ class _NoTransaction:
 
 
 class EtcdStore(Store):
-    def __init__(self, client: "ec.EtcdClient", prefix: str = DEFAULT_PREFIX) -> None:
+    reads_whole = False  # held() pages through etcd: a contended allocator reads from its cursor on
+
+    def __init__(self, client: "ec.EtcdClient", prefix: str = DEFAULT_PREFIX, claims=None) -> None:
         self.client = client
+        self.claims = claims  # the agent's Claims shared by its calls; None: a plugin process, alone
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self._hint_seen = {}  # hint key -> mod revision when last read
         self._hints_in_pool = {}  # pool -> its hint keys when last read, up to MAX_HINTS_PER_POOL
@@ -133,9 +146,40 @@ class EtcdStore(Store):
         return merge_unique([self._scan(b, lo_k, hi_k, page) for b, page in zip(bases, pages)])
 
     def held(self, pool, space, lo, hi):
-        """Pool and space addresses in [lo, hi]: the first page of both in one round trip."""
+        """Pool and space addresses in [lo, hi]: the first page of both in one round trip; in the agent, with
+        those its other calls are claiming (:meth:`pending`)."""
         bases, lo_k, hi_k, ranges = self._held_ranges(pool, space, lo, hi)
-        return self._held_from(bases, lo_k, hi_k, self._call(self.client.read, ranges))
+        return self._with_pending(self._held_from(bases, lo_k, hi_k, self._call(self.client.read, ranges)),
+                                  pool, space, lo, hi)
+
+    def _names(self, pool: str, space, version: int) -> tuple:
+        """What an address is pending under in the agent's claims: its pool, and its address space."""
+        return (("pool", pool),) + ((("space", space, version),) if space is not None else ())
+
+    def pending(self, pool, space, lo, hi):
+        """In the agent: addresses in [lo, hi] of the pool or its space that its other calls are claiming or
+        claimed a moment ago (:mod:`.claims`), ascending, read from memory.  Alone: none."""
+        if self.claims is None:
+            return []
+        found = set()
+        for name in self._names(pool, space, pool_version(pool)):
+            found |= self.claims.pending(name)
+        return sorted(ip for ip in found if lo <= ip <= hi)
+
+    def _with_pending(self, held, pool, space, lo, hi):
+        return held if self.claims is None else merge_unique([held, self.pending(pool, space, lo, hi)])
+
+    def _claiming(self, allocation: Allocation):
+        """In the agent, the registration of the claim (a context manager), or None when another call of the
+        agent is claiming the address: this one must not."""
+        names = self._names(allocation.pool, allocation.space, allocation.version)
+        return self.claims.claiming(names, allocation.ip, exclusive=True), names
+
+    def kept(self):
+        """In the agent, the allocator's memory shared by its calls (with the claims), so a node that lost a race
+        lately claims from a cursor of its own.  Alone, none: a lost race picks among the next free addresses,
+        as the plugin always did."""
+        return None if self.claims is None else self.claims.kept
 
     def prefetch(self, network, container_id, ifname, pod, hints) -> None:
         """Read what an ADD looks at first, in one round trip: the attachment's and the pod's index
@@ -155,16 +199,39 @@ class EtcdStore(Store):
 
     def claim(self, allocation: Allocation, hint=None) -> bool:
         """Create the pool (and space) key if absent; with ``hint`` (key, value), move that hint in the same
-        round trip if nobody moved it since we read it."""
-        return self._claim(allocation, hint)[0]
+        round trip if nobody moved it since we read it.  In the agent, False without a round trip when another
+        call of the agent is claiming the address."""
+        if self.claims is None:
+            return self._claim(allocation, hint)[0]
+        registration, names = self._claiming(allocation)
+        if registration is None:
+            return False
+        with registration:
+            claimed = self._claim(allocation, hint)[0]
+            if claimed:
+                self.claims.claimed(names, allocation.ip)  # before it stops being pending: no gap
+        return claimed
 
     def claim_else_held(self, allocation: Allocation, hint, lo: int, hi: int):
         """:meth:`claim`, whose transaction reads, if the address is taken, the first page of :meth:`held` in
         [lo, hi] instead (etcd runs a transaction's ``failure`` operations when a compare fails): one round
-        trip either way."""
-        bases, lo_k, hi_k, ranges = self._held_ranges(allocation.pool, allocation.space, lo, hi)
-        claimed, pages = self._claim(allocation, hint, ranges)
-        return (True, None) if claimed else (False, self._held_from(bases, lo_k, hi_k, pages))
+        trip either way.  In the agent, when another call of the agent is claiming the address, only the read
+        (this one claims nothing)."""
+        pool, space = allocation.pool, allocation.space
+        bases, lo_k, hi_k, ranges = self._held_ranges(pool, space, lo, hi)
+        if self.claims is None:
+            claimed, pages = self._claim(allocation, hint, ranges)
+            return (True, None) if claimed else (False, self._held_from(bases, lo_k, hi_k, pages))
+        registration, names = self._claiming(allocation)
+        if registration is None:
+            return False, self.held(pool, space, lo, hi)
+        with registration:
+            claimed, pages = self._claim(allocation, hint, ranges)
+            if claimed:
+                self.claims.claimed(names, allocation.ip)
+        if claimed:
+            return True, None
+        return False, self._with_pending(self._held_from(bases, lo_k, hi_k, pages), pool, space, lo, hi)
 
     def _claim(self, allocation: Allocation, hint, reads=()) -> tuple:
         """``(claimed, pages)``: the claim's transaction; when it fails, its failure branch reads the pool key
@@ -219,6 +286,8 @@ class EtcdStore(Store):
                 ops.append(ec.delete(self._space_key(held)))
             if self._call(self.client.txn, [ec.unchanged(self._pool_key(held), revision)], ops)["succeeded"]:
                 same = held.pool == allocation.pool and held.space == allocation.space
+                if self.claims is not None:  # free again at once for the agent's other calls
+                    self.claims.forget(self._names(held.pool, held.space, held.version), held.ip)
                 self._lower_hints(held, (hints, pointers[0] if pointers else []) if same else None)
                 return True
         raise StoreError(f"allocation {allocation.address} in {allocation.pool} kept changing; release not done",

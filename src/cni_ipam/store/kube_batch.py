@@ -23,6 +23,7 @@ own caller only.  The plugin process has no batches: it patches alone.
 
 from __future__ import annotations
 
+from .claims import Claims
 from .kube_pools import same_attachment
 
 COMMITTED = "committed"  # the pool holds the claim: written by this batch, or found there after a lost answer
@@ -85,8 +86,10 @@ def plan(holding, wants: list, fresh: bool) -> Plan:
     return out
 
 
-class PoolBatches:
+class PoolBatches(Claims):
     """The agent's queues of claims, one per IPPool name, and the pools as last seen (shared by threads).
+    As :class:`~cni_ipam.store.claims.Claims`, the addresses its calls are claiming (``claiming``/``pending``,
+    by IPPool name) and the allocator's memory (``kept``).
 
     :meth:`submit` queues a claim and returns once it is decided.  Whoever finds its pool idle becomes the
     leader: it takes everything queued for the pool and calls ``commit(name, wants)`` (its own store's), then
@@ -101,11 +104,10 @@ class PoolBatches:
         self._queues = {}  # pool name -> [Want] waiting for the next batch
         self._writing = {}  # pool name -> [Want] of the batch being written
         self.cache = PoolCache()  # the IPPools as last written, read or watched (:mod:`.kube_cache`)
-        self._claiming = {}  # pool name -> [address] of the claims under way (one entry per claim)
-        self.kept = {}  # the allocator's memory across the agent's calls (AllocatorStore.kept): a few per range
         self._watch = watch  # keep the cache current with a LIST+WATCH (the agent), started by the first ADD
         self._watcher = None
         self._note = note
+        super().__init__()
 
     def submit(self, name: str, want: Want, commit) -> Want:
         with self._changed:
@@ -134,29 +136,6 @@ class PoolBatches:
                                                  f"not decided", retry=True)
                 self._changed.notify_all()
         return want
-
-    def claiming(self, name: str, ip: int):
-        """For the whole of a claim (reservation, queue, write): the address reads as :meth:`pending`."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def held():
-            with self._changed:
-                self._claiming.setdefault(name, []).append(ip)
-            try:
-                yield
-            finally:
-                with self._changed:
-                    self._claiming[name].remove(ip)
-                    if not self._claiming[name]:
-                        del self._claiming[name]
-        return held()
-
-    def pending(self, name: str) -> set:
-        """Addresses of pool ``name`` that calls of this agent are claiming: an allocator choosing now passes
-        them by, so concurrent ADDs pick different addresses (no reservation clash) and fit in one batch."""
-        with self._changed:
-            return set(self._claiming.get(name, ()))
 
     def cached(self, name: str):
         return self.cache.get(name)

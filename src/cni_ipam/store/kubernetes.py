@@ -244,7 +244,7 @@ class KubernetesStore(Store):
         if self.batches is None:
             return self._claim(allocation)
         name, _ = self._object_name(allocation.pool)
-        with self.batches.claiming(name, allocation.ip):  # the agent's other calls pass it by meanwhile
+        with self.batches.claiming((name,), allocation.ip):  # the agent's other calls pass it by meanwhile
             won = self._claim(allocation)
             if won and self._cached:
                 self._check_cached_decision(name, allocation)
