@@ -268,7 +268,7 @@ def plugin_bin_dir(tmp_path_factory):
 
 
 interpreter = guard.interpreter  # the guard's fixtures, now over the bundle's launchers
-whereabouts_etcd, dhcp_world = guard.whereabouts_etcd, guard.dhcp_world
+whereabouts_etcd, whereabouts_kube, dhcp_world = guard.whereabouts_etcd, guard.whereabouts_kube, guard.dhcp_world
 test_bundled_plugin_imports_only_what_its_command_needs = guard.test_plugin_imports_only_what_its_command_needs
 
 # The guard's backend whose ADD each plugin makes: whereabouts on SQLite, whose _sqlite3 the bundle carries.
