@@ -136,7 +136,7 @@ SYNCHRONOUS_ENV = "CNI_IPAM_SQLITE_SYNCHRONOUS"
 # on after a command (the node agent, the reconciler, tests) close their
 # stores as before; while one holds the store open, SQLite's own automatic
 # checkpoint keeps the WAL short, as the index in ``-shm`` stays valid.
-WAL_CHECKPOINT_BYTES = 128 << 10  # about 32 pages of 4 KiB: at most 0.1 ms to read back at an open
+WAL_CHECKPOINT_BYTES = 256 << 10  # about 64 pages of 4 KiB: at most 0.15 ms to read back at an open
 _LEFT_OPEN = []  # the stores a plugin process leaves open: referenced, so no garbage collection closes them
 
 
@@ -262,9 +262,13 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         try:
             self.store._run("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                self.store._checkpoint_long_wal()
         finally:
             posix.close(self.store._lock_fd)  # closing drops the flock
             self.store._lock_fd = None
+        if exc_type is None and self.store._sync_after:
+            self.store._sync_wal()
         return False
 
 
@@ -272,6 +276,7 @@ class SQLiteStore(Store):
     def __init__(self, path: str, timeout: float = 30.0) -> None:
         self.path = path
         self._lock_fd = None
+        self._sync_after = False
         try:
             if not exists(path):
                 from .sqlite_setup import new_directory  # once per node: the store is created
@@ -283,11 +288,16 @@ class SQLiteStore(Store):
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
             narrow(path)  # a database just created has the umask's mode; its -wal and -shm will copy this one
             self._identity = _identity(path)
-            self.db.execute(f"PRAGMA synchronous={synchronous_mode()}")
+            mode = synchronous_mode()
+            self.db.execute(f"PRAGMA synchronous={mode}")
             # user_version is set in the same transaction as the schema: a process killed while creating
             # the store (or a concurrent creator) leaves 0, and the next open finishes the job.
             if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
                 self._create()
+            # FULL's promise, kept with the fsync after the lock (see "Syncing after the lock" above).
+            self._sync_after = mode == "FULL"
+            if self._sync_after:
+                self.db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store {path!r}: {exc}", retry=_is_busy(exc)) from None
         except OSError as exc:
@@ -307,6 +317,24 @@ class SQLiteStore(Store):
                                       f"('schema', '{SCHEMA_VERSION}'); PRAGMA user_version=1; COMMIT;")
         finally:
             posix.close(lock_fd)  # closing drops the flock
+
+    def _sync_wal(self) -> None:
+        """fsync the WAL, then its directory (as SQLite's FULL does once per connection): every commit this
+        transaction made or read is on disk before the command answers.  A failed fsync fails the command."""
+        directory = dirname(abspath(self.path)) or "."
+        try:
+            for name, flags in ((self.path + "-wal", posix.O_RDONLY), (directory, posix.O_RDONLY | posix.O_DIRECTORY)):
+                try:
+                    fd = posix.open(name, flags)
+                except FileNotFoundError:  # no WAL: the last connection closed, its checkpoint synced the database
+                    continue
+                try:
+                    posix.fsync(fd)
+                finally:
+                    posix.close(fd)  # a -wal descriptor: SQLite holds no POSIX lock on that file
+        except OSError as exc:
+            raise StoreError(f"SQLite store {self.path!r}: cannot sync {name!r}: {exc.strerror or exc}",
+                             retry=True) from None
 
     def _run(self, sql: str, params=()):
         try:
@@ -426,22 +454,17 @@ class SQLiteStore(Store):
 
     def leave_open(self) -> None:
         """The process ends now (``_exit``): keep the connection, so that its WAL is neither checkpointed nor
-        deleted; a WAL longer than WAL_CHECKPOINT_BYTES is first checkpointed and emptied, under the flock
-        (see "The WAL between processes" above).  The call's work is done: a checkpoint that fails or finds
-        readers in the way is left to a later call."""
+        deleted (see "The WAL between processes" above)."""
         _LEFT_OPEN.append(self)
-        try:
-            if posix.stat(self.path + "-wal").st_size <= WAL_CHECKPOINT_BYTES:
-                return
-            import fcntl
 
-            lock_fd = _open_lock(self.path)
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    def _checkpoint_long_wal(self) -> None:
+        """After a commit, with the flock still held: a WAL longer than WAL_CHECKPOINT_BYTES is checkpointed and
+        emptied (see "The WAL between processes" above).  The commit is done: a checkpoint that fails or finds
+        readers in the way is left to a later one."""
+        try:
+            if posix.stat(self.path + "-wal").st_size > WAL_CHECKPOINT_BYTES:
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            finally:
-                posix.close(lock_fd)  # closing drops the flock
-        except (OSError, StoreError, sqlite3.Error):
+        except (OSError, sqlite3.Error):
             return
 
 
