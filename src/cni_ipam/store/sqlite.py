@@ -268,7 +268,8 @@ def _open_lock(path: str) -> int:
 
 
 class _Transaction:
-    """flock the side lock file, then ``BEGIN IMMEDIATE``; commit or roll back."""
+    """flock the side lock file, then ``BEGIN IMMEDIATE``; commit (and empty a long WAL) or roll back, drop the
+    flock, then, at FULL, fsync the WAL and its directory."""
 
     def __init__(self, store: "SQLiteStore") -> None:
         self.store = store
