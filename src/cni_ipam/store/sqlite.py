@@ -3,8 +3,9 @@
 Settings that measurements on this project chose (tests/contract and
 tests/integration/test_whereabouts_concurrency.py hold them): WAL journal,
 FULL durability (a lost commit after a power cut could hand an address out
-twice; kept by an fsync after the lock, see "Syncing after the lock"), ``BEGIN IMMEDIATE`` (a deferred transaction that upgrades to a
-write fails under contention instead of waiting), and an ``flock`` on a
+twice; kept by an fsync after the lock, see "Syncing after the lock"),
+``BEGIN IMMEDIATE`` (a deferred transaction that upgrades to a write fails
+under contention instead of waiting), and an ``flock`` on a
 side lock file taken first, because SQLite's own busy handler lets some
 waiters starve for seconds while the kernel queues flock waiters.
 
