@@ -234,7 +234,7 @@ def verdict(ok: bool) -> str:
 
 # What each side does to make an allocation survive a power cut, printed under every ours/Go table.
 DURABILITY_SQLITE = {
-    "FULL": "SQLite WAL, synchronous=FULL (fsync at every commit)",
+    "FULL": "SQLite WAL, FULL (fsync at every commit: the WAL and its directory, after the lock, before answering)",
     "NORMAL": "SQLite WAL, synchronous=NORMAL (no fsync at commit; CNI_IPAM_SQLITE_SYNCHRONOUS=NORMAL)",
 }
 DURABILITY_HOST_LOCAL = ("host-local: one file per address, written and closed without fsync "

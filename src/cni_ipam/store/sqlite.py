@@ -2,16 +2,17 @@
 
 Settings that measurements on this project chose (tests/contract and
 tests/integration/test_whereabouts_concurrency.py hold them): WAL journal,
-``synchronous=FULL`` (a lost commit after a power cut could hand an address
-out twice), ``BEGIN IMMEDIATE`` (a deferred transaction that upgrades to a
-write fails under contention instead of waiting), and an ``flock`` on a
+FULL durability (a lost commit after a power cut could hand an address out
+twice; kept by an fsync after the lock, see "Syncing after the lock"),
+``BEGIN IMMEDIATE`` (a deferred transaction that upgrades to a write fails
+under contention instead of waiting), and an ``flock`` on a
 side lock file taken first, because SQLite's own busy handler lets some
 waiters starve for seconds while the kernel queues flock waiters.
 
 ``CNI_IPAM_SQLITE_SYNCHRONOUS=NORMAL`` in the environment of the process
-that opens the store (the plugin, or the node agent) turns the fsync at
-each commit off, for benchmarks that compare with stores that never fsync
-(Go's host-local); any other value than ``FULL`` (the default) or
+that opens the store (the plugin, or the node agent) turns the fsync after
+each transaction off (see "Syncing after the lock" below), for benchmarks
+that compare with stores that never fsync (Go's host-local); any other value than ``FULL`` (the default) or
 ``NORMAL`` is refused.  Never set it on a node: see above.
 
 The WAL outlives the process (issue 17): a plugin process does not close
@@ -131,12 +132,39 @@ SYNCHRONOUS_ENV = "CNI_IPAM_SQLITE_SYNCHRONOUS"
 # never start it anew.  Instead a plugin process that finds the WAL longer
 # than WAL_CHECKPOINT_BYTES when it is done checkpoints it and truncates it
 # to nothing (``wal_checkpoint(TRUNCATE)``), under our flock: with an ADD
-# writing about five pages, that is one call in six or so, with three more
+# writing about five pages, that is one call in twelve or so, with three more
 # fsyncs (the WAL, the database, the next WAL's header).  Processes that go
 # on after a command (the node agent, the reconciler, tests) close their
 # stores as before; while one holds the store open, SQLite's own automatic
 # checkpoint keeps the WAL short, as the index in ``-shm`` stays valid.
-WAL_CHECKPOINT_BYTES = 128 << 10  # about 32 pages of 4 KiB: at most 0.1 ms to read back at an open
+#
+# The checkpoint is run by the process that commits and finds the WAL past
+# WAL_CHECKPOINT_BYTES, still holding the flock of its transaction: no second
+# flock per call, and when many calls end together only one of them empties
+# the WAL (each taking the lock again after the first would hold it for
+# nothing).
+#
+# -- Syncing after the lock (issue 17) --------------------------------------------------------------------------------
+#
+# At 16 calls in flight, with SQLite's ``synchronous=FULL`` each COMMIT
+# fsynced the WAL (and, once per connection, its directory) inside the flock,
+# so every other call waited for the disk too: the lock was held about 7 ms
+# for 0.8 ms of CPU.  Now the connection commits with ``synchronous=NORMAL``
+# (the frames reach the WAL, no fsync) and the store fsyncs the WAL and then
+# its directory right after the flock is dropped, before the command answers
+# (:meth:`SQLiteStore._sync_wal`).  FULL's promise is kept: a command that
+# answered has its commit on disk.  WAL frames are appended in commit order
+# and recovery keeps the longest valid prefix (checksums chain frame to
+# frame), so one fsync makes durable this commit and every earlier one,
+# among them any this transaction read; a commit not yet synced when the
+# power goes is one no caller was told about, and SQLite's NORMAL keeps the
+# database consistent (it still syncs around each checkpoint).  A read-only
+# transaction syncs too: what it read may be another call's commit not yet
+# synced.  Concurrent fsyncs of one file are merged by the filesystem's
+# journal.  The store is created with the environment's level (FULL by
+# default), so the switch to WAL is synced; ``CNI_IPAM_SQLITE_SYNCHRONOUS=
+# NORMAL`` skips the sync after the lock as well (benchmarks only).
+WAL_CHECKPOINT_BYTES = 256 << 10  # about 64 pages of 4 KiB: at most 0.15 ms to read back at an open
 _LEFT_OPEN = []  # the stores a plugin process leaves open: referenced, so no garbage collection closes them
 
 
@@ -241,7 +269,8 @@ def _open_lock(path: str) -> int:
 
 
 class _Transaction:
-    """flock the side lock file, then ``BEGIN IMMEDIATE``; commit or roll back."""
+    """flock the side lock file, then ``BEGIN IMMEDIATE``; commit (and empty a long WAL) or roll back, drop the
+    flock, then, at FULL, fsync the WAL and its directory."""
 
     def __init__(self, store: "SQLiteStore") -> None:
         self.store = store
@@ -262,9 +291,13 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         try:
             self.store._run("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                self.store._checkpoint_long_wal()
         finally:
             posix.close(self.store._lock_fd)  # closing drops the flock
             self.store._lock_fd = None
+        if exc_type is None and self.store._sync_after:
+            self.store._sync_wal()
         return False
 
 
@@ -272,6 +305,7 @@ class SQLiteStore(Store):
     def __init__(self, path: str, timeout: float = 30.0) -> None:
         self.path = path
         self._lock_fd = None
+        self._sync_after = False
         try:
             if not exists(path):
                 from .sqlite_setup import new_directory  # once per node: the store is created
@@ -283,11 +317,16 @@ class SQLiteStore(Store):
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
             narrow(path)  # a database just created has the umask's mode; its -wal and -shm will copy this one
             self._identity = _identity(path)
-            self.db.execute(f"PRAGMA synchronous={synchronous_mode()}")
+            mode = synchronous_mode()
+            self.db.execute(f"PRAGMA synchronous={mode}")
             # user_version is set in the same transaction as the schema: a process killed while creating
             # the store (or a concurrent creator) leaves 0, and the next open finishes the job.
             if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
                 self._create()
+            # FULL's promise, kept with the fsync after the lock (see "Syncing after the lock" above).
+            self._sync_after = mode == "FULL"
+            if self._sync_after:
+                self.db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store {path!r}: {exc}", retry=_is_busy(exc)) from None
         except OSError as exc:
@@ -307,6 +346,24 @@ class SQLiteStore(Store):
                                       f"('schema', '{SCHEMA_VERSION}'); PRAGMA user_version=1; COMMIT;")
         finally:
             posix.close(lock_fd)  # closing drops the flock
+
+    def _sync_wal(self) -> None:
+        """fsync the WAL, then its directory (as SQLite's FULL does once per connection): every commit this
+        transaction made or read is on disk before the command answers.  A failed fsync fails the command."""
+        directory = dirname(abspath(self.path)) or "."
+        try:
+            for name, flags in ((self.path + "-wal", posix.O_RDONLY), (directory, posix.O_RDONLY | posix.O_DIRECTORY)):
+                try:
+                    fd = posix.open(name, flags)
+                except FileNotFoundError:  # no WAL: the last connection closed, its checkpoint synced the database
+                    continue
+                try:
+                    posix.fsync(fd)
+                finally:
+                    posix.close(fd)  # a -wal descriptor: SQLite holds no POSIX lock on that file
+        except OSError as exc:
+            raise StoreError(f"SQLite store {self.path!r}: cannot sync {name!r}: {exc.strerror or exc}",
+                             retry=True) from None
 
     def _run(self, sql: str, params=()):
         try:
@@ -426,22 +483,17 @@ class SQLiteStore(Store):
 
     def leave_open(self) -> None:
         """The process ends now (``_exit``): keep the connection, so that its WAL is neither checkpointed nor
-        deleted; a WAL longer than WAL_CHECKPOINT_BYTES is first checkpointed and emptied, under the flock
-        (see "The WAL between processes" above).  The call's work is done: a checkpoint that fails or finds
-        readers in the way is left to a later call."""
+        deleted (see "The WAL between processes" above)."""
         _LEFT_OPEN.append(self)
-        try:
-            if posix.stat(self.path + "-wal").st_size <= WAL_CHECKPOINT_BYTES:
-                return
-            import fcntl
 
-            lock_fd = _open_lock(self.path)
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    def _checkpoint_long_wal(self) -> None:
+        """After a commit, with the flock still held: a WAL longer than WAL_CHECKPOINT_BYTES is checkpointed and
+        emptied (see "The WAL between processes" above).  The commit is done: a checkpoint that fails or finds
+        readers in the way is left to a later one."""
+        try:
+            if posix.stat(self.path + "-wal").st_size > WAL_CHECKPOINT_BYTES:
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            finally:
-                posix.close(lock_fd)  # closing drops the flock
-        except (OSError, StoreError, sqlite3.Error):
+        except (OSError, sqlite3.Error):
             return
 
 
