@@ -229,6 +229,31 @@ def check(done: list, stored: dict, slices: dict) -> list:
     return problems
 
 
+def start_agents(ctx, count: int) -> None:
+    """One agent per node of the next run (``node-0`` ...), started afresh: rows of ours made without agents
+    run with none (each agent's IPPool watch is work for the API server and etcd on every write)."""
+    for i in range(count):
+        node = f"node-{i}"
+        ctx["agents"][node] = start_agent(os.path.join(ctx["work"], f"agent-{node}.sock"), {"NODENAME": node},
+                                          os.path.join(ctx["work"], f"agent-{node}.log"))
+
+
+def stop_agents(ctx) -> None:
+    while ctx["agents"]:
+        stop_agent(ctx["agents"].popitem()[1])
+
+
+def clear(server: KubeAPIServer) -> None:
+    """Delete every IPPool and OverlappingRangeIPReservation after a run (checked by then), so that every row
+    starts on the same empty namespace: a plugin command LISTs every IPPool, and earlier runs' full pools would
+    make later rows' LISTs larger than earlier rows'."""
+    for resource in ("ippools", "overlappingrangeipreservations"):
+        for obj in ok(server.request("GET", f"{WB}/{resource}"))["items"]:
+            code, _, body = server.request("DELETE", f"{WB}/{resource}/{obj['metadata']['name']}")
+            if code not in (200, 404):
+                raise RuntimeError(f"deleting {resource} {obj['metadata']['name']}: {code} {body}")
+
+
 def one_run(ctx, run: int, layout: str, count: int, ways: int, latency: float, via: str, per_node: int) -> dict:
     server, cluster, agents = ctx["server"], ctx["cluster"], ctx["agents"]
     nodes = [f"node-{i}" for i in range(count)]
@@ -374,17 +399,13 @@ def main(argv=None) -> int:
         cluster.start()
         server = ctx["server"] = KubeAPIServer(cluster.endpoints, "/kube-bench", os.path.join(work, "api")).start()
         server.bench_kubeconfig = write_kubeconfig(server, os.path.join(work, "kubeconfig"), namespace=NS)
-        if any(v in THROUGH_AGENTS for v in vias):
-            for i in range(max(counts)):
-                node = f"node-{i}"
-                ctx["agents"][node] = start_agent(os.path.join(work, f"agent-{node}.sock"), {"NODENAME": node},
-                                                  os.path.join(work, f"agent-{node}.log"))
         print(f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f}; {args.adds_per_node} ADDs per node per "
               f"run; ways (concurrent ADDs cluster-wide) {ways_list}; ms added to every write "
               f"{[x * 1000 for x in latencies]}")
         run, warm_ups = 0, []
-        for via in (v for v in vias if v != "upstream"):  # warm-up: page cache, .pyc, the agents' stores
+        for via in (v for v in vias if v not in THROUGH_AGENTS + ("upstream",)):  # warm-up: page cache, .pyc
             warm_ups.append(one_run(ctx, run, "pool", max(counts), 4, 0.0, via, 1))
+            clear(server)
             run += 1
         for latency in latencies:
             for ways in ways_list:
@@ -393,13 +414,21 @@ def main(argv=None) -> int:
                         for via in vias:
                             if via == "upstream" and layout != "pool":
                                 continue  # the upstream writer knows no node slices
-                            rows.append(one_run(ctx, run, layout, count, ways, latency, via, args.adds_per_node))
+                            if via in THROUGH_AGENTS:  # agents run only for their own rows (their watches cost)
+                                start_agents(ctx, count)
+                                warm_ups.append(one_run(ctx, run, "pool", count, 4, 0.0, via, 1))  # their stores
+                                clear(server)
+                                run += 1
+                            try:
+                                rows.append(one_run(ctx, run, layout, count, ways, latency, via, args.adds_per_node))
+                            finally:
+                                stop_agents(ctx)
+                            clear(server)
                             run += 1
                             print(json.dumps({k: v for k, v in rows[-1].items() if k not in ("failures", "requests")}),
                                   flush=True)
     finally:
-        for agent in ctx["agents"].values():
-            stop_agent(agent)
+        stop_agents(ctx)
         if ctx["server"] is not None:
             ctx["server"].stop()
         cluster.stop()
