@@ -46,7 +46,7 @@
 #define DEFAULT_SOCKET "/run/cni-ipam/agent.sock" /* agent_client.DEFAULT_SOCKET */
 #define ENV_SOCKET "CNI_IPAM_AGENT_SOCKET"       /* set to "" to never use the agent */
 #define MAX_MESSAGE ((size_t)16 << 20)          /* agent_client.MAX_MESSAGE: either way, newline excluded */
-#define MAX_STDIN ((size_t)4 << 20)             /* cni.request.MAX_STDIN: every plugin refuses more */
+#define MAX_STDIN ((size_t)4 << 20)             /* cni_ipam.cni.MAX_STDIN: every plugin refuses more */
 #ifndef CONNECT_TIMEOUT_S
 #define CONNECT_TIMEOUT_S 5 /* the agent's listen backlog stays full this long: it is wedged */
 #endif

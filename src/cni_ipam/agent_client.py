@@ -53,13 +53,11 @@ def _forwarded(name: str):
     """Ask the agent; print its answer and exit if it gave one, else return stdin (None: not read)."""
     import sys
 
-    from .cni import environment
+    from .cni import MAX_STDIN, environment  # the package only: cni.request and its imports wait for the fallback
 
     env = environment()
     if env.get("CNI_COMMAND", "") not in FORWARDED:
         return None
-    from .cni.request import MAX_STDIN
-
     stdin = sys.stdin.buffer.read(MAX_STDIN + 1)  # whoever answers refuses more than MAX_STDIN
     answer = ask_agent(name, env, stdin)
     if answer is not None:

@@ -6,6 +6,11 @@ about 0.1 ms a call).
 every CNI call.  Shared by the dispatcher and the node agent's forwarder.
 """
 
+# The bound on stdin.  A NetworkAttachmentDefinition cannot be larger than etcd's request limit
+# (1.5 MiB), so no config a cluster can hold is refused; reading stops one byte past it.  Here, not in
+# ``request``: the agent client reads stdin before forwarding and imports nothing else of ``cni``.
+MAX_STDIN = 4 << 20
+
 
 def environment() -> dict:
     import posix

@@ -7,7 +7,7 @@ tested without running a process.
 
 from __future__ import annotations
 
-from . import versions
+from . import MAX_STDIN, versions  # noqa: F401  (MAX_STDIN: for our callers)
 from .errors import CNIError, DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV, UNKNOWN_CONTAINER
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
@@ -29,9 +29,6 @@ MAX_IFNAME = 15
 # Variables whose text reaches the store, a log line or a file name, where bytes that are not UTF-8 cannot
 # go.  (CNI_CONTAINERID is held to ASCII by its own pattern.)
 TEXT_ENV = ("CNI_IFNAME", "CNI_NETNS", "CNI_ARGS")
-# The bound on stdin.  A NetworkAttachmentDefinition cannot be larger than etcd's request limit
-# (1.5 MiB), so no config a cluster can hold is refused; reading stops one byte past it.
-MAX_STDIN = 4 << 20
 
 
 def _is_name(text: str) -> bool:

@@ -106,7 +106,7 @@ def main(plugin: Plugin, stdin: "bytes | None" = None) -> None:
         if stdin is not None:
             return stdin
         try:
-            from .request import MAX_STDIN
+            from . import MAX_STDIN
 
             return sys.stdin.buffer.read(MAX_STDIN + 1)  # one byte more tells a larger stdin apart
         except OSError as exc:
