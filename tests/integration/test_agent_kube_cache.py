@@ -14,6 +14,7 @@ import time
 
 import pytest
 from kube_nodes import POOLS, Node, ips, ok, pools, reservations
+import waiting
 
 POOL = "10.40.0.0-24"
 WATCH_LAGS = {"verbs": ["watch"], "resources": ["ippools"], "delay_events": 3.0}  # events reach the agent 3 s late
@@ -24,15 +25,8 @@ def node(bin_dir, kube_api, tmp_path, agent):
     return Node(bin_dir, kube_api, tmp_path / "whereabouts.d", env={"CNI_IPAM_AGENT_SOCKET": agent[0]})
 
 
-def wait_until(test, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = test()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.05)
+def wait_until(test, what: str):
+    return waiting.wait_until(test, what, timeout=20.0)
 
 
 def watched(kube_api, at_least: int = 1) -> None:

@@ -27,6 +27,7 @@ import sys
 
 import yaml
 from kubeapi.kubeconfig import write_kubeconfig
+import waiting
 
 from cni_ipam_lab.namespaces import cni_env, run_plugin
 
@@ -46,13 +47,7 @@ def granted(path: pathlib.Path) -> list:
 
 
 def wait_until(test, what: str, timeout: float = 10.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (value := test()):
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.05)
-    return value
+    return waiting.wait_until(test, what, timeout)
 
 
 class Cluster:

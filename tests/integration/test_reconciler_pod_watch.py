@@ -21,10 +21,10 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from urllib.request import urlopen
 
 import pytest
+import waiting
 
 from cni_ipam_lab.namespaces import cni_env, run_plugin
 
@@ -35,15 +35,7 @@ WITHIN = 5.0  # seconds: "freed within seconds"
 
 
 def wait_until(test, what: str, timeout: float = WITHIN):
-    """Poll ``test()`` until it is true (returned), or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = test()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
+    return waiting.wait_until(test, what, timeout)
 
 
 def kubeconfig(server, path) -> str:

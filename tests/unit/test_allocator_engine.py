@@ -56,6 +56,17 @@ def one(store, specs, who, requested=None) -> str:
     return allocation.address
 
 
+def fill(store, spec, first: int) -> None:
+    """ADDs by owners ``first``, ``first + 1``, ... until the range is full (RangeFull)."""
+    n = first
+    while True:
+        try:
+            one(store, [spec], owner(n))
+        except RangeFull:
+            return
+        n += 1
+
+
 def hint(store, s: RangeSpec):
     return store.hint(core.hint_key(s.network_name, s.overlapping, s.range), s.pool, s.space)
 
@@ -440,13 +451,7 @@ def test_a_lost_race_moves_to_another_free_address(monkeypatch):
     # the hint did not move past the free addresses below the one it won
     assert one(store, [s], owner(2)) == "192.0.2.198"
     # nothing is skipped for ever: the range still fills to exactly its size
-    n = 2
-    while True:
-        try:
-            one(store, [s], owner(n))
-        except RangeFull:
-            break
-        n += 1
+    fill(store, s, 2)
     held = [a.address for a in store.allocations()]
     assert len(held) == len(set(held)) == s.range.size()
 
@@ -519,13 +524,7 @@ def test_after_a_lost_race_a_kept_open_store_claims_on_from_a_random_address_unt
 def test_a_contended_range_still_fills_to_exactly_its_size(clock):
     store = KeptRacingStore(races=5)
     s = mission()
-    n = 0
-    while True:
-        try:
-            one(store, [s], owner(n))
-        except RangeFull:
-            break
-        n += 1
+    fill(store, s, 0)
     held = [a.address for a in store.allocations()]
     assert len(held) == len(set(held)) == s.range.size()
     assert [k for k, memory in store.memory.items() if memory.lost_at is not None]  # it did spread out
