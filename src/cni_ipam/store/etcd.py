@@ -401,23 +401,10 @@ class EtcdStore(Store):
         the address after that read changes the key's revision, and
         :meth:`drop_reservation` then leaves it alone.
         """
+        from .etcd_verify import unbacked
+
         spaces = self._section("spaces")
-        return self._unbacked(spaces, self.allocations())
-
-    def _unbacked(self, spaces: list, allocations: list) -> list:
-        """The :class:`Reservation` of each ``spaces/`` key in ``spaces`` that none of ``allocations`` backs."""
-        from .base import Reservation
-
-        base = self._k("spaces") + b"/"
-        backed = {(seg(a.space), ip_key(a.ip, a.version)) for a in allocations if a.space is not None}
-        found = []
-        for kv in spaces:
-            space_seg, ipk = kv["key"][len(base):].decode().rsplit("/", 1)
-            if (space_seg, ipk) not in backed:
-                ip, version = ip_from_key(ipk)
-                found.append(Reservation(_unseg(space_seg), ip, version, kv["value"].decode(errors="replace"),
-                                         kv["mod_revision"]))
-        return found
+        return unbacked(self, spaces, self.allocations())
 
     def drop_reservation(self, reservation) -> bool:
         key = self._k("spaces", seg(reservation.space), ip_key(reservation.ip, reservation.version))
@@ -509,80 +496,11 @@ class EtcdStore(Store):
     # -- consistency check (cni-ipam verify) -------------------------------------------------------
 
     def check(self, progress=None) -> list:
-        """An allocation is several keys here, so besides what any store can hold (records outside their
-        pool's CIDR, duplicates in a space) there can be unreadable records, a record without its space
-        claim, a space claim without its record, and an index entry without its record."""
-        from .check import Problem, duplicates, outside_its_pool, released, tick
+        """``cni-ipam verify``'s check and repairs (:mod:`.etcd_verify`, loaded here only: no plugin command
+        checks)."""
+        from . import etcd_verify
 
-        problems = []
-        pools_base = self._k("pools") + b"/"
-        records = {}  # pools key -> Allocation
-        kvs = self._section("pools")
-        for done, kv in enumerate(kvs, 1):
-            tick(progress, done, len(kvs))
-            key = kv["key"]
-            try:
-                a = Allocation.from_dict(json.loads(kv["value"]))
-                pool_seg, ipk = key[len(pools_base):].decode().rsplit("/", 1)
-                if pool_seg != seg(a.pool) or ip_from_key(ipk) != (a.ip, a.version):
-                    raise ValueError("its key names another pool or address than its record")
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                problems.append(Problem("bad-record", f"{key.decode(errors='replace')}: unreadable record ({exc})",
-                                        hint="read it with etcdctl get; the address stays blocked until it is "
-                                             "deleted"))
-                continue
-            records[key] = a
-        allocations = list(records.values())
-        problems += filter(None, (outside_its_pool(a, released(self, a)) for a in allocations))
-
-        spaces = self._section("spaces")
-        claimed = {kv["key"] for kv in spaces}
-        for a in allocations:
-            if a.space is not None and self._space_key(a) not in claimed:
-                problems.append(Problem("missing-space-key",
-                                        f"{a.address} of {a.pool} has no claim in address space {a.space!r}: "
-                                        f"another pool of that space can hand it out again",
-                                        repair=self._restore_claim(a)))
-        for reservation in self._unbacked(spaces, allocations):
-            problems.append(Problem("unbacked-space-key",
-                                    f"address space {reservation.space!r} claims {reservation.address} for pool "
-                                    f"{reservation.pool!r} but no allocation holds it: the address is blocked",
-                                    repair=self._drop_unbacked(reservation)))
-
-        for section, depth in (("attachments", 5), ("pods", 4)):
-            base = self._k(section) + b"/"
-            for kv in self._section(section):
-                parts = kv["key"][len(base):].decode().split("/")
-                if len(parts) != depth or self._k("pools", parts[-2], parts[-1]) not in records:
-                    problems.append(Problem("orphan-index", f"{kv['key'].decode(errors='replace')}: index entry "
-                                                            f"without its allocation record",
-                                            repair=self._delete_orphan(kv)))
-
-        problems += duplicates(allocations)
-        return problems
-
-    def _restore_claim(self, a: Allocation):
-        def repair() -> str:
-            key = self._space_key(a)
-            if self._call(self.client.txn, [ec.absent(key)], [ec.put(key, a.pool.encode())])["succeeded"]:
-                return f"restored the claim of {a.address} in address space {a.space!r} for {a.pool}"
-            return f"the claim of {a.address} in address space {a.space!r} was written meanwhile; left alone"
-        return repair
-
-    def _drop_unbacked(self, reservation):
-        def repair() -> str:
-            if self.drop_reservation(reservation):
-                return f"deleted the unbacked claim of {reservation.address} in address space {reservation.space!r}"
-            return f"the claim of {reservation.address} in {reservation.space!r} changed meanwhile; left alone"
-        return repair
-
-    def _delete_orphan(self, kv):
-        def repair() -> str:
-            key = kv["key"]
-            if self._call(self.client.txn, [ec.unchanged(key, kv["mod_revision"])], [ec.delete(key)])["succeeded"]:
-                return f"deleted the orphan index entry {key.decode(errors='replace')}"
-            return f"{key.decode(errors='replace')} changed meanwhile; left alone"
-        return repair
+        return etcd_verify.check(self, progress)
 
     def close(self) -> None:
         self.client.close()
