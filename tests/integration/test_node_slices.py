@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+import waiting
 
 NS = "kube-system"
 WB = f"/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/{NS}"
@@ -92,14 +93,7 @@ def assigned(api, name) -> dict:
 
 
 def wait_for(check, timeout=20.0):
-    give_up = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > give_up:
-            raise AssertionError(f"not reached in {timeout}s: {check.__doc__ or check}")
-        time.sleep(0.1)
+    return waiting.wait_until(check, check.__doc__ or repr(check), timeout)
 
 
 def hold(api, pool, count, first_offset=1):
