@@ -24,13 +24,16 @@ READ_TIMEOUT = 10.0  # seconds for a whole request: a plugin sends its request a
 
 
 class BadRequest(ValueError):
-    """A request that is JSON but not ``{"plugin": <name>, "env": {<string>: <string>}, "stdin": <string>}``."""
+    """A request that is JSON but not ``{"plugin": <name>, "env": {<string>: <string>}, "stdin": <string>}``
+    (with ``"answer": "bytes"`` if it wants :func:`answer_bytes`)."""
 
 
 def parse_request(message: dict) -> tuple:
     """``(plugin, env, stdin)`` of one forwarded call (``env`` and ``stdin`` may be left out), or BadRequest
     naming the key and what it held."""
     name, env, stdin = message.get("plugin"), message.get("env", {}), message.get("stdin", "")
+    if message.get("answer", "json") not in ("json", "bytes"):
+        raise BadRequest(f"answer: expected \"json\" or \"bytes\", got {_shown(message.get('answer'))}")
     if not isinstance(name, str) or name not in SERVED_BY_AGENT:
         raise BadRequest(f"plugin: expected one of {sorted(SERVED_BY_AGENT)}, got {_shown(name)}")
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
@@ -62,6 +65,16 @@ def handle(call: tuple, stores) -> dict:
     return {"stdout": outcome.stdout, "stderr": outcome.stderr, "exit": outcome.exit_code}
 
 
+def answer_bytes(answer: dict) -> bytes:
+    """``{"stdout", "stderr", "exit"}`` framed for the Python launcher (:func:`cni_ipam.agent_client.read_answer`):
+    ``<exit> <stdout length> <stderr length>``, a newline, then both outputs encoded as its ``sys.stdout``
+    (UTF-8, surrogateescape) and ``sys.stderr`` (UTF-8, backslashreplace) would encode them.  It then needs
+    no JSON decoder.  UnicodeEncodeError where its ``sys.stdout`` would raise too."""
+    out = answer["stdout"].encode("utf-8", "surrogateescape")
+    err = answer["stderr"].encode("utf-8", "backslashreplace")
+    return b"%d %d %d\n" % (answer["exit"], len(out), len(err)) + out + err
+
+
 def refused(exc: ValueError) -> dict:
     """The answer to a request the agent cannot read: a CNI error (code 6, could not decode), as the plugin
     would print it."""
@@ -80,7 +93,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
         from .linejson import Closed, Reader, send
 
-        call, started = None, time.monotonic()
+        call, started, message = None, time.monotonic(), {}
         try:
             message = Reader(self.request, MAX_MESSAGE).read(deadline=started + self.server.read_timeout)
             started = time.monotonic()
@@ -96,7 +109,13 @@ class _Handler(socketserver.BaseRequestHandler):
         except OSError:
             return  # the connection broke while the request came: the plugin does the work itself
         try:
-            send(self.request, answer)
+            if message.get("answer") == "bytes":
+                self.request.sendall(answer_bytes(answer))
+            else:
+                send(self.request, answer)
+        except UnicodeEncodeError:  # stdout with a surrogate: the plugin does the work and fails as it would here
+            self.server.note("dropped", why="an answer its launcher could not print")
+            return
         except OSError as exc:
             self.server.note("dropped", why=f"the plugin left before the answer: {exc}")
         self.server.log(call, answer, time.monotonic() - started)
