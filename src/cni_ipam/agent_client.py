@@ -71,6 +71,8 @@ def read_answer(sock) -> tuple:
     if len(fields) != 3 or not all(f.isdigit() for f in (fields[0].removeprefix(b"-"), *fields[1:])):
         raise ValueError(f"not an answer line: {head[:64]!r}")
     code, out_length, err_length = (int(f) for f in fields)
+    if not -(1 << 31) <= code < 1 << 31:  # an exit status the process can pass on (a C int)
+        raise ValueError(f"exit code {code}")
     want = out_length + err_length
     if want > MAX_MESSAGE:
         raise ValueError(f"an answer of {want} bytes")
@@ -127,6 +129,9 @@ def _forwarded(name: str):
         sys.stdout.buffer.write(stdout)
         sys.stdout.flush()
         sys.stderr.buffer.write(stderr)
+        sys.stderr.flush()
+        if sys.flags.isolated:  # a launcher (cni.skel.in_launcher): the interpreter's teardown would cost 1 ms
+            posix._exit(code)
         sys.exit(code)
     return stdin
 

@@ -93,6 +93,8 @@ def test_an_answer_in_one_piece_or_many_reads_the_same():
     (b"0 3 0\nab", "ended early"),
     (b"0 1 0\nab", "more than the answer"),
     (b"0 %d 1\n" % MAX_MESSAGE, "an answer of"),
+    (b"2147483648 0 0\n", "exit code"),
+    (b"-2147483649 0 0\n", "exit code"),
 ])
 def test_anything_else_is_refused_so_the_launcher_does_the_call_itself(data, why):
     with pytest.raises(ValueError, match=why):
