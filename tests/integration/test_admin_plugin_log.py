@@ -82,3 +82,29 @@ def test_a_symlink_at_sqlite_path_is_refused(bin_dir, tmp_path):
     done = call(bin_dir, "ADD", "c1", {}, tmp_path)
     assert not done.ok and "symbolic link" in done.output["msg"], done
     assert not (tmp_path / "elsewhere.db").exists()
+
+
+
+def test_a_call_reads_its_flat_file_once_though_its_log_line_needs_it_too(tmp_path, monkeypatch):
+    """The log line's settings come from the flat file, which the command read first: it is not read again
+    (it was, costing every call 0.03-0.05 ms).  The plugin runs in this process through the real dispatcher,
+    its reads counted on their way to the real reader."""
+    from cni_ipam.cni.skel import dispatch
+    from cni_ipam.plugins import whereabouts
+
+    flat, log = tmp_path / "flat.conf", tmp_path / "w.log"
+    flat.write_text(json.dumps({"log_file": str(log)}))
+    reads = []
+    real = whereabouts._read_json
+    monkeypatch.setattr(whereabouts, "_read_json", lambda path: reads.append(path) or real(path))
+    config = {"cniVersion": "1.0.0", "name": "net-log", "type": "macvlan",
+              "ipam": {"type": "whereabouts", "range": "192.0.2.0/30", "sqlite_path": str(tmp_path / "s" / "w.db"),
+                       "configuration_path": str(flat)}}
+    stdin = json.dumps(config).encode()
+    for command in ("ADD", "CHECK", "DEL"):
+        env = cni_env(command, "c1", "/run/netns/c1", "net1", "", "/nonexistent")
+        outcome = dispatch(whereabouts.plugin(), env, lambda: stdin)
+        assert outcome.exit_code == (1 if command == "CHECK" else 0), outcome  # CHECK: no prevResult
+        assert reads == [str(flat)], (command, reads)
+        reads.clear()
+    assert [g["command"] for g in lines(log)] == ["ADD", "CHECK", "DEL"]
