@@ -3,21 +3,22 @@
  *
  * It does what src/cni_ipam/agent_client.py does before Python would have
  * started: send the CNI environment and stdin to `cni-ipam agent` over its
- * Unix socket as one line of JSON, then print the answer and exit with its
- * code.  It makes no decision of its own.  Anything it cannot forward (a
- * command other than ADD, DEL, CHECK, GC and STATUS, no agent, a refused,
- * slow or closed connection, an answer it cannot read) goes to the Python
- * launcher instead, with the original stdin, so a dead agent never blocks a
- * pod.
+ * Unix socket as one line of JSON, then write the answer's bytes and exit
+ * with its code.  It makes no decision of its own.  Anything it cannot
+ * forward (a command other than ADD, DEL, CHECK, GC and STATUS, no agent, a
+ * refused, slow or closed connection, an answer it cannot read) goes to the
+ * Python launcher instead, with the original stdin, so a dead agent never
+ * blocks a pod.
  *
- * The wire format is src/cni_ipam/linejson.py's, byte for byte:
- *   request  {"plugin":"whereabouts","env":{CNI_* variables},"stdin":"..."}\n
- *   answer   {"stdout":"...","stderr":"...","exit":N}\n
- * Bytes become text as Python's bytes.decode("utf-8", "surrogateescape")
- * does, and text is escaped as json's ensure_ascii does.  The answer is
- * printed as the Python launcher prints it (sys.stdout.write in the C or
- * C.UTF-8 locale: UTF-8 with surrogateescape; sys.stderr.write:
- * backslashreplace).
+ * The wire format is the Python launcher's, byte for byte
+ * (agent_client.request_line and read_answer):
+ *   request  {"plugin":"whereabouts","env":{CNI_* variables},"stdin":"...","answer":"bytes"}\n
+ *   answer   <exit> <stdout length> <stderr length>\n, then stdout's bytes, then stderr's
+ * In the request, bytes become text as Python's bytes.decode("utf-8",
+ * "surrogateescape") does, and text is escaped as json's ensure_ascii does.
+ * The answer's bytes are already what the Python launcher prints: the agent
+ * encodes them as its sys.stdout and sys.stderr would in the C or C.UTF-8
+ * locale (cni_ipam.agent.answer_bytes), so they are written as they come.
  *
  * The Python launcher is `.<plugin>-py` in the directory this program was
  * run from (argv[0], else /proc/self/exe): `cni-ipam install --native`
@@ -47,13 +48,13 @@
 #define ENV_SOCKET "CNI_IPAM_AGENT_SOCKET"       /* set to "" to never use the agent */
 #define MAX_MESSAGE ((size_t)16 << 20)          /* agent_client.MAX_MESSAGE: either way, newline excluded */
 #define MAX_STDIN ((size_t)4 << 20)             /* cni_ipam.cni.MAX_STDIN: every plugin refuses more */
+#define MAX_HEAD 64                             /* agent_client.MAX_HEAD: the answer's first line, newline excluded */
 #ifndef CONNECT_TIMEOUT_S
 #define CONNECT_TIMEOUT_S 5 /* the agent's listen backlog stays full this long: it is wedged */
 #endif
 #ifndef ANSWER_TIMEOUT_MS
 #define ANSWER_TIMEOUT_MS 60000 /* agent_client.TIMEOUT, for the whole exchange */
 #endif
-#define MAX_DEPTH 512 /* nesting in an answer; Python's scanner stops near 1000 */
 #ifndef MFD_CLOEXEC
 #define MFD_CLOEXEC 1U
 #endif
@@ -226,7 +227,8 @@ static int build_request(struct buf *req, const struct buf *in)
             return -1;
         first = 0;
     }
-    if (puts_(req, "},\"stdin\":") || put_json_string(req, in->data ? in->data : "", in->len) || puts_(req, "}"))
+    if (puts_(req, "},\"stdin\":") || put_json_string(req, in->data ? in->data : "", in->len) ||
+        puts_(req, ",\"answer\":\"bytes\"}"))
         return -1;
     req->limit = MAX_MESSAGE + 1;
     return puts_(req, "\n");
@@ -262,12 +264,71 @@ static int wait_for(int fd, short events, long long deadline)
     }
 }
 
-/* The answer's line (newline excluded) in *answer, or -1 for no answer. */
-static int exchange(int fd, const struct buf *req, struct buf *answer)
+/* The agent's answer as cni_ipam.agent.answer_bytes frames it: the bytes received (its first line, the
+ * newline, stdout's bytes, stderr's), where stdout starts, both lengths and the exit code. */
+struct answer {
+    struct buf data;
+    size_t body, out_len, err_len;
+    int code;
+};
+
+/* One or more decimal digits at *p, their value in *value; -1 for none, or for a value above ``most``. */
+static int digits(const char **p, const char *end, unsigned long long most, unsigned long long *value)
+{
+    const char *start = *p;
+
+    *value = 0;
+    for (; *p < end && **p >= '0' && **p <= '9'; (*p)++) {
+        *value = *value * 10 + (unsigned)(**p - '0');
+        if (*value > most)
+            return -1;
+    }
+    return *p == start ? -1 : 0;
+}
+
+/* The first line, "<exit> <stdout length> <stderr length>", as agent_client.read_answer takes it: single
+ * spaces, digits only, a minus sign on the exit code only, both outputs within MAX_MESSAGE.  An exit code
+ * beyond an int is refused too (the agent sends a plugin's, a small one). */
+static int parse_head(const char *p, const char *end, struct answer *a)
+{
+    unsigned long long code, out_len, err_len;
+    int negative = p < end && *p == '-';
+
+    p += negative;
+    if (digits(&p, end, (unsigned long long)INT_MAX + (unsigned)negative, &code) || p == end || *p++ != ' ' ||
+        digits(&p, end, MAX_MESSAGE, &out_len) || p == end || *p++ != ' ' ||
+        digits(&p, end, MAX_MESSAGE, &err_len) || p != end || out_len + err_len > MAX_MESSAGE)
+        return -1;
+    a->code = negative ? (int)-(long long)code : (int)code;
+    a->out_len = (size_t)out_len;
+    a->err_len = (size_t)err_len;
+    return 0;
+}
+
+/* Up to ``most`` more bytes of the answer (at least one); -1 when it closed, failed or the deadline passed. */
+static int receive(int fd, struct buf *data, size_t most, long long deadline)
+{
+    char chunk[65536];
+    ssize_t n;
+
+    for (;;) {
+        if (wait_for(fd, POLLIN, deadline))
+            return -1;
+        n = recv(fd, chunk, most < sizeof chunk ? most : sizeof chunk, MSG_DONTWAIT);
+        if (n > 0)
+            return put(data, chunk, (size_t)n);
+        if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            return -1;
+    }
+}
+
+/* Send the request, then read the whole answer into *a; -1 for no answer, or one the agent never sends:
+ * a first line over MAX_HEAD bytes or not three integers, outputs shorter or longer than it says. */
+static int exchange(int fd, const struct buf *req, struct answer *a)
 {
     long long deadline = now_ms() + ANSWER_TIMEOUT_MS;
-    size_t sent = 0;
-    char chunk[65536];
+    size_t sent = 0, whole;
+    const char *newline = NULL;
     ssize_t n;
 
     while (sent < req->len) {
@@ -279,29 +340,23 @@ static int exchange(int fd, const struct buf *req, struct buf *answer)
         if (n > 0)
             sent += (size_t)n;
     }
-    answer->limit = MAX_MESSAGE + sizeof chunk + 1;
-    for (;;) { /* as linejson.Reader.read */
-        if (answer->len > MAX_MESSAGE || wait_for(fd, POLLIN, deadline))
+    a->data.limit = MAX_HEAD + 1 + MAX_MESSAGE;
+    while (!newline) {
+        if (a->data.len > MAX_HEAD || receive(fd, &a->data, a->data.limit - a->data.len, deadline))
             return -1;
-        n = recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
-        if (n == 0)
-            return -1; /* closed before a whole line */
-        if (n < 0 && errno != EAGAIN && errno != EINTR)
-            return -1;
-        if (n > 0) {
-            char *newline = memchr(chunk, '\n', (size_t)n);
-
-            if (put(answer, chunk, (size_t)n))
-                return -1;
-            if (newline) {
-                answer->len -= (size_t)(chunk + n - newline);
-                return answer->len > MAX_MESSAGE ? -1 : 0;
-            }
-        }
+        newline = memchr(a->data.data, '\n', a->data.len);
     }
+    if ((size_t)(newline - a->data.data) > MAX_HEAD || parse_head(a->data.data, newline, a))
+        return -1;
+    a->body = (size_t)(newline - a->data.data) + 1;
+    whole = a->body + a->out_len + a->err_len;
+    while (a->data.len < whole)
+        if (receive(fd, &a->data, whole - a->data.len, deadline))
+            return -1;
+    return a->data.len == whole ? 0 : -1; /* more than it said came with its first line */
 }
 
-static int ask_agent(const char *path, const struct buf *req, struct buf *answer)
+static int ask_agent(const char *path, const struct buf *req, struct answer *answer)
 {
     struct sockaddr_un addr;
     struct timeval connect_timeout = {CONNECT_TIMEOUT_S, 0};
@@ -321,316 +376,6 @@ static int ask_agent(const char *path, const struct buf *req, struct buf *answer
         connect(fd, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) == 0)
         rc = exchange(fd, req, answer);
     close(fd);
-    return rc;
-}
-
-/* ---- the answer: JSON text back to the bytes Python would print ---- */
-
-enum sink { SKIP, STDOUT_TEXT, STDERR_TEXT };
-
-struct parser {
-    const unsigned char *p, *end;
-    int depth;
-};
-
-static void skip_ws(struct parser *ps)
-{
-    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
-        ps->p++;
-}
-
-static int put_utf8(struct buf *b, uint32_t cp)
-{
-    unsigned char u[4];
-    size_t n;
-
-    if (cp < 0x80) {
-        u[0] = (unsigned char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (unsigned char)(0xc0 | cp >> 6);
-        u[1] = (unsigned char)(0x80 | (cp & 0x3f));
-        n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (unsigned char)(0xe0 | cp >> 12);
-        u[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
-        u[2] = (unsigned char)(0x80 | (cp & 0x3f));
-        n = 3;
-    } else {
-        u[0] = (unsigned char)(0xf0 | cp >> 18);
-        u[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3f));
-        u[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
-        u[3] = (unsigned char)(0x80 | (cp & 0x3f));
-        n = 4;
-    }
-    return put(b, u, n);
-}
-
-/* One code point as sys.stdout (UTF-8, surrogateescape) or sys.stderr (UTF-8, backslashreplace)
- * encodes it; -1 where Python would raise (a surrogate stdout cannot encode). */
-static int emit(struct buf *out, enum sink sink, uint32_t cp)
-{
-    char esc[8];
-
-    if (sink == SKIP)
-        return 0;
-    if (cp < 0xd800 || cp > 0xdfff)
-        return put_utf8(out, cp);
-    if (sink == STDOUT_TEXT) {
-        unsigned char byte = (unsigned char)(cp - 0xdc00);
-
-        return cp >= 0xdc80 && cp <= 0xdcff ? put(out, &byte, 1) : -1;
-    }
-    sprintf(esc, "\\u%04x", (unsigned)cp);
-    return puts_(out, esc);
-}
-
-static int hex4(const unsigned char *p, const unsigned char *end, uint32_t *value)
-{
-    int i;
-
-    *value = 0;
-    if (end - p < 4)
-        return -1;
-    for (i = 0; i < 4; i++) {
-        unsigned char c = p[i];
-
-        *value <<= 4;
-        if (c >= '0' && c <= '9')
-            *value |= (uint32_t)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            *value |= (uint32_t)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            *value |= (uint32_t)(c - 'A' + 10);
-        else
-            return -1;
-    }
-    return 0;
-}
-
-/* A JSON string at ps->p (its opening quote), as Modules/_json.c scanstring_unicode reads it with
- * strict=True; its text goes to ``out`` as ``sink`` says. */
-static int parse_string(struct parser *ps, struct buf *out, enum sink sink)
-{
-    uint32_t cp, low;
-    int valid;
-
-    if (ps->p >= ps->end || *ps->p != '"')
-        return -1;
-    ps->p++;
-    for (;;) {
-        if (ps->p >= ps->end || *ps->p < 0x20)
-            return -1; /* unterminated, or a raw control character */
-        if (*ps->p == '"') {
-            ps->p++;
-            return 0;
-        }
-        if (*ps->p != '\\') {
-            ps->p += decode_step(ps->p, (size_t)(ps->end - ps->p), &cp, &valid);
-            if (!valid || emit(out, sink, cp))
-                return -1;
-            continue;
-        }
-        if (ps->end - ps->p < 2)
-            return -1;
-        switch (ps->p[1]) {
-        case '"': cp = '"'; break;
-        case '\\': cp = '\\'; break;
-        case '/': cp = '/'; break;
-        case 'b': cp = '\b'; break;
-        case 'f': cp = '\f'; break;
-        case 'n': cp = '\n'; break;
-        case 'r': cp = '\r'; break;
-        case 't': cp = '\t'; break;
-        case 'u':
-            if (hex4(ps->p + 2, ps->end, &cp))
-                return -1;
-            ps->p += 4;
-            if (cp >= 0xd800 && cp <= 0xdbff && ps->end - ps->p >= 8 && ps->p[2] == '\\' && ps->p[3] == 'u' &&
-                hex4(ps->p + 4, ps->end, &low) == 0 && low >= 0xdc00 && low <= 0xdfff) {
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
-                ps->p += 6;
-            }
-            break;
-        default: return -1;
-        }
-        ps->p += 2;
-        if (emit(out, sink, cp))
-            return -1;
-    }
-}
-
-/* A JSON number; an integer's value in *value (overflow refused), *integer says which it was. */
-static int parse_number(struct parser *ps, long long *value, int *integer)
-{
-    int negative = 0;
-    long long v = 0;
-
-    *integer = 1;
-    if (ps->p < ps->end && *ps->p == '-') {
-        negative = 1;
-        ps->p++;
-    }
-    if (ps->p >= ps->end || *ps->p < '0' || *ps->p > '9')
-        return -1;
-    if (*ps->p == '0')
-        ps->p++;
-    else
-        while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
-            if (v > (LLONG_MAX - 9) / 10)
-                *integer = 0; /* too big to be an exit code */
-            else
-                v = v * 10 + (*ps->p - '0');
-            ps->p++;
-        }
-    if (ps->p < ps->end && *ps->p == '.') {
-        *integer = 0;
-        if (++ps->p >= ps->end || *ps->p < '0' || *ps->p > '9')
-            return -1;
-        while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')
-            ps->p++;
-    }
-    if (ps->p < ps->end && (*ps->p == 'e' || *ps->p == 'E')) {
-        *integer = 0;
-        ps->p++;
-        if (ps->p < ps->end && (*ps->p == '+' || *ps->p == '-'))
-            ps->p++;
-        if (ps->p >= ps->end || *ps->p < '0' || *ps->p > '9')
-            return -1;
-        while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')
-            ps->p++;
-    }
-    *value = negative ? -v : v;
-    return 0;
-}
-
-static int skip_value(struct parser *ps);
-
-static int skip_container(struct parser *ps, unsigned char close, int keyed)
-{
-    if (++ps->depth > MAX_DEPTH)
-        return -1;
-    ps->p++;
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == close) {
-        ps->p++;
-        ps->depth--;
-        return 0;
-    }
-    for (;;) {
-        if (keyed) {
-            if (parse_string(ps, NULL, SKIP))
-                return -1;
-            skip_ws(ps);
-            if (ps->p >= ps->end || *ps->p++ != ':')
-                return -1;
-            skip_ws(ps);
-        }
-        if (skip_value(ps))
-            return -1;
-        skip_ws(ps);
-        if (ps->p >= ps->end)
-            return -1;
-        if (*ps->p == close) {
-            ps->p++;
-            ps->depth--;
-            return 0;
-        }
-        if (*ps->p++ != ',')
-            return -1;
-        skip_ws(ps);
-    }
-}
-
-static int literal(struct parser *ps, const char *word)
-{
-    size_t n = strlen(word);
-
-    if ((size_t)(ps->end - ps->p) < n || memcmp(ps->p, word, n) != 0)
-        return -1;
-    ps->p += n;
-    return 0;
-}
-
-static int skip_value(struct parser *ps)
-{
-    long long ignored;
-    int integer;
-
-    if (ps->p >= ps->end)
-        return -1;
-    switch (*ps->p) {
-    case '"': return parse_string(ps, NULL, SKIP);
-    case '{': return skip_container(ps, '}', 1);
-    case '[': return skip_container(ps, ']', 0);
-    case 't': return literal(ps, "true");
-    case 'f': return literal(ps, "false");
-    case 'n': return literal(ps, "null");
-    default: return parse_number(ps, &ignored, &integer);
-    }
-}
-
-/* The answer line's stdout and stderr bytes and exit code; -1 for anything the agent never sends. */
-static int parse_answer(const struct buf *line, struct buf *out, struct buf *err, int *code)
-{
-    struct parser ps;
-    struct buf key = {NULL, 0, 0, MAX_MESSAGE};
-    int have_out = 0, have_err = 0, have_exit = 0, rc = -1;
-
-    ps.p = (const unsigned char *)line->data;
-    ps.end = ps.p + line->len;
-    ps.depth = 1;
-    skip_ws(&ps);
-    if (ps.p >= ps.end || *ps.p++ != '{')
-        return -1;
-    skip_ws(&ps);
-    if (ps.p < ps.end && *ps.p == '}')
-        goto done;
-    for (;;) {
-        key.len = 0;
-        if (parse_string(&ps, &key, STDERR_TEXT))
-            goto done;
-        skip_ws(&ps);
-        if (ps.p >= ps.end || *ps.p++ != ':')
-            goto done;
-        skip_ws(&ps);
-        if (key.len == 6 && memcmp(key.data, "stdout", 6) == 0) {
-            out->len = 0; /* a repeated key: the last one counts, as in Python */
-            if (parse_string(&ps, out, STDOUT_TEXT))
-                goto done;
-            have_out = 1;
-        } else if (key.len == 6 && memcmp(key.data, "stderr", 6) == 0) {
-            err->len = 0;
-            if (parse_string(&ps, err, STDERR_TEXT))
-                goto done;
-            have_err = 1;
-        } else if (key.len == 4 && memcmp(key.data, "exit", 4) == 0) {
-            long long value;
-            int integer;
-
-            if (ps.p >= ps.end || (*ps.p != '-' && (*ps.p < '0' || *ps.p > '9')) ||
-                parse_number(&ps, &value, &integer) || !integer || value > INT_MAX || value < INT_MIN)
-                goto done;
-            *code = (int)value;
-            have_exit = 1;
-        } else if (skip_value(&ps)) {
-            goto done;
-        }
-        skip_ws(&ps);
-        if (ps.p >= ps.end)
-            goto done;
-        if (*ps.p == '}')
-            break;
-        if (*ps.p++ != ',')
-            goto done;
-        skip_ws(&ps);
-    }
-    ps.p++;
-    skip_ws(&ps);
-    if (ps.p == ps.end && have_out && have_err && have_exit)
-        rc = 0;
-done:
-    free(key.data);
     return rc;
 }
 
@@ -773,8 +518,7 @@ int main(int argc, char **argv)
 {
     const char *socket_path = getenv(ENV_SOCKET);
     struct buf in = {NULL, 0, 0, MAX_STDIN + 1}, req = {NULL, 0, 0, MAX_MESSAGE};
-    struct buf answer = {NULL, 0, 0, 0}, out = {NULL, 0, 0, MAX_MESSAGE}, err = {NULL, 0, 0, MAX_MESSAGE};
-    int code = 0;
+    struct answer answer = {{NULL, 0, 0, 0}, 0, 0, 0, 0};
 
     (void)argc;
     if (!socket_path)
@@ -783,15 +527,12 @@ int main(int argc, char **argv)
         run_python(argv, NULL, 0);
     if (!read_stdin(&in))
         run_python(argv, &in, 1);
-    if (build_request(&req, &in) || ask_agent(socket_path, &req, &answer) ||
-        parse_answer(&answer, &out, &err, &code))
+    if (build_request(&req, &in) || ask_agent(socket_path, &req, &answer))
         run_python(argv, &in, 0);
-    write_all(1, out.data, out.len);
-    write_all(2, err.data, err.len);
+    write_all(1, answer.data.data + answer.body, answer.out_len);
+    write_all(2, answer.data.data + answer.body + answer.out_len, answer.err_len);
     free(in.data);
     free(req.data);
-    free(answer.data);
-    free(out.data);
-    free(err.data);
-    return code;
+    free(answer.data.data);
+    return answer.code; /* as sys.exit(code): the status is its low 8 bits */
 }

@@ -66,10 +66,11 @@ def handle(call: tuple, stores) -> dict:
 
 
 def answer_bytes(answer: dict) -> bytes:
-    """``{"stdout", "stderr", "exit"}`` framed for the Python launcher (:func:`cni_ipam.agent_client.read_answer`):
-    ``<exit> <stdout length> <stderr length>``, a newline, then both outputs encoded as its ``sys.stdout``
-    (UTF-8, surrogateescape) and ``sys.stderr`` (UTF-8, backslashreplace) would encode them.  It then needs
-    no JSON decoder.  UnicodeEncodeError where its ``sys.stdout`` would raise too."""
+    """``{"stdout", "stderr", "exit"}`` framed for the Python launcher (:func:`cni_ipam.agent_client.read_answer`)
+    and the native forwarder (native/cni-ipam-forward.c, which reads it the same way):
+    ``<exit> <stdout length> <stderr length>``, a newline, then both outputs encoded as the launcher's
+    ``sys.stdout`` (UTF-8, surrogateescape) and ``sys.stderr`` (UTF-8, backslashreplace) would encode them.
+    Neither client then needs a JSON decoder.  UnicodeEncodeError where that ``sys.stdout`` would raise too."""
     out = answer["stdout"].encode("utf-8", "surrogateescape")
     err = answer["stderr"].encode("utf-8", "backslashreplace")
     return b"%d %d %d\n" % (answer["exit"], len(out), len(err)) + out + err

@@ -25,6 +25,9 @@ MAX_MESSAGE = 16 << 20
 # cni.MAX_STDIN, named here so the forwarding path imports no more of the package
 # (tests/unit/test_agent_client.py holds the two equal).
 MAX_STDIN = 4 << 20
+# The answer's first line, newline excluded (its three integers take at most 30 bytes); the native forwarder
+# (native/cni-ipam-forward.c) takes the same.
+MAX_HEAD = 64
 FORWARDED = ("ADD", "DEL", "CHECK", "GC", "STATUS")
 
 # The characters a JSON string may not hold as they are (RFC 8259, section 7), and DEL, escaped as Python's
@@ -63,10 +66,12 @@ def read_answer(sock) -> tuple:
     data = b""
     while b"\n" not in data:
         chunk = sock.recv(4096)
-        if not chunk or len(data) > 64:
+        if not chunk or len(data) > MAX_HEAD:
             raise ValueError("no answer line")
         data += chunk
     head, _, body = data.partition(b"\n")
+    if len(head) > MAX_HEAD:
+        raise ValueError(f"an answer line of {len(head)} bytes")
     fields = head.split(b" ")
     if len(fields) != 3 or not all(f.isdigit() for f in (fields[0].removeprefix(b"-"), *fields[1:])):
         raise ValueError(f"not an answer line: {head[:64]!r}")

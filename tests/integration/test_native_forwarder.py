@@ -8,9 +8,11 @@ agent``, through fake agents the test runs (capturing the request line, or
 answering what the test wants), and without any agent, where the forwarder
 hands the call, with its original stdin, to the Python plugin.
 
-The Python launcher runs with no locale variables (the C locale, so
-``sys.stdout`` is UTF-8 with surrogateescape), as a container runtime runs a
-plugin; the forwarder prints what it prints there.
+Both ask for the answer in bytes (``"answer": "bytes"``): the agent frames
+it with ``cni_ipam.agent.answer_bytes``, encoded as the launcher's
+``sys.stdout`` and ``sys.stderr`` would in the C locale, and both write those
+bytes as they come.  They run with no locale variables, as a container
+runtime runs a plugin.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ import time
 import pytest
 
 from cni_ipam.agent import answer_bytes
+from cni_ipam.agent_client import MAX_MESSAGE
 from cni_ipam.cni.request import MAX_STDIN
 from cni_ipam.install import package_parent, python_launcher_name, write_launchers
-from cni_ipam.linejson import encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "native", "build.sh")
@@ -246,7 +248,7 @@ def test_the_request_line_is_the_python_clients_byte_for_byte(builds, tmp_path, 
 
     def capture(connection):
         lines.append(read_line(connection))
-        connection.sendall(b'{"stdout":"","stderr":"","exit":0}\n')
+        connection.sendall(b"0 0 0\n")  # an empty answer, framed
         connection.close()
 
     socket_path = fake_agent(capture)
@@ -254,11 +256,11 @@ def test_the_request_line_is_the_python_clients_byte_for_byte(builds, tmp_path, 
     for i in range(150):
         env, stdin = fuzz_env(rng, rng.choice(["ADD", "DEL"]), socket_path), fuzz_stdin(rng, tmp_path)
         assert run(native(builds["asan"]), env, stdin) == (0, b"", b"")
-        run(python(builds["asan"]), env, stdin)  # it asks for its answer in bytes: this JSON one it does not take
+        assert run(python(builds["asan"]), env, stdin) == (0, b"", b"")
         ours, theirs = lines[-2:]
-        # The Python client writes its line itself (cni_ipam.agent_client.quote), and asks for the answer in bytes.
-        assert ours.removesuffix(b"}\n") + b',"answer":"bytes"}\n' == theirs, (i, env, stdin)
-        assert json.loads(ours) == {k: v for k, v in json.loads(theirs).items() if k != "answer"}
+        # The Python client writes its line itself (cni_ipam.agent_client.quote): the two lines are one.
+        assert ours == theirs, (i, env, stdin)
+        assert json.loads(ours)["answer"] == "bytes"
     assert len(lines) == 300
 
 
@@ -276,32 +278,30 @@ def fuzz_text(rng: random.Random, n: int, surrogates) -> str:
 
 
 def test_answers_are_printed_as_the_python_launcher_prints_them(builds, tmp_path, fake_agent):
-    """stdout takes the surrogates surrogateescape can write (U+DC80..U+DCFF, as raw bytes); stderr any,
-    backslash-escaped; the exit code is the agent's."""
+    """The agent's answer_bytes of fuzzed answers: stdout with the surrogates surrogateescape can write
+    (U+DC80..U+DCFF, raw bytes), stderr with any (backslash-escaped), some outputs larger than one read;
+    the exit code is the agent's, as sys.exit gives it."""
     rng = random.Random(71)
-    answers = []
+    framed = []
 
     def answer(connection):
-        # The forwarder takes the JSON line; the Python launcher asks for bytes, which the agent frames with
-        # cni_ipam.agent.answer_bytes: what each prints must be the same.
-        if json.loads(read_line(connection)).get("answer") == "bytes":
-            connection.sendall(answer_bytes(answers[-1][1]))
-        else:
-            connection.sendall(answers[-1][0])
+        assert json.loads(read_line(connection))["answer"] == "bytes"
+        connection.sendall(framed[-1])
         connection.close()
 
     socket_path = fake_agent(answer)
     conf = config(tmp_path)
-    for i in range(60):
-        message = {"stdout": fuzz_text(rng, rng.randint(0, 40), range(0xdc80, 0xdd00)),
-                   "stderr": fuzz_text(rng, rng.randint(0, 40), range(0xd800, 0xe000)), "exit": rng.randint(-300, 300)}
-        if rng.random() < 0.3:
-            message = {"extra": [{"nested": [1, 2.5e3, None, True]}], **dict(reversed(list(message.items())))}
-        line = encode(message)
-        answers.append((line, json.loads(line)))  # a surrogate pair's halves come back one character, as in C
+    for i in range(63):
+        out_length, err_length = (rng.choice([rng.randint(0, 40), rng.randint(0, 100_000)]) for _ in "oe")
+        message = {"stdout": fuzz_text(rng, out_length, range(0xdc80, 0xdd00)),
+                   "stderr": fuzz_text(rng, err_length, range(0xd800, 0xe000)), "exit": rng.randint(-300, 300)}
+        if i >= 60:  # the ends of a C int, which the forwarder takes
+            message["exit"] = [-(1 << 31), (1 << 31) - 1, 256][i - 60]
+        framed.append(answer_bytes(message))
         ours = run(native(builds["asan"]), cni_env("ADD", socket_path), conf)
-        assert ours == run(python(builds["asan"]), cni_env("ADD", socket_path), conf), (i, line)
+        assert ours == run(python(builds["asan"]), cni_env("ADD", socket_path), conf), (i, framed[-1][:200])
         assert ours[0] == message["exit"] % 256
+        assert len(framed[-1]) - framed[-1].index(b"\n") - 1 == len(ours[1]) + len(ours[2])
 
 
 # --- falling back to the Python plugin ------------------------------------------------------------
@@ -327,10 +327,15 @@ def answers(line: bytes):
     return serve
 
 
-GARBAGE = [b"not json\n", b"[1, 2]\n", b'{"stdout": "x", "stderr": ""}\n', b'{"stdout": 1, "stderr": "", "exit": 0}\n',
-           b'{"stdout": "", "stderr": "", "exit": 1.5}\n', b'{"stdout": "\\ud800", "stderr": "", "exit": 0}\n',
-           b'{"stdout": "\xff", "stderr": "", "exit": 0}\n', b'{"stdout": "", "stderr": "", "exit": 0} x\n',
-           b'{"stdout": "", "stderr": "", "exit": 0', b'{"a":' + b"[" * 2000 + b"\n", b"x" * ((16 << 20) + 70000)]
+# Answers cni_ipam.agent.answer_bytes never frames ("<exit> <stdout length> <stderr length>\n", then the bytes).
+GARBAGE = [b"\n", b"x 0 0\n", b"0 1\n", b"0 0 0 0\n", b"0  0 0\n", b" 0 0 0\n", b"0 0 0 \n", b"0 0 0\r\n",
+           b"0 -1 0\n", b"0 0 -1\n", b"0 +1 0\n", b"+0 0 0\n", b"- 0 0\n", b"--1 0 0\n", b"0 1_0 0\n", b"0x1 0 0\n",
+           b"0 \xd9\xa1 0\n",  # a digit, but not ASCII
+           b"0 3 0\nab", b"0 1 1\na", b"0 1 0\nab", b"0 0 0\nx",  # the body shorter, or longer, than announced
+           b'{"stdout":"","stderr":"","exit":0}\n',  # the JSON answer, which neither asks for
+           b"0 %d 1\n" % MAX_MESSAGE, b"0 1 %d\n" % MAX_MESSAGE, b"0 99999999999999999999999 0\n",
+           b"0 0 0", b"0" * 62 + b"1 0 0\n",  # no newline; a first line of 65 bytes (at most 64)
+           b"0" * 100_000 + b" 0 0\n", b"x" * ((16 << 20) + 70000)]
 
 
 def test_without_a_working_agent_the_python_plugin_does_the_call_with_the_original_stdin(builds, tmp_path,
@@ -339,7 +344,8 @@ def test_without_a_working_agent_the_python_plugin_does_the_call_with_the_origin
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(stale)
     listener.close()
-    agents = [str(tmp_path / "missing.sock"), stale, "", fake_agent(closes_early), fake_agent(hangs),
+    hanging = fake_agent(hangs)
+    agents = [str(tmp_path / "missing.sock"), stale, "", fake_agent(closes_early), hanging,
               *(fake_agent(answers(line)) for line in GARBAGE)]
     padding = "x" * 300_000  # more than a pipe holds
     for i, socket_path in enumerate(agents):
@@ -350,6 +356,8 @@ def test_without_a_working_agent_the_python_plugin_does_the_call_with_the_origin
         assert time.monotonic() - started < 10, socket_path
         alone = run(python(builds["asan-short"]), {**env, "CNI_IPAM_AGENT_SOCKET": ""}, conf)
         assert ours == alone, socket_path
+        if socket_path != hanging:  # (the Python launcher waits 60 s for an answer)
+            assert run(python(builds["asan-short"]), env, conf) == alone, socket_path  # it falls back too
         assert ours[0] == 0 and json.loads(ours[1])["ips"][0]["address"] == f"10.40.0.{i + 1}/24"
 
 

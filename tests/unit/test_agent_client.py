@@ -101,6 +101,15 @@ def test_anything_else_is_refused_so_the_launcher_does_the_call_itself(data, why
         answered(data)
 
 
+@pytest.mark.parametrize("chunk", [7, 1 << 20])
+def test_the_answer_line_is_at_most_64_bytes_however_it_arrives(chunk):
+    """The native forwarder takes the same bound (MAX_HEAD): the two clients refuse the same answers."""
+    at_most = b"0" * 59 + b"1 1 0\n" + b"x"
+    assert answered(at_most, chunk) == (b"x", b"", 1)
+    with pytest.raises(ValueError, match="no answer line|an answer line of 65 bytes"):
+        answered(b"0" + at_most, chunk)
+
+
 def test_the_launchers_stdin_bound_is_the_plugins():
     """agent_client names it (one import fewer per forwarded call): it must be cni's."""
     assert agent_client.MAX_STDIN == cni.MAX_STDIN
