@@ -91,7 +91,6 @@ def test_an_answer_in_one_piece_or_many_reads_the_same():
     (b"0 1_0 0\n", "not an answer line"),
     (b"0 +1 0\n", "not an answer line"),
     (b"0 3 0\nab", "ended early"),
-    (b"0 1 0\nab", "more than the answer"),
     (b"0 %d 1\n" % MAX_MESSAGE, "an answer of"),
     (b"2147483648 0 0\n", "exit code"),
     (b"-2147483649 0 0\n", "exit code"),
@@ -99,6 +98,13 @@ def test_an_answer_in_one_piece_or_many_reads_the_same():
 def test_anything_else_is_refused_so_the_launcher_does_the_call_itself(data, why):
     with pytest.raises(ValueError, match=why):
         answered(data)
+
+
+def test_bytes_beyond_the_answer_that_came_with_it_are_refused():
+    """Sent in one piece, so they are read with the answer line (the client stops reading at the answer's
+    end, as the forwarder does: later bytes are never read)."""
+    with pytest.raises(ValueError, match="more than the answer"):
+        answered(b"0 1 0\nab", 1 << 20)
 
 
 @pytest.mark.parametrize("chunk", [7, 1 << 20])
