@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..kube import objects as ko
 from ..kube.client import KubeError
 from .base import Allocation, StoreError
-from .kube_pools import Pool, annotation_ops, note_row, upstream
+from .kube_pools import annotation_ops, note_row, upstream
 from .kubernetes import ATTEMPTS, GV, _pause
 
 
@@ -26,14 +26,10 @@ def parse(store, objects: dict) -> dict:
     """IPPool name -> Pool of the agent's copy, reusing what an earlier call parsed of unchanged objects."""
     pools = {}
     for name, obj in objects.items():
-        named = store._node_pools.get(name)
-        kept = store._parsed.get(name)
-        if kept is None or kept[0] is not obj or kept[1] != named:
-            try:
-                kept = store._parsed[name] = (obj, named, Pool(obj, store._node_pools))
-            except (ko.ObjectError, ValueError, IndexError):
-                continue  # verify reports it; nothing here can allocate from it
-        pools[name] = kept[2]
+        try:
+            pools[name] = store._parse(name, obj)
+        except (ko.ObjectError, ValueError, IndexError):
+            continue  # verify reports it; nothing here can allocate from it
     for name in [n for n in store._parsed if n not in objects]:
         del store._parsed[name]
     return pools
@@ -54,7 +50,7 @@ def commit_batch(store, name: str, wants: list) -> None:
     from .kube_batch import COMMITTED, GONE, LOST, plan
 
     cached = store.batches.cached(name)
-    pool = Pool(cached, store._node_pools) if cached is not None else store._pool(name)
+    pool = store._parse(name, cached) if cached is not None else store._pool(name)
     fresh = False  # a cached pool, or our own list: a held address is read again before it decides
     for attempt in range(ATTEMPTS):
         if pool is None:

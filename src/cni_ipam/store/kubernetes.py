@@ -121,7 +121,7 @@ class KubernetesStore(Store):
         self._cached = False  # this command's pools came from the agent's watched copy, not a LIST
         self._verified = set()  # IPPool names this command read afresh after the copy said they hold its attachment
         self._distrust = False  # a decision on the copy was stale (StaleRead): the next ADD LISTs
-        self._parsed = {}  # IPPool name -> (object, node pool's network_name, Pool): parsed copies, kept in the agent
+        self._parsed = {}  # IPPool name -> (object, node pool's network_name, Pool): in the agent, see _parse
 
     def forget_reads(self) -> None:
         """Read again on the next use (a new command; the agent lends this store to another call)."""
@@ -158,8 +158,19 @@ class KubernetesStore(Store):
             self._pools = pools
         return self._pools
 
+    def _parse(self, name: str, obj: dict) -> "Pool":
+        """The Pool of ``obj``; in the agent, parsed once per object, whichever of an ADD's steps reads it
+        first (its reading of the copy, its batch's write, the write's answer: three parses an ADD before)."""
+        if self.batches is None:
+            return Pool(obj, self._node_pools)
+        named = self._node_pools.get(name)
+        kept = self._parsed.get(name)
+        if kept is None or kept[0] is not obj or kept[1] != named:
+            kept = self._parsed[name] = (obj, named, Pool(obj, self._node_pools))
+        return kept[2]
+
     def _remember(self, obj: dict) -> "Pool":
-        pool = Pool(obj, self._node_pools)
+        pool = self._parse((obj.get("metadata") or {}).get("name"), obj)
         if self._pools is not None:
             self._pools[pool.name] = pool
         if self.batches is not None:
