@@ -318,32 +318,35 @@ class SQLiteStore(Store):
             narrow(path)  # a database just created has the umask's mode; its -wal and -shm will copy this one
             self._identity = _identity(path)
             mode = synchronous_mode()
-            self.db.execute(f"PRAGMA synchronous={mode}")
+            # Commits run at NORMAL whatever the level: FULL's promise is kept with the fsync after the lock
+            # (see "Syncing after the lock" above).  One PRAGMA per open: only creating the store runs at FULL.
+            self.db.execute("PRAGMA synchronous=NORMAL")
             # user_version is set in the same transaction as the schema: a process killed while creating
             # the store (or a concurrent creator) leaves 0, and the next open finishes the job.
             if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
-                self._create()
-            # FULL's promise, kept with the fsync after the lock (see "Syncing after the lock" above).
+                self._create(mode)
             self._sync_after = mode == "FULL"
-            if self._sync_after:
-                self.db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store {path!r}: {exc}", retry=_is_busy(exc)) from None
         except OSError as exc:
             raise StoreError(f"cannot open the SQLite store {path!r}: {exc.strerror or exc}") from None
 
-    def _create(self) -> None:
+    def _create(self, mode: str) -> None:
         """WAL and the schema, one process at a time: switching the journal mode fails at once with
-        "database is locked" (no busy wait) while another process is switching it."""
+        "database is locked" (no busy wait) while another process is switching it.  Both run at the
+        environment's level ``mode`` (FULL by default), so the switch to WAL and the schema are synced: no
+        fsync after the lock follows them."""
         import fcntl
 
         lock_fd = _open_lock(self.path)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
+                self.db.execute(f"PRAGMA synchronous={mode}")
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta VALUES "
                                       f"('schema', '{SCHEMA_VERSION}'); PRAGMA user_version=1; COMMIT;")
+                self.db.execute("PRAGMA synchronous=NORMAL")  # a failure above fails the open: no connection kept
         finally:
             posix.close(lock_fd)  # closing drops the flock
 
