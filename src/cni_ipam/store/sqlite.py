@@ -34,7 +34,7 @@ from __future__ import annotations
 import posix
 
 from ..net import pool_version
-from ..oslite import S_IMODE, S_ISREG, abspath, basename, dirname, exists, getenv, join
+from ..oslite import S_IMODE, S_ISLNK, S_ISREG, abspath, basename, dirname, exists, getenv, join
 from .base import MAX_HINTS_PER_POOL, Allocation, Store, StoreError, merge_unique
 
 
@@ -219,14 +219,19 @@ def own_names(path: str) -> set:
     return {base + suffix for suffix in SUFFIXES}
 
 
-def make_private(path: str) -> None:
+def make_private(path: str, found=None) -> None:
     """Make the directory of the store at ``path`` and its existing files private, or raise StoreError saying
-    why not and what to do."""
+    why not and what to do.  ``found``: the database file's ``lstat`` when the caller just took it (None: not
+    there then; its creator narrows it), so it is not taken twice."""
     directory = dirname(abspath(path)) or "."
     names = own_names(path)
     _private_directory(path, directory, names)
+    database = basename(path)
     for name in sorted(names):
-        narrow(join(directory, name))
+        if name != database:
+            narrow(join(directory, name))
+        elif found is not None:
+            _narrow_found(join(directory, name), found)
 
 
 def _private_directory(path: str, directory: str, names: set) -> None:
@@ -242,12 +247,19 @@ def _private_directory(path: str, directory: str, names: set) -> None:
 def narrow(file: str) -> None:
     """Mode 0600 (at most) for a regular file of ours at ``file``; nothing for a missing file or a symlink."""
     try:
-        info = posix.lstat(file)
-        mode = S_IMODE(info.st_mode)
-        if S_ISREG(info.st_mode) and info.st_uid == posix.geteuid() and mode & 0o077:
-            posix.chmod(file, mode & 0o700)
+        _narrow_found(file, posix.lstat(file))
     except FileNotFoundError:  # not there, or removed by SQLite's last close meanwhile
         return
+
+
+def _narrow_found(file: str, info) -> None:
+    """:func:`narrow`, ``info`` being the file's ``lstat``."""
+    mode = S_IMODE(info.st_mode)
+    if S_ISREG(info.st_mode) and info.st_uid == posix.geteuid() and mode & 0o077:
+        try:
+            posix.chmod(file, mode & 0o700)
+        except FileNotFoundError:  # removed by SQLite's last close meanwhile
+            return
 
 
 def encode_ip(ip: int, version: int) -> bytes:
@@ -307,16 +319,20 @@ class SQLiteStore(Store):
         self._lock_fd = None
         self._sync_after = False
         try:
-            if not exists(path):
+            found = _lstat(path)  # the database file, if there: one lstat for what follows
+            if found is None or (S_ISLNK(found.st_mode) and not exists(path)):
                 from .sqlite_setup import new_directory  # once per node: the store is created
 
                 new_directory(path)
-            make_private(path)  # before SQLite creates a file in the directory
+            make_private(path, found)  # before SQLite creates a file in the directory
             # check_same_thread=False: the node agent hands an open store to one thread after another
             # (cni_ipam.store.KeptOpen), never to two at once.
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            narrow(path)  # a database just created has the umask's mode; its -wal and -shm will copy this one
-            self._identity = _identity(path)
+            if found is not None and S_ISREG(found.st_mode):  # narrowed above, not created now
+                self._identity = found.st_dev, found.st_ino  # replaced since: stale() then reopens it, no harm
+            else:
+                narrow(path)  # a database just created has the umask's mode; its -wal and -shm copy this one
+                self._identity = _identity(path)
             mode = synchronous_mode()
             # Commits run at NORMAL whatever the level: FULL's promise is kept with the fsync after the lock
             # (see "Syncing after the lock" above).  One PRAGMA per open: only creating the store runs at FULL.
@@ -498,6 +514,14 @@ class SQLiteStore(Store):
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except (OSError, sqlite3.Error):
             return
+
+
+def _lstat(path: str):
+    """``path``'s lstat, or None where :func:`~cni_ipam.oslite.exists` finds nothing."""
+    try:
+        return posix.lstat(path)
+    except (OSError, ValueError):
+        return None
 
 
 def _identity(path: str) -> tuple:
