@@ -466,6 +466,8 @@ class SQLiteStore(Store):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if pod:  # implies the pod index's own WHERE, so SQLite may use it: else it reads the network's every row
+            where.append("pod != ''")
         sql = f"SELECT {COLUMNS} FROM allocations"
         if where:
             sql += " WHERE " + " AND ".join(where)
