@@ -255,7 +255,7 @@ def narrow(file: str) -> None:
 def _narrow_found(file: str, info) -> None:
     """:func:`narrow`, ``info`` being the file's ``lstat``."""
     mode = S_IMODE(info.st_mode)
-    if S_ISREG(info.st_mode) and info.st_uid == posix.geteuid() and mode & 0o077:
+    if mode & 0o077 and S_ISREG(info.st_mode) and info.st_uid == posix.geteuid():  # private already: no syscall
         try:
             posix.chmod(file, mode & 0o700)
         except FileNotFoundError:  # removed by SQLite's last close meanwhile
