@@ -13,21 +13,20 @@ ADDRESS_TAKEN = 101  # plugin-specific codes (100+ are ours by the spec)
 RANGE_FULL = 102
 
 
-_FLAT_FILES = {}  # path -> what _read_json found there, in a plugin executable (one call per process)
+_FLAT_FILES = None  # path -> what _read_json found there: a dict in a plugin executable only (see _read_json)
 
 
 def _read_json(path):
     """A flat file's JSON object; None if no file is there.  A directory means its whereabouts.conf.
 
-    A plugin executable (:func:`cni_ipam.cni.skel.in_launcher`: one call,
-    then the process ends) reads each flat file once: the call's log line
-    (:func:`_log_call`) finds ``log_file`` in the same reading as the
-    command did, instead of opening and parsing the file again (40-50 us
-    per call).  Elsewhere (the node agent, tests) every call reads afresh.
+    A plugin executable (:func:`plugin` without stores, in a launcher,
+    :func:`cni_ipam.cni.skel.in_launcher`: one call, then the process
+    ends) reads each flat file once: the call's log line (:func:`_log_call`)
+    finds ``log_file`` in the same reading as the command did, instead of
+    opening and parsing the file again (40-50 us per call).  Elsewhere (the
+    node agent, tests) every call reads afresh.
     """
-    from ..cni.skel import in_launcher
-
-    if not in_launcher():
+    if _FLAT_FILES is None:
         return _read_json_file(path)
     if path not in _FLAT_FILES:
         _FLAT_FILES[path] = _read_json_file(path)  # a failure raises, and is not kept
@@ -356,9 +355,12 @@ def plugin(stores=None) -> Plugin:
     None, in a plugin process: :class:`cni_ipam.store.OpenPerCall`.  The node agent passes its own."""
     def with_stores(function):
         def call(request):
+            global _FLAT_FILES
             from ..cni.skel import in_launcher
             from ..store import OpenPerCall
 
+            if stores is None and in_launcher() and _FLAT_FILES is None:  # this process serves this call only
+                _FLAT_FILES = {}
             return function(request, stores or OpenPerCall(exits=in_launcher()))
         call.__doc__ = function.__doc__
         return call
