@@ -26,6 +26,7 @@ from .oslite import S_ISLNK, S_ISREG, S_ISVTX, S_IWOTH, dirname
 
 MAX_LINKS = 40  # as the kernel's limit on links in one path lookup
 _DIR_FLAGS = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC
+_ENOTDIR, _ELOOP = 20, 40  # errno on Linux: what opening a symbolic link with O_NOFOLLOW fails with
 
 
 class UntrustedPath(Exception):
@@ -117,9 +118,6 @@ def _walk(path: str, missing_ok: bool) -> tuple:
     except BaseException:
         posix.close(fd)
         raise
-
-
-_ENOTDIR, _ELOOP = 20, 40  # errno on Linux (what opening a symbolic link with O_NOFOLLOW fails with)
 
 
 def _link_info(part: str, fd: int):
