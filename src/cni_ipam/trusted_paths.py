@@ -26,6 +26,7 @@ from .oslite import S_ISLNK, S_ISREG, S_ISVTX, S_IWOTH, dirname
 
 MAX_LINKS = 40  # as the kernel's limit on links in one path lookup
 _DIR_FLAGS = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC
+_ENOTDIR, _ELOOP = 20, 40  # errno on Linux: what opening a symbolic link with O_NOFOLLOW fails with
 
 
 class UntrustedPath(Exception):
@@ -33,11 +34,17 @@ class UntrustedPath(Exception):
 
 
 def _trusted(uid: int) -> bool:
-    return uid in (0, posix.geteuid())
+    return uid == 0 or uid == posix.geteuid()
 
 
-def _check_dir(fd: int, where: str, sticky_ok: bool = True) -> None:
+def _check_dir(fd: int, where: str, sticky_ok: bool = True):
+    """The directory open at ``fd`` by the rule (its ``fstat``, returned), or UntrustedPath."""
     st = posix.fstat(fd)
+    _check_dir_stat(st, where, sticky_ok)
+    return st
+
+
+def _check_dir_stat(st, where: str, sticky_ok: bool = True) -> None:
     if not _trusted(st.st_uid):
         raise UntrustedPath(f"directory {where} is owned by uid {st.st_uid}, not root")
     if st.st_mode & S_IWOTH and not (sticky_ok and st.st_mode & S_ISVTX):
@@ -60,42 +67,66 @@ def open_parent(path: str, missing_ok: bool = False) -> tuple:
     and ``fd`` is None (the caller creates the rest under trusted ground).
     The caller closes ``fd``.
     """
+    fd, name, _ = _walk(path, missing_ok)
+    return fd, name
+
+
+def _walk(path: str, missing_ok: bool) -> tuple:
+    """:func:`open_parent`, with the ``fstat`` of the directory reached (None with ``fd``).
+
+    Each directory is opened with ``O_NOFOLLOW`` straight away; only when
+    that fails as it does on a symbolic link (``ENOTDIR``, with
+    ``O_DIRECTORY``) is the entry ``lstat``-ed: a plain directory costs an
+    ``openat`` and an ``fstat`` (a plugin call walks 4-6 of them).
+    """
     head, name = _split(path)
     fd = posix.open("/" if path.startswith("/") else ".", _DIR_FLAGS)
     try:
-        _check_dir(fd, "/" if path.startswith("/") else "(the working directory)")
+        st = _check_dir(fd, "/" if path.startswith("/") else "(the working directory)")
         parts = [p for p in head.split("/") if p not in ("", ".")]
         links, where = 0, ""
         while parts:
             part = parts.pop(0)
             where = f"{where}/{part}"
             try:
-                st = posix.stat(part, dir_fd=fd, follow_symlinks=False)
+                following = posix.open(part, _DIR_FLAGS | posix.O_NOFOLLOW, dir_fd=fd)  # fails on a link
             except FileNotFoundError:
                 if missing_ok:
                     posix.close(fd)
-                    return None, name
+                    return None, name, None
                 raise
-            if S_ISLNK(st.st_mode):
-                if not _trusted(st.st_uid):
-                    raise UntrustedPath(f"{where} is a symbolic link owned by uid {st.st_uid}, not root")
+            except OSError as exc:
+                link = _link_info(part, fd) if exc.errno in (_ENOTDIR, _ELOOP) else None
+                if link is None:
+                    raise  # not a directory, nor a link to one
                 links += 1
+                if not _trusted(link.st_uid):
+                    raise UntrustedPath(f"{where} is a symbolic link owned by uid {link.st_uid}, not root") from None
                 if links > MAX_LINKS:
-                    raise UntrustedPath(f"more than {MAX_LINKS} symbolic links")
+                    raise UntrustedPath(f"more than {MAX_LINKS} symbolic links") from None
                 target = posix.readlink(part, dir_fd=fd)
                 if target.startswith("/"):
+                    root = posix.open("/", _DIR_FLAGS)
                     posix.close(fd)
-                    fd = posix.open("/", _DIR_FLAGS)
+                    fd, st = root, None
                 parts[:0] = [p for p in target.split("/") if p not in ("", ".")]
                 continue
-            following = posix.open(part, _DIR_FLAGS | posix.O_NOFOLLOW, dir_fd=fd)  # fails if swapped for a link
             posix.close(fd)
             fd = following
-            _check_dir(fd, where)
-        return fd, name
+            st = _check_dir(fd, where)
+        return fd, name, st if st is not None else posix.fstat(fd)
     except BaseException:
         posix.close(fd)
         raise
+
+
+def _link_info(part: str, fd: int):
+    """The ``lstat`` of ``part`` in the directory at ``fd`` when it is a symbolic link, else None."""
+    try:
+        st = posix.stat(part, dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return st if S_ISLNK(st.st_mode) else None
 
 
 def open_log(path: str) -> int:
@@ -128,11 +159,11 @@ def open_log(path: str) -> int:
 def check_store_path(path: str) -> None:
     """Refuse a SQLite store path against the rule; its own directory, if it exists, must not be writable by
     others even when sticky, since SQLite creates ``-wal``, ``-shm`` (and we ``.lock``) there by name."""
-    fd, name = open_parent(path, missing_ok=True)
+    fd, name, st = _walk(path, missing_ok=True)
     if fd is None:
         return  # the store creates the missing directories, 0700, under checked ones
     try:
-        _check_dir(fd, dirname(path) or ".", sticky_ok=False)
+        _check_dir_stat(st, dirname(path) or ".", sticky_ok=False)  # the walk's fstat of that directory
         try:
             st = posix.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:

@@ -75,11 +75,15 @@ def _node_name(config) -> str:
     return getenv("NODENAME") or written_nodename(config.ipam, config.flat_file) or posix.uname().nodename
 
 
-def _sliced(store, config, node: str) -> list:
+def _sliced(store, config, node=None) -> list:
     """What to allocate from: the config's ranges, the first as this node's slices of it with
-    ``node_slice_size`` (:mod:`cni_ipam.config.node_slices`; one read of the NodeSlicePool)."""
+    ``node_slice_size`` (:mod:`cni_ipam.config.node_slices`; one read of the NodeSlicePool).  ``node``: this
+    node's name, looked up here when None and needed (without slices it is not: CHECK and STATUS skip the
+    nodename file and uname)."""
     if config.node_slices is None:
         return config.ranges
+    if node is None:
+        node = _node_name(config)
     from ..allocator.engine import Choices
     from ..config.node_slices import node_specs
 
@@ -169,7 +173,7 @@ def check(request, stores, read_json):
         raise invalid_config("Required prevResult missing", "CHECK compares the store with the ADD result in prevResult")
     store = stores.open(config.store)
     try:
-        groups = _sliced(store, config, _node_name(config))
+        groups = _sliced(store, config)
         held = store.find(network=request.name, container_id=request.container_id, ifname=request.ifname)
     finally:
         stores.done(store)
@@ -254,7 +258,7 @@ def status(request, stores, read_json):
     try:
         with store.transaction():  # ADD and DEL need one; nothing is written in it
             pass
-        for spec, group in zip(config.ranges, _sliced(store, config, _node_name(config))):
+        for spec, group in zip(config.ranges, _sliced(store, config)):
             if not any(has_free(store, s) for s in getattr(group, "specs", (group,))):
                 raise CNIError(NOT_AVAILABLE, f"whereabouts: {spec.key} {spec.range.cidr} has no free address"
                                               + (" in this node's slices" if group is not spec else ""))

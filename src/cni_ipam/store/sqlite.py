@@ -34,7 +34,7 @@ from __future__ import annotations
 import posix
 
 from ..net import pool_version
-from ..oslite import S_IMODE, S_ISREG, abspath, basename, dirname, exists, getenv, join
+from ..oslite import S_IMODE, S_ISLNK, S_ISREG, abspath, basename, dirname, exists, getenv, join
 from .base import MAX_HINTS_PER_POOL, Allocation, Store, StoreError, merge_unique
 
 
@@ -219,14 +219,19 @@ def own_names(path: str) -> set:
     return {base + suffix for suffix in SUFFIXES}
 
 
-def make_private(path: str) -> None:
+def make_private(path: str, found=None) -> None:
     """Make the directory of the store at ``path`` and its existing files private, or raise StoreError saying
-    why not and what to do."""
+    why not and what to do.  ``found``: the database file's ``lstat`` when the caller just took it (None: not
+    there then; its creator narrows it), so it is not taken twice."""
     directory = dirname(abspath(path)) or "."
     names = own_names(path)
     _private_directory(path, directory, names)
+    database = basename(path)
     for name in sorted(names):
-        narrow(join(directory, name))
+        if name != database:
+            narrow(join(directory, name))
+        elif found is not None:
+            _narrow_found(join(directory, name), found)
 
 
 def _private_directory(path: str, directory: str, names: set) -> None:
@@ -242,12 +247,19 @@ def _private_directory(path: str, directory: str, names: set) -> None:
 def narrow(file: str) -> None:
     """Mode 0600 (at most) for a regular file of ours at ``file``; nothing for a missing file or a symlink."""
     try:
-        info = posix.lstat(file)
-        mode = S_IMODE(info.st_mode)
-        if S_ISREG(info.st_mode) and info.st_uid == posix.geteuid() and mode & 0o077:
-            posix.chmod(file, mode & 0o700)
+        _narrow_found(file, posix.lstat(file))
     except FileNotFoundError:  # not there, or removed by SQLite's last close meanwhile
         return
+
+
+def _narrow_found(file: str, info) -> None:
+    """:func:`narrow`, ``info`` being the file's ``lstat``."""
+    mode = S_IMODE(info.st_mode)
+    if mode & 0o077 and S_ISREG(info.st_mode) and info.st_uid == posix.geteuid():  # private already: no syscall
+        try:
+            posix.chmod(file, mode & 0o700)
+        except FileNotFoundError:  # removed by SQLite's last close meanwhile
+            return
 
 
 def encode_ip(ip: int, version: int) -> bytes:
@@ -307,43 +319,50 @@ class SQLiteStore(Store):
         self._lock_fd = None
         self._sync_after = False
         try:
-            if not exists(path):
+            found = _lstat(path)  # the database file, if there: one lstat for what follows
+            if found is None or (S_ISLNK(found.st_mode) and not exists(path)):
                 from .sqlite_setup import new_directory  # once per node: the store is created
 
                 new_directory(path)
-            make_private(path)  # before SQLite creates a file in the directory
+            make_private(path, found)  # before SQLite creates a file in the directory
             # check_same_thread=False: the node agent hands an open store to one thread after another
             # (cni_ipam.store.KeptOpen), never to two at once.
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            narrow(path)  # a database just created has the umask's mode; its -wal and -shm will copy this one
-            self._identity = _identity(path)
+            if found is not None and S_ISREG(found.st_mode):  # narrowed above, not created now
+                self._identity = found.st_dev, found.st_ino  # replaced since: stale() then reopens it, no harm
+            else:
+                narrow(path)  # a database just created has the umask's mode; its -wal and -shm copy this one
+                self._identity = _identity(path)
             mode = synchronous_mode()
-            self.db.execute(f"PRAGMA synchronous={mode}")
+            # Commits run at NORMAL whatever the level: FULL's promise is kept with the fsync after the lock
+            # (see "Syncing after the lock" above).  One PRAGMA per open: only creating the store runs at FULL.
+            self.db.execute("PRAGMA synchronous=NORMAL")
             # user_version is set in the same transaction as the schema: a process killed while creating
             # the store (or a concurrent creator) leaves 0, and the next open finishes the job.
             if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
-                self._create()
-            # FULL's promise, kept with the fsync after the lock (see "Syncing after the lock" above).
+                self._create(mode)
             self._sync_after = mode == "FULL"
-            if self._sync_after:
-                self.db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store {path!r}: {exc}", retry=_is_busy(exc)) from None
         except OSError as exc:
             raise StoreError(f"cannot open the SQLite store {path!r}: {exc.strerror or exc}") from None
 
-    def _create(self) -> None:
+    def _create(self, mode: str) -> None:
         """WAL and the schema, one process at a time: switching the journal mode fails at once with
-        "database is locked" (no busy wait) while another process is switching it."""
+        "database is locked" (no busy wait) while another process is switching it.  Both run at the
+        environment's level ``mode`` (FULL by default), so the switch to WAL and the schema are synced: no
+        fsync after the lock follows them."""
         import fcntl
 
         lock_fd = _open_lock(self.path)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             if self.db.execute("PRAGMA user_version").fetchone()[0] != 1:
+                self.db.execute(f"PRAGMA synchronous={mode}")
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta VALUES "
                                       f"('schema', '{SCHEMA_VERSION}'); PRAGMA user_version=1; COMMIT;")
+                self.db.execute("PRAGMA synchronous=NORMAL")  # a failure above fails the open: no connection kept
         finally:
             posix.close(lock_fd)  # closing drops the flock
 
@@ -411,6 +430,15 @@ class SQLiteStore(Store):
             self.set_hint(hint[0], allocation.pool, allocation.space, hint[1])
         return True
 
+    def claim_else_held(self, allocation: Allocation, hint, lo: int, hi: int):
+        """The INSERT first, the read only if the address was held: the allocator's first candidate is the
+        hint, nearly always free, so an ADD no longer reads its range before claiming (2 SELECTs fewer).  A
+        failed INSERT aborts that statement only; the transaction (and its write lock) goes on, so the read
+        that follows sees what made it fail."""
+        if self.claim(allocation, hint):
+            return True, None
+        return False, self.held(allocation.pool, allocation.space, lo, hi)
+
     def release(self, allocation: Allocation) -> bool:
         ip = encode_ip(allocation.ip, allocation.version)
         gone = self._run("DELETE FROM allocations WHERE pool = ? AND ip = ? AND network = ? AND container_id = ? "
@@ -438,6 +466,8 @@ class SQLiteStore(Store):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if pod:  # implies the pod index's own WHERE, so SQLite may use it: else it reads the network's every row
+            where.append("pod != ''")
         sql = f"SELECT {COLUMNS} FROM allocations"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -495,6 +525,14 @@ class SQLiteStore(Store):
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except (OSError, sqlite3.Error):
             return
+
+
+def _lstat(path: str):
+    """``path``'s lstat, or None where :func:`~cni_ipam.oslite.exists` finds nothing."""
+    try:
+        return posix.lstat(path)
+    except (OSError, ValueError):
+        return None
 
 
 def _identity(path: str) -> tuple:
