@@ -61,7 +61,7 @@ def compile_package(parent: str) -> None:
     """Write ``.pyc`` files and the code bundle now: at run time the bin and lib dirs may be read-only.
 
     Without the bundle (a package dir this user cannot write) the launchers import from the ``.pyc``
-    files, about 0.6 ms more per whereabouts ADD: said on stderr, not an error.
+    files, about 1 ms more CPU per whereabouts call (docs/install.md): said on stderr, not an error.
     """
     import compileall
 

@@ -151,6 +151,17 @@ def test_the_bundle_is_replaced_whole_and_can_name_other_paths(package):
     assert marshal.loads(data[offset:offset + length]).co_filename == "/node/lib/cni-ipam/cni_ipam/store/sqlite.py"
 
 
+def test_an_install_that_cannot_write_the_bundle_says_so_and_goes_on(package, tmp_path, capsys):
+    """The .pyc files are enough to run: the launchers import from them."""
+    path = bundle_of(package)
+    os.unlink(path)
+    os.mkdir(path)  # what cannot be replaced by a file, even by root
+    compile_package(package)
+    assert "no code bundle in" in capsys.readouterr().err
+    assert set(loaders(probe(package)).values()) == {SOURCE}
+    whereabouts_add(package, str(tmp_path))
+
+
 # --- launchers use it, and get what a normal import gives -----------------------------------------
 
 def test_a_launcher_call_imports_our_modules_from_the_bundle(installed, tmp_path):
