@@ -49,7 +49,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))  # kubeapi: the test API s
 
 from _measure import (DURABILITY_SQLITE, fail_on, load_line, percentile, process_cpu_s, spawn_timed,  # noqa: E402
                       start_agent, stop_agent)
-from cni_ipam.install import install  # noqa: E402
+from cni_ipam import code_bundle  # noqa: E402
+from cni_ipam.install import install, package_parent  # noqa: E402
 
 COMMANDS = ("ADD", "CHECK", "DEL")
 # One pod per attachment: an ADD for a pod that already holds an address moves it to the new container.
@@ -287,16 +288,23 @@ def main(argv=None) -> int:
     parser.add_argument("--stores", default="sqlite,etcd,kubernetes,dhcp", help="which worlds (default all four)")
     parser.add_argument("--no-agent", action="store_true", help="skip the runs through the node agent")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--without-code-bundle", action="store_true",
+                        help="delete the code bundle install wrote (cni_ipam.code_bundle): our modules import from "
+                             "their .pyc files, as before it (the next install writes it again)")
     args = parser.parse_args(argv)
     stores = args.stores.split(",")
 
     work = tempfile.mkdtemp(prefix="bench-hot-path-")
     bin_dir = os.path.join(work, "bin")
     install(bin_dir, names=["whereabouts", "dhcp"])
+    bundle = code_bundle.bundle_path(os.path.join(package_parent(), "cni_ipam"))
+    if args.without_code_bundle:
+        os.unlink(bundle)
     with open(os.path.join(bin_dir, "whereabouts")) as launcher:
         python = launcher.readline()[2:].split()[0]
     load_before = os.getloadavg()
-    print(f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f}; {args.count} calls per command; {python}")
+    print(f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f}; {args.count} calls per command; {python}; "
+          f"code bundle {'deleted' if args.without_code_bundle else bundle}")
     bare = floor(python, args.count)
     rows, problems, cluster, worlds, skipped = [], [], None, [], []
     try:

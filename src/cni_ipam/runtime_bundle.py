@@ -345,11 +345,15 @@ def library_closure(elves: list) -> dict:
 
 
 def copy_package(package_parent: str, version: Version) -> None:
-    """``cni_ipam`` without its caches, then compiled for the node's paths."""
+    """``cni_ipam`` without its caches, then compiled for the node's paths: ``.pyc`` files and its own code
+    bundle (cni_ipam.code_bundle), whose code names the sources by their node paths too."""
+    from . import code_bundle
+
     source = os.path.join(package_parent, "cni_ipam")
     target = os.path.join(version.path, PACKAGE_DIR, "cni_ipam")
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     compile_tree(version, PACKAGE_DIR)
+    code_bundle.write(target, seen_as=os.path.join(version.node_path, PACKAGE_DIR, "cni_ipam"))
 
 
 def compile_tree(version: Version, relative: str) -> None:

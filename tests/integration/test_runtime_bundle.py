@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import marshal
 import os
 import re
 import subprocess
@@ -18,9 +19,10 @@ import sys
 
 import pytest
 
+from cni_ipam import code_bundle
 from cni_ipam.install import PLUGINS, install
 from cni_ipam.runtime_bundle import CURRENT, MARKER, PYTHON_NAME, BundleError
-from node_root import (NODE_BIN, NODE_RUNTIME, STATIC_NET, STATIC_RESULT, SUPPORTED, WHEREABOUTS_NET,
+from node_root import (CHROOT, NODE_BIN, NODE_RUNTIME, STATIC_NET, STATIC_RESULT, SUPPORTED, WHEREABOUTS_NET,
                        make_node_root, need_patchelf, need_root, run_in_node)
 
 
@@ -136,6 +138,38 @@ def test_every_needed_library_is_in_the_bundle(node):
     for path in elves(os.path.join(runtime, version)):
         for needed in (patchelf("--print-needed", path) or "").split():
             assert os.path.exists(os.path.join(lib, needed)), f"{path} needs {needed}, not in {lib}"
+
+
+def test_the_copied_package_has_its_own_code_bundle(node):
+    """Built for the copy's sources (their times and sizes), its code naming them by their node paths."""
+    runtime = node + NODE_RUNTIME
+    (version,) = version_dirs(runtime)
+    package_dir = os.path.join(runtime, version, "lib", "cni-ipam", "cni_ipam")
+    with open(code_bundle.bundle_path(package_dir), "rb") as f:
+        data = f.read()
+    start, length = int.from_bytes(data[8:12], "little"), int.from_bytes(data[12:16], "little")
+    index = marshal.loads(data[start:start + length])
+    assert "cni_ipam.plugins.whereabouts" in index
+    for name, (_, relative, mtime_ns, size, offset, length) in index.items():
+        source = os.stat(os.path.join(package_dir, relative))
+        assert (source.st_mtime_ns, source.st_size) == (mtime_ns, size), name
+        code = marshal.loads(data[offset:offset + length])
+        assert code.co_filename == f"{NODE_RUNTIME}/{version}/lib/cni-ipam/cni_ipam/{relative}", name
+
+
+@pytest.mark.root
+def test_plugins_on_the_node_import_from_the_bundle(node):
+    """The node's interpreter, isolated as a launcher, serves our modules from the copy's bundle."""
+    need_root()
+    (version,) = version_dirs(node + NODE_RUNTIME)
+    parent = f"{NODE_RUNTIME}/{version}/lib/cni-ipam"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import cni_ipam.plugins.whereabouts as m; "
+            "print(type(m.__spec__.loader).__name__, m.__file__, m.add.__code__.co_filename)")
+    done = subprocess.run([CHROOT, node, f"{NODE_RUNTIME}/{version}/bin/{PYTHON_NAME}", "-IS", "-c", code, parent],
+                          capture_output=True, text=True, env={}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    source = f"{parent}/cni_ipam/plugins/whereabouts.py"
+    assert done.stdout.split() == ["_CodeBundle", source, source]
 
 
 def test_launchers_name_no_path_of_the_image(node):
@@ -273,7 +307,10 @@ test_bundled_plugin_imports_only_what_its_command_needs = guard.test_plugin_impo
 
 # The guard's backend whose ADD each plugin makes: whereabouts on SQLite, whose _sqlite3 the bundle carries.
 ADD_BACKEND = {"static": "static", "whereabouts": "whereabouts sqlite", "dhcp": "dhcp"}
-LOADED_FROM = re.compile(r"^# (?:code object from|extension module '[^']+' loaded from) '([^']+)'$", re.M)
+# What python -v says of each module file it loads: a .pyc, an extension module, or (for our modules) the code
+# bundle (cni_ipam.code_bundle), with the module's name first.
+LOADED_FROM = re.compile(r"^# (?:code object from|extension module '[^']+' loaded from|[\w.]+: code object from) "
+                         r"'([^']+)'$", re.M)
 
 
 @pytest.mark.parametrize("plugin", sorted(PLUGINS))
@@ -287,8 +324,10 @@ def test_bundled_plugin_loads_code_only_from_its_version(plugin, plugin_bin_dir,
     done = subprocess.run([python, "-v", "-IS", launcher], input=stdin, env=env, capture_output=True,
                           timeout=60)
     assert done.returncode == 0 and json.loads(done.stdout)["ips"], f"{plugin} ADD did not succeed: {done.stdout!r}"
-    loaded = LOADED_FROM.findall(done.stderr.decode(errors="replace"))
-    assert any(f"/cni_ipam/plugins/__pycache__/{plugin}." in path for path in loaded), loaded
+    stderr = done.stderr.decode(errors="replace")
+    loaded = LOADED_FROM.findall(stderr)
+    bundle = f"{version}/lib/cni-ipam/cni_ipam/__pycache__/bundle.{sys.implementation.cache_tag}.bin"
+    assert f"# cni_ipam.plugins.{plugin}: code object from '{bundle}'" in stderr, "the plugin is not from its bundle"
     assert any("/lib-dynload/" in path for path in loaded), "no extension module was loaded: the check proves little"
     outside = [path for path in loaded if not path.startswith(version + "/")]
     assert not outside, f"{plugin} ADD loaded code from outside {version}: {outside}"
