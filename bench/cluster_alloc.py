@@ -161,6 +161,10 @@ class LeaderKill:
         self.cond = threading.Condition()
         self.finished = []  # seconds from the start at which each ADD completed
         self.at = {}  # "killed", "leader" (a new one answered), "restarted": seconds from the start
+        # ADDs completed when the member was dead ("killed") and when it was about to start again ("restarted"),
+        # counted under the lock: timestamps rounded to the millisecond could not tell apart two ADDs that
+        # complete in the very millisecond of the restart (a new leader answering two waiting ADDs at once)
+        self.counts = {}
         self.victim, self.victim_cpu = None, 0.0
         self.started = time.perf_counter()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -183,12 +187,16 @@ class LeaderKill:
         self._wait(self.kill_after)
         self.victim = self.cluster.leader()
         self.victim_cpu = self.meter.bank(self.victim)
-        self.at["killed"] = self._now()
         self.cluster.kill(self.victim)
+        self._mark("killed")
         threading.Thread(target=self._watch, daemon=True).start()
-        self._wait(min(max(self.restart_after, len(self.finished) + 1), self.adds))  # one answered while it is down
-        self.at["restarted"] = self._now()
+        self._wait(min(max(self.restart_after, self.counts["killed"] + 1), self.adds))  # one answered while down
+        self._mark("restarted")
         self.cluster.start_member(self.victim)
+
+    def _mark(self, event: str) -> None:
+        with self.cond:
+            self.at[event], self.counts[event] = self._now(), len(self.finished)
 
     def _watch(self) -> None:
         """When one of the members left is leader (they answer at once; the election itself takes 1-2 s)."""
@@ -207,12 +215,12 @@ class LeaderKill:
         if self.victim is not None and not self.victim.pid:
             self.cluster.start_member(self.victim)
         self.cluster.wait_healthy(30)
-        killed, restarted = self.at.get("killed", wall), self.at.get("restarted", wall)
+        killed = self.counts.get("killed", len(self.finished))
+        restarted = self.counts.get("restarted", len(self.finished))
         report = {"member": self.victim.name if self.victim else None, "wall_s": round(wall, 2), **self.at,
-                  "no_leader_s": round(self.at["leader"] - killed, 3) if "leader" in self.at else None,
-                  "completed_before": sum(t < killed for t in self.finished),
-                  "completed_while_down": sum(killed <= t < restarted for t in self.finished),
-                  "completed_after_restart": sum(t >= restarted for t in self.finished)}
+                  "no_leader_s": round(self.at["leader"] - self.at["killed"], 3) if "leader" in self.at else None,
+                  "completed_before": killed, "completed_while_down": restarted - killed,
+                  "completed_after_restart": len(self.finished) - restarted}
         mid_run = report["completed_before"] and report["completed_while_down"] and report["completed_after_restart"]
         return report, [] if mid_run else [f"the leader kill did not land mid-run: {report}"]
 
