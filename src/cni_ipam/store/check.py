@@ -63,6 +63,17 @@ def released(store, a):
     return repair
 
 
+def dropped(store, reservation, named: str):
+    """The repair of an address-space claim no allocation backs, through the backend's own
+    ``drop_reservation`` (which leaves it alone if it changed since the check read it); ``named``: the claim
+    as the backend calls it, for both sentences."""
+    def repair() -> str:
+        if store.drop_reservation(reservation):
+            return f"deleted the unbacked {named}"
+        return f"the {named} changed meanwhile; left alone"
+    return repair
+
+
 def duplicates(allocations) -> list:
     """One address held twice in one address space: the store's uniqueness rule was broken (left for a decision)."""
     groups = {}

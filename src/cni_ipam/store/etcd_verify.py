@@ -34,7 +34,7 @@ def check(store, progress=None) -> list:
     """An allocation is several keys here, so besides what any store can hold (records outside their
     pool's CIDR, duplicates in a space) there can be unreadable records, a record without its space
     claim, a space claim without its record, and an index entry without its record."""
-    from .check import Problem, duplicates, outside_its_pool, released, tick
+    from .check import Problem, dropped, duplicates, outside_its_pool, released, tick
 
     problems = []
     pools_base = store._k("pools") + b"/"
@@ -69,7 +69,8 @@ def check(store, progress=None) -> list:
         problems.append(Problem("unbacked-space-key",
                                 f"address space {reservation.space!r} claims {reservation.address} for pool "
                                 f"{reservation.pool!r} but no allocation holds it: the address is blocked",
-                                repair=_drop_unbacked(store, reservation)))
+                                repair=dropped(store, reservation, f"claim of {reservation.address} in address "
+                                                                   f"space {reservation.space!r}")))
 
     for section, depth in (("attachments", 5), ("pods", 4)):
         base = store._k(section) + b"/"
@@ -90,14 +91,6 @@ def _restore_claim(store, a: Allocation):
         if store._call(store.client.txn, [ec.absent(key)], [ec.put(key, a.pool.encode())])["succeeded"]:
             return f"restored the claim of {a.address} in address space {a.space!r} for {a.pool}"
         return f"the claim of {a.address} in address space {a.space!r} was written meanwhile; left alone"
-    return repair
-
-
-def _drop_unbacked(store, reservation):
-    def repair() -> str:
-        if store.drop_reservation(reservation):
-            return f"deleted the unbacked claim of {reservation.address} in address space {reservation.space!r}"
-        return f"the claim of {reservation.address} in {reservation.space!r} changed meanwhile; left alone"
     return repair
 
 

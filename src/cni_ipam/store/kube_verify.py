@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..kube import objects as ko
 from ..kube.client import KubeError
 from .base import Allocation, Reservation
-from .check import Problem, duplicates, outside_its_pool, released, tick
+from .check import Problem, dropped, duplicates, outside_its_pool, released, tick
 from .kube_node_pools import learn_node_pools
 from .kube_pools import (ANNOTATION, NOTE, Pool, annotation_ops, created_at, reservation_name, reservation_of,
                          reservation_readings)
@@ -65,7 +65,8 @@ def check(store, progress=None) -> list:
         problems.append(Problem("unbacked-reservation",
                                 f"OverlappingRangeIPReservation {reservation.token[0]} holds {reservation.address} "
                                 f"in address space {reservation.space!r} but no allocation does: the address "
-                                f"is blocked", repair=_drop_unbacked(store, reservation)))
+                                f"is blocked",
+                                repair=dropped(store, reservation, f"reservation {reservation.token[0]}")))
     return problems + duplicates(allocations)
 
 
@@ -85,14 +86,6 @@ def _drop_stale(store, pool: Pool):
         except KubeError:
             return f"IPPool {pool.name} changed meanwhile; its annotation was left alone (run verify again)"
         return f"dropped the stale annotation entries of keys {', '.join(sorted(pool.stale))} from IPPool {pool.name}"
-    return repair
-
-
-def _drop_unbacked(store, reservation):
-    def repair() -> str:
-        if store.drop_reservation(reservation):
-            return f"deleted the unbacked reservation {reservation.token[0]}"
-        return f"the reservation {reservation.token[0]} changed meanwhile; left alone"
     return repair
 
 
