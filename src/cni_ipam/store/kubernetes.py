@@ -207,7 +207,7 @@ class KubernetesStore(Store):
         obj = self.batches.cached(name) if self._cached else None
         if obj is not None:
             try:
-                self._pools[name] = Pool(obj, self._node_pools)
+                self._pools[name] = self._parse(name, obj)
                 return
             except (ko.ObjectError, ValueError, IndexError):
                 pass
